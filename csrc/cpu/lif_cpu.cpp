@@ -1,0 +1,182 @@
+// Fused CPU LIF kernels. Each thread takes a range of neurons and walks it in
+// blocks of kBlock; for one block the membrane lives in a local fp32 (fp64 for
+// double) array while the time loop runs, and the inner loop over the block is
+// branch-free on options that are template parameters, so the compiler vectorises it.
+#include "lif_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <type_traits>
+
+namespace tks {
+namespace cpu {
+namespace {
+
+constexpr int64_t kBlock = 512;
+// Neurons per parallel task: enough work per thread to amortise the fork.
+constexpr int64_t kGrain = 4096;
+
+template <typename scalar_t>
+using acc_type_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+
+// The value forward saves for backward: d = h - v_threshold in the storage type,
+// its sign kept when a narrow type would round a small negative d to zero.
+template <typename scalar_t>
+struct SavedDistance {
+  static scalar_t store(acc_type_t<scalar_t> d) { return static_cast<scalar_t>(d); }
+};
+template <>
+struct SavedDistance<c10::Half> {
+  static c10::Half store(float d) {
+    const c10::Half r(d);
+    return c10::Half(lif::keep_sign<float>(d, static_cast<float>(r), 5.9604644775390625e-8f));
+  }
+};
+template <>
+struct SavedDistance<c10::BFloat16> {
+  static c10::BFloat16 store(float d) {
+    const c10::BFloat16 r(d);
+    // 2^-133, the smallest positive bfloat16 subnormal
+    return c10::BFloat16(lif::keep_sign<float>(d, static_cast<float>(r), 9.183549615799121e-41f));
+  }
+};
+
+template <typename scalar_t, bool DecayInput, bool SoftReset, bool SaveD, bool SaveVSeq>
+void forward_impl(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
+                  scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
+                  scalar_t* __restrict__ v_seq, scalar_t* __restrict__ d_saved, int64_t T,
+                  int64_t N, const lif::Params& p) {
+  using acc_t = acc_type_t<scalar_t>;
+  const acc_t tau = p.tau, vth = p.v_threshold, vr = p.v_reset;
+  const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
+  const acc_t v_fill = SoftReset ? acc_t(0) : vr;
+  // Captured by value: through references the compiler must assume the stores may
+  // alias the scalars, and the loop does not vectorise.
+  at::parallel_for(0, N, kGrain, [=](int64_t begin, int64_t end) {
+    acc_t v[kBlock];
+    for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
+      const int64_t len = std::min(kBlock, end - n0);
+      for (int64_t i = 0; i < len; ++i) {
+        v[i] = v_init ? static_cast<acc_t>(v_init[n0 + i]) : v_fill;
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = t * N + n0;
+        const scalar_t* __restrict__ xt = x + off;
+        scalar_t* __restrict__ st = spikes + off;
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) {
+          const acc_t h = lif::charge<acc_t>(v[i], static_cast<acc_t>(xt[i]), tau, vr_charge, DecayInput);
+          const acc_t s = lif::fire<acc_t>(h, vth);
+          const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
+          st[i] = static_cast<scalar_t>(s);
+          if (SaveD) d_saved[off + i] = SavedDistance<scalar_t>::store(h - vth);
+          if (SaveVSeq) v_seq[off + i] = static_cast<scalar_t>(vn);
+          v[i] = vn;
+        }
+      }
+      for (int64_t i = 0; i < len; ++i) v_last[n0 + i] = static_cast<scalar_t>(v[i]);
+    }
+  });
+}
+
+template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
+void backward_impl(const scalar_t* __restrict__ grad_spikes,
+                   const scalar_t* __restrict__ grad_v_last,
+                   const scalar_t* __restrict__ grad_v_seq,
+                   const scalar_t* __restrict__ d_saved, scalar_t* __restrict__ grad_x,
+                   scalar_t* __restrict__ grad_v_init, int64_t T, int64_t N,
+                   const lif::Params& params, float alpha_f) {
+  using acc_t = acc_type_t<scalar_t>;
+  const acc_t tau = params.tau, alpha = alpha_f;
+  const lif::Params p = params;
+  at::parallel_for(0, N, kGrain, [=](int64_t begin, int64_t end) {
+    acc_t gv[kBlock];
+    for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
+      const int64_t len = std::min(kBlock, end - n0);
+      for (int64_t i = 0; i < len; ++i) {
+        gv[i] = grad_v_last ? static_cast<acc_t>(grad_v_last[n0 + i]) : acc_t(0);
+      }
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t off = t * N + n0;
+#pragma omp simd
+        for (int64_t i = 0; i < len; ++i) {
+          acc_t g = gv[i];
+          if (HasGradVSeq) g += static_cast<acc_t>(grad_v_seq[off + i]);
+          const acc_t d = static_cast<acc_t>(d_saved[off + i]);
+          const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+          const acc_t gh = lif::step_backward<acc_t>(d, static_cast<acc_t>(grad_spikes[off + i]), g, sg, p);
+          grad_x[off + i] = static_cast<scalar_t>(lif::grad_x_from_h<acc_t>(gh, tau, p.decay_input));
+          gv[i] = lif::grad_v_prev_from_h<acc_t>(gh, tau);
+        }
+      }
+      for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = static_cast<scalar_t>(gv[i]);
+    }
+  });
+}
+
+}  // namespace
+
+template <typename scalar_t>
+void lif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
+                 scalar_t* v_last, scalar_t* v_seq, scalar_t* d_saved, int64_t T,
+                 int64_t N, const lif::Params& p) {
+  // Four run-time flags become template parameters: 16 specialisations.
+#define TKS_FWD(DI, SR, SD, SV) \
+  return forward_impl<scalar_t, DI, SR, SD, SV>(x, v_init, spikes, v_last, v_seq, d_saved, T, N, p)
+#define TKS_FWD_SV(DI, SR, SD) \
+  if (v_seq) { TKS_FWD(DI, SR, SD, true); } else { TKS_FWD(DI, SR, SD, false); }
+#define TKS_FWD_SD(DI, SR) \
+  if (d_saved) { TKS_FWD_SV(DI, SR, true) } else { TKS_FWD_SV(DI, SR, false) }
+#define TKS_FWD_SR(DI) \
+  if (p.soft_reset) { TKS_FWD_SD(DI, true) } else { TKS_FWD_SD(DI, false) }
+  if (p.decay_input) { TKS_FWD_SR(true) } else { TKS_FWD_SR(false) }
+#undef TKS_FWD_SR
+#undef TKS_FWD_SD
+#undef TKS_FWD_SV
+#undef TKS_FWD
+}
+
+template <typename scalar_t>
+void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
+                  const scalar_t* grad_v_seq, const scalar_t* d_saved, scalar_t* grad_x,
+                  scalar_t* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
+                  int32_t surrogate, float alpha) {
+#define TKS_BWD(K)                                                                      \
+  case K:                                                                               \
+    if (grad_v_seq) {                                                                   \
+      return backward_impl<scalar_t, K, true>(grad_spikes, grad_v_last, grad_v_seq,     \
+                                              d_saved, grad_x, grad_v_init, T, N, p,    \
+                                              alpha);                                   \
+    }                                                                                   \
+    return backward_impl<scalar_t, K, false>(grad_spikes, grad_v_last, grad_v_seq,      \
+                                             d_saved, grad_x, grad_v_init, T, N, p, alpha);
+  switch (surrogate) {
+    TKS_BWD(lif::kSigmoid)
+    TKS_BWD(lif::kAtan)
+    TKS_BWD(lif::kPiecewiseQuadratic)
+    TKS_BWD(lif::kPiecewiseExp)
+    TKS_BWD(lif::kSoftSign)
+    TKS_BWD(lif::kSuperSpike)
+    TKS_BWD(lif::kErf)
+    default:
+      break;
+  }
+#undef TKS_BWD
+}
+
+#define TKS_INSTANTIATE(S)                                                               \
+  template void lif_forward<S>(const S*, const S*, S*, S*, S*, S*, int64_t, int64_t,     \
+                               const lif::Params&);                                      \
+  template void lif_backward<S>(const S*, const S*, const S*, const S*, S*, S*, int64_t, \
+                                int64_t, const lif::Params&, int32_t, float);
+TKS_INSTANTIATE(float)
+TKS_INSTANTIATE(double)
+TKS_INSTANTIATE(c10::Half)
+TKS_INSTANTIATE(c10::BFloat16)
+#undef TKS_INSTANTIATE
+
+}  // namespace cpu
+}  // namespace tks

@@ -1,0 +1,14 @@
+"""tks_kernels: fused LIF and TKS-loss kernels for training spiking neural networks.
+
+Public API:
+    LIF, reset_net                 -- the multi-step LIF layer (SpikingJelly drop-in)
+    functional.lif_multistep       -- the same without state
+    available_backends()           -- {name: (available, reason)}
+"""
+from ._backends import BACKENDS, available_backends
+from . import functional
+from .neuron import LIF, MemoryModule, reset_net
+
+__version__ = "0.1.0"
+
+__all__ = ["BACKENDS", "LIF", "MemoryModule", "available_backends", "functional", "reset_net"]

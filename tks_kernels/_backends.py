@@ -1,0 +1,108 @@
+"""Which backends can run here, and which one a call gets.
+
+Backends: ``torch`` (the plain-PyTorch reference, any device), ``cpu`` (C++ kernels in
+``tks_kernels._C``), ``triton`` (Triton kernels; CUDA tensors, or CPU tensors under
+``TRITON_INTERPRET=1``) and ``cuda`` (CUDA kernels in ``tks_kernels._C``).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from typing import Dict, Tuple
+
+import torch
+
+BACKENDS = ("torch", "cpu", "triton", "cuda")
+
+_EXT_ERROR: str | None = None
+try:  # the extension registers the C++ ops with torch.library on import
+    importlib.import_module("tks_kernels._C")
+except Exception as exc:  # noqa: BLE001 - any failure only disables the C++ backends
+    _EXT_ERROR = f"{type(exc).__name__}: {exc}"
+
+
+def extension_error() -> str | None:
+    """Why ``tks_kernels._C`` did not load, or None when it did."""
+    return _EXT_ERROR
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+    except RuntimeError:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_error() -> str | None:
+    try:
+        importlib.import_module("triton")
+    except Exception as exc:  # noqa: BLE001
+        return f"triton does not import ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _status(name: str) -> Tuple[bool, str]:
+    if name == "torch":
+        return True, "plain PyTorch reference; runs on any device"
+    if name == "cpu":
+        if _EXT_ERROR is not None:
+            return False, f"tks_kernels._C did not load ({_EXT_ERROR}); reinstall with `pip install --no-build-isolation .`"
+        return True, "C++ kernels from tks_kernels._C, threads over neurons"
+    if name == "cuda":
+        if _EXT_ERROR is not None:
+            return False, f"tks_kernels._C did not load ({_EXT_ERROR})"
+        if not _has_kernel("tks_kernels::lif_forward", "CUDA"):
+            return False, "tks_kernels._C was built without CUDA kernels (torch without CUDA or no nvcc at build time)"
+        if not torch.cuda.is_available():
+            return False, "no CUDA device is available"
+        return True, "CUDA kernels from tks_kernels._C"
+    if name == "triton":
+        err = _triton_import_error()
+        if err is not None:
+            return False, err
+        if torch.cuda.is_available():
+            return True, "Triton kernels on CUDA tensors"
+        if triton_interpreted():
+            return True, "Triton kernels run by the interpreter on CPU tensors (TRITON_INTERPRET=1; slow, for tests)"
+        return False, "no CUDA device, and TRITON_INTERPRET=1 is not set"
+    raise ValueError(f"unknown backend {name!r}")
+
+
+def available_backends() -> Dict[str, Tuple[bool, str]]:
+    """``{name: (available, reason)}`` for every backend."""
+    return {name: _status(name) for name in BACKENDS}
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend a call on ``device`` runs with; raises if ``backend`` cannot run there."""
+    if backend == "auto":
+        if device.type == "cuda":
+            order = ("triton", "cuda", "torch")
+        elif device.type == "cpu":
+            order = ("cpu", "torch")
+        else:
+            order = ("torch",)
+        for name in order:
+            if _status(name)[0]:
+                return name
+        return "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+    ok, reason = _status(backend)
+    if not ok:
+        raise RuntimeError(f"backend={backend!r} cannot run here: {reason}")
+    if backend == "cpu" and device.type != "cpu":
+        raise RuntimeError(f"backend='cpu' runs on CPU tensors, but the input is on {device}")
+    if backend == "cuda" and device.type != "cuda":
+        raise RuntimeError(f"backend='cuda' runs on CUDA tensors, but the input is on {device}")
+    if backend == "triton" and device.type != "cuda" and not (device.type == "cpu" and triton_interpreted()):
+        raise RuntimeError(
+            f"backend='triton' runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), but the input is on {device}"
+        )
+    return backend

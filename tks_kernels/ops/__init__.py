@@ -1,0 +1,2 @@
+"""One folder per op: ``reference.py`` (the definition in plain PyTorch) beside the
+fast versions (``cpu.py``, ``triton.py``, ``cuda.py``)."""
