@@ -1,0 +1,141 @@
+"""Shared benchmark harness (``pytest benchmarks/``).
+
+Every case reports, besides pytest-benchmark's times, in ``benchmark.extra_info``:
+``bytes``: the bytes a perfect kernel must move; ``GB/s``: bytes / median time;
+``copy_frac``: that rate as a fraction of a tensor copy of the same size measured
+in the same run on the same device; ``saved_bytes``: bytes saved for backward.
+A table of these is printed at the end and appended to ``benchmarks/results.csv``.
+
+Environment: ``TKS_BENCH_DEVICE`` (cpu|cuda, default cuda when available),
+``TKS_BENCH_THREADS`` (CPU threads, default 2), ``TKS_BENCH_ROUNDS`` (default 5).
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import os
+import time
+from typing import Callable, Dict, List
+
+import pytest
+import torch
+
+DEVICE = torch.device(os.environ.get("TKS_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
+THREADS = int(os.environ.get("TKS_BENCH_THREADS", "2"))
+ROUNDS = int(os.environ.get("TKS_BENCH_ROUNDS", "5"))
+RESULTS: List[Dict] = []
+
+# The issue's headline CPU shape, and GPU shapes up to 64M elements.
+CPU_LIF_SHAPES = [(8, 32, 32768)]
+GPU_LIF_SHAPES = [(4, 64, 65536), (8, 32, 262144), (32, 16, 131072), (8, 64, 131072)]
+LIF_SHAPES = GPU_LIF_SHAPES if DEVICE.type == "cuda" else CPU_LIF_SHAPES
+
+
+def pytest_configure(config):
+    if DEVICE.type == "cpu":
+        torch.set_num_threads(THREADS)
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def median_seconds(fn: Callable[[], object], rounds: int = ROUNDS, warmup: int = 1) -> float:
+    """Median wall time of fn() over `rounds` runs (device-synchronised)."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+@functools.lru_cache(maxsize=None)
+def copy_bytes_per_second(nbytes: int, device: str = str(DEVICE)) -> float:
+    """Rate of a device copy of an nbytes tensor (read + write counted)."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    t = median_seconds(lambda: dst.copy_(src), rounds=max(ROUNDS, 5))
+    return 2 * nbytes / t
+
+
+def saved_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of distinct storages autograd saves for backward while running fn()."""
+    seen = {}
+
+    def pack(t):
+        try:
+            key = t.untyped_storage().data_ptr()
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        except RuntimeError:
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def run_case(benchmark, fn: Callable[[], object], *, name: str, bytes_moved: int, saved: int | None = None, **info):
+    """Time fn with pytest-benchmark and record throughput against a copy."""
+    fn()
+    sync()
+
+    def timed():
+        fn()
+        sync()
+
+    benchmark.pedantic(timed, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    copy = copy_bytes_per_second(max(bytes_moved // 2, 4096))
+    row = {
+        "case": name,
+        "device": str(DEVICE),
+        "median_ms": round(median * 1e3, 3),
+        "GB/s": round(bytes_moved / median / 1e9, 2),
+        "copy_frac": round(bytes_moved / median / copy, 3),
+        "saved_bytes": saved if saved is not None else "",
+        **info,
+    }
+    benchmark.extra_info.update(row)
+    RESULTS.append(row)
+    return row
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not RESULTS:
+        return
+    keys = []
+    for r in RESULTS:
+        keys += [k for k in r if k not in keys]
+    tr = terminalreporter
+    tr.section("tks_kernels benchmarks (GB/s = bytes a perfect kernel moves / median time)")
+    widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in RESULTS)) for k in keys}
+    tr.write_line("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in RESULTS:
+        tr.write_line("  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys))
+    path = os.path.join(os.path.dirname(__file__), "results.csv")
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["time"] + keys, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        for r in RESULTS:
+            w.writerow({"time": stamp, **r})
+
+
+@pytest.fixture
+def device():
+    return DEVICE
