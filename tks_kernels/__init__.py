@@ -8,6 +8,7 @@ Public API:
 from ._backends import BACKENDS, available_backends
 from . import functional
 from .neuron import LIF, MemoryModule, reset_net
+from . import models
 
 __version__ = "0.1.0"
 

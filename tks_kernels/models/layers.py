@@ -1,0 +1,170 @@
+"""Building blocks shared by the model zoo.
+
+Every model runs layer by layer over a whole sequence ``[T, B, ...]``: stateless layers
+(convolutions, batch norm, pooling, linear) see the flattened ``[T*B, ...]`` through
+:class:`SeqToANN`, neurons (:class:`tks_kernels.LIF`, multi-step) see ``[T, B, ...]``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..neuron import LIF
+
+# The TKS paper's neuron (BrainCog's LIFNode), in tks_kernels.LIF's arguments.
+PAPER_NEURON: Mapping[str, Any] = {
+    "tau": 2.0,
+    "decay_input": True,
+    "v_threshold": 0.5,
+    "v_reset": 0.0,
+    "detach_reset": True,
+    "surrogate": "piecewise_quadratic",
+    "alpha": 2.0,
+}
+
+
+def neuron_options(neuron: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """PAPER_NEURON updated with ``neuron`` (a dict of LIF arguments); checks the keys."""
+    allowed = ("tau", "decay_input", "v_threshold", "v_reset", "detach_reset", "surrogate", "alpha")
+    opts = dict(PAPER_NEURON)
+    if neuron:
+        unknown = sorted(set(neuron) - set(allowed))
+        if unknown:
+            raise TypeError(f"neuron= got unknown LIF options {', '.join(unknown)}; it takes: {', '.join(allowed)}")
+        opts.update(neuron)
+    return opts
+
+
+def make_lif(neuron: Mapping[str, Any], backend: str) -> LIF:
+    return LIF(**neuron, step_mode="m", backend=backend)
+
+
+class SeqToANN(nn.Sequential):
+    """Runs stateless layers on a sequence: ``[T, B, ...] -> flatten -> layers -> [T, B, ...]``.
+
+    The flatten and unflatten are views for contiguous and channels_last tensors, so a
+    channels_last model stays channels_last through the neurons.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        T, B = x.shape[0], x.shape[1]
+        y = super().forward(x.flatten(0, 1))
+        return y.unflatten(0, (T, B))
+
+
+class TdBatchNorm2d(nn.BatchNorm2d):
+    """Threshold-dependent batch norm (tdBN; Zheng et al., AAAI 2021).
+
+    Normalises over time and batch together (the input is ``[T*B, C, H, W]``, see
+    :class:`SeqToANN`) and scales the normalised input by ``alpha * v_threshold``
+    before the affine weight: ``y = weight * alpha * v_th * x_hat + bias``. ``alpha``
+    is 1, or 1/sqrt(2) for the two branches that are added in a residual block.
+    """
+
+    def __init__(self, num_features: int, alpha: float = 1.0, v_threshold: float = 1.0,
+                 eps: float = 1e-5, momentum: Optional[float] = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.alpha = float(alpha)
+        self.v_threshold = float(v_threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        self._check_input_dim(x)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return F.batch_norm(
+            x,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            self.weight * (self.alpha * self.v_threshold),
+            self.bias,
+            use_batch,
+            factor,
+            self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", alpha={self.alpha:.4g}, v_threshold={self.v_threshold}"
+
+
+def scale_channels(c: int, width: float) -> int:
+    return max(1, int(round(c * width)))
+
+
+def as_size(size: Any) -> Tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = (int(s) for s in size)
+    return h, w
+
+
+class SpikingModel(nn.Module):
+    """Base of the zoo: takes a static batch or a sequence, returns per-step logits.
+
+    ``forward(x, T=None)``: ``x`` is ``[B, *sample]`` (a static input, repeated ``T``
+    times, default ``self.T``) or ``[T, B, *sample]`` (a sequence, e.g. event frames).
+    Returns logits ``[T, B, num_classes]``. The neurons are reset at the start of every
+    call, so calls are independent.
+    """
+
+    sample_dims: int = 3  # [C, H, W]
+
+    def __init__(self, T: int, num_classes: int) -> None:
+        super().__init__()
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be a positive int number of time steps, got {T!r}")
+        self.T = T
+        self.num_classes = num_classes
+
+    def reset(self) -> None:
+        # Any stateful neuron, ours or SpikingJelly's (both have .v and .reset()).
+        for m in self.modules():
+            if m is not self and hasattr(m, "v") and callable(getattr(m, "reset", None)):
+                m.reset()
+
+    def to_sequence(self, x: torch.Tensor, T: Optional[int] = None) -> torch.Tensor:
+        d = self.sample_dims
+        if x.dim() == d + 1:
+            steps = self.T if T is None else T
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"T must be a positive int, got {steps!r}")
+            return x.unsqueeze(0).expand(steps, *x.shape)
+        if x.dim() == d + 2:
+            if T is not None and T != x.shape[0]:
+                raise ValueError(f"got a sequence of {x.shape[0]} steps and T={T}; slice the sequence (x[:T]) instead")
+            return x
+        raise ValueError(
+            f"{type(self).__name__} takes a static batch [B, {d} sample dims] or a sequence "
+            f"[T, B, {d} sample dims]; got shape {tuple(x.shape)}"
+        )
+
+    def forward_sequence(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, T: Optional[int] = None) -> torch.Tensor:
+        self.reset()
+        return self.forward_sequence(self.to_sequence(x, T))
+
+
+def init_weights(model: nn.Module) -> None:
+    """Kaiming-normal convolutions (fan_out, as torchvision's ResNets), BN weight 1 bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+SQRT1_2 = 1.0 / math.sqrt(2.0)
+__all__ = ["PAPER_NEURON", "SeqToANN", "SpikingModel", "TdBatchNorm2d", "init_weights", "make_lif",
+           "neuron_options", "scale_channels", "as_size", "SQRT1_2"]
