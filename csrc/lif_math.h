@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define TKS_HD __host__ __device__ __forceinline__
@@ -73,13 +74,51 @@ TKS_HD T step_forward(T v_prev, T x, const Params& p, T* s_out, T* v_out) {
   return h;
 }
 
+// exp in fp32 that host compilers vectorise (std::exp is a library call they
+// cannot): Cephes' polynomial, within 2 ulp of std::exp on [-87.3, 88]; inputs
+// outside are clamped (the surrogates only need exp of non-positive arguments,
+// where that means a result below 1.2e-38). Device code uses expf.
+TKS_HD float exp_f32(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  x = x < -87.33654f ? -87.33654f : (x > 88.0f ? 88.0f : x);
+  const float t = x * 1.44269504088896341f + 0.5f;
+  int32_t ni = static_cast<int32_t>(t);
+  ni -= t < static_cast<float>(ni) ? 1 : 0;  // floor, branch-free
+  const float n = static_cast<float>(ni);
+  float r = x - n * 0.693359375f;  // x - n*ln2, in two parts for accuracy
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (ni + 127) << 23;  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+#endif
+}
+
+template <typename T>
+TKS_HD T exp_t(T x) {
+  return std::exp(x);
+}
+template <>
+TKS_HD float exp_t<float>(float x) {
+  return exp_f32(x);
+}
+
 // dS/dx of the surrogate at x = h - v_threshold.
 template <typename T>
 TKS_HD T surrogate_grad(int32_t kind, T x, T alpha) {
   const T pi = T(3.14159265358979323846);
   switch (kind) {
     case kSigmoid: {
-      const T sg = T(1) / (T(1) + std::exp(-alpha * x));
+      const T sg = T(1) / (T(1) + exp_t<T>(-alpha * x));
       return alpha * sg * (T(1) - sg);
     }
     case kAtan: {
@@ -91,7 +130,7 @@ TKS_HD T surrogate_grad(int32_t kind, T x, T alpha) {
       return g > T(0) ? g : T(0);
     }
     case kPiecewiseExp:
-      return alpha / T(2) * std::exp(-alpha * std::fabs(x));
+      return alpha / T(2) * exp_t<T>(-alpha * std::fabs(x));
     case kSoftSign: {
       const T u = T(1) + std::fabs(alpha * x);
       return alpha / (T(2) * u * u);
@@ -102,7 +141,7 @@ TKS_HD T surrogate_grad(int32_t kind, T x, T alpha) {
     }
     case kErf:
     default:
-      return alpha / std::sqrt(pi) * std::exp(-alpha * alpha * x * x);
+      return alpha / std::sqrt(pi) * exp_t<T>(-alpha * alpha * x * x);
   }
 }
 
@@ -123,23 +162,33 @@ TKS_HD T keep_sign(T d, T d_rounded, T tiny) {
 }
 
 // One backward step. d = h_t - v_threshold (as saved), gs = dL/ds_t, gv = dL/dv_t
-// (from step t+1 plus any gradient of v_t itself). Returns dL/dh_t; the caller
-// forms dL/dx_t = gh / tau (decay_input) or gh, and dL/dv_{t-1} = gh * (1 - 1/tau).
+// (from step t+1 plus any gradient of v_t itself), sg = g'(d). Returns dL/dh_t; the
+// caller forms dL/dx_t = gh / tau (decay_input) or gh, and dL/dv_{t-1} =
+// gh * (1 - 1/tau). Scalars come in the compute type so a vectorised caller
+// converts nothing inside its loop.
 template <typename T>
-TKS_HD T step_backward(T d, T gs, T gv, T sg, const Params& p) {
-  const T s = d >= T(0) ? T(1) : T(0);
-  const T nd = p.detach_reset ? T(0) : T(1);
-  if (p.soft_reset) {
-    return gs * sg + gv * (T(1) - T(p.v_threshold) * sg * nd);
+TKS_HD T step_backward(T d, T gs, T gv, T sg, T v_threshold, T v_reset, bool soft_reset,
+                       bool detach_reset) {
+  const T nd = detach_reset ? T(0) : T(1);
+  if (soft_reset) {
+    return gs * sg + gv * (T(1) - v_threshold * sg * nd);
   }
+  const T s = d >= T(0) ? T(1) : T(0);
   // v_reset - h = (v_reset - v_threshold) - d
-  const T vr_minus_h = (T(p.v_reset) - T(p.v_threshold)) - d;
+  const T vr_minus_h = (v_reset - v_threshold) - d;
   return gs * sg + gv * ((T(1) - s) + vr_minus_h * sg * nd);
 }
 
+// dh_t/dx_t is 1/tau with decay_input, else 1: dL/dx_t = gh / input_divisor, the
+// divisor computed once per call (tau or exactly 1), so the loop has no branch.
 template <typename T>
-TKS_HD T grad_x_from_h(T gh, T tau, bool decay_input) {
-  return decay_input ? gh / tau : gh;
+TKS_HD T input_divisor(T tau, bool decay_input) {
+  return decay_input ? tau : T(1);
+}
+
+template <typename T>
+TKS_HD T grad_x_from_h(T gh, T input_div) {
+  return gh / input_div;
 }
 
 template <typename T>

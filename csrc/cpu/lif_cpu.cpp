@@ -44,76 +44,100 @@ struct SavedDistance<c10::BFloat16> {
   }
 };
 
+// One thread's range of neurons [begin, end). Everything arrives by value with
+// __restrict__ pointers: the compiler may keep the scalars in registers and
+// vectorise the inner loop (through a lambda's captures it cannot).
 template <typename scalar_t, bool DecayInput, bool SoftReset, bool SaveD, bool SaveVSeq>
-void forward_impl(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
-                  scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
-                  scalar_t* __restrict__ v_seq, scalar_t* __restrict__ d_saved, int64_t T,
-                  int64_t N, const lif::Params& p) {
+void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
+                   scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
+                   scalar_t* __restrict__ v_seq, scalar_t* __restrict__ d_saved, int64_t T,
+                   int64_t N, const lif::Params p, int64_t begin, int64_t end) {
   using acc_t = acc_type_t<scalar_t>;
   const acc_t tau = p.tau, vth = p.v_threshold, vr = p.v_reset;
   const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
-  const acc_t v_fill = SoftReset ? acc_t(0) : vr;
-  // Captured by value: through references the compiler must assume the stores may
-  // alias the scalars, and the loop does not vectorise.
-  at::parallel_for(0, N, kGrain, [=](int64_t begin, int64_t end) {
-    acc_t v[kBlock];
-    for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
-      const int64_t len = std::min(kBlock, end - n0);
-      for (int64_t i = 0; i < len; ++i) {
-        v[i] = v_init ? static_cast<acc_t>(v_init[n0 + i]) : v_fill;
-      }
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t off = t * N + n0;
-        const scalar_t* __restrict__ xt = x + off;
-        scalar_t* __restrict__ st = spikes + off;
-#pragma omp simd
-        for (int64_t i = 0; i < len; ++i) {
-          const acc_t h = lif::charge<acc_t>(v[i], static_cast<acc_t>(xt[i]), tau, vr_charge, DecayInput);
-          const acc_t s = lif::fire<acc_t>(h, vth);
-          const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
-          st[i] = static_cast<scalar_t>(s);
-          if (SaveD) d_saved[off + i] = SavedDistance<scalar_t>::store(h - vth);
-          if (SaveVSeq) v_seq[off + i] = static_cast<scalar_t>(vn);
-          v[i] = vn;
-        }
-      }
-      for (int64_t i = 0; i < len; ++i) v_last[n0 + i] = static_cast<scalar_t>(v[i]);
+  acc_t v[kBlock];
+  for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
+    const int64_t len = std::min(kBlock, end - n0);
+    for (int64_t i = 0; i < len; ++i) {
+      v[i] = v_init ? static_cast<acc_t>(v_init[n0 + i]) : vr_charge;
     }
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t off = t * N + n0;
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) {
+        const acc_t h = lif::charge<acc_t>(v[i], static_cast<acc_t>(x[off + i]), tau, vr_charge, DecayInput);
+        const acc_t s = lif::fire<acc_t>(h, vth);
+        const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
+        spikes[off + i] = static_cast<scalar_t>(s);
+        if (SaveD) d_saved[off + i] = SavedDistance<scalar_t>::store(h - vth);
+        if (SaveVSeq) v_seq[off + i] = static_cast<scalar_t>(vn);
+        v[i] = vn;
+      }
+    }
+    for (int64_t i = 0; i < len; ++i) v_last[n0 + i] = static_cast<scalar_t>(v[i]);
+  }
+}
+
+template <typename scalar_t, bool DecayInput, bool SoftReset, bool SaveD, bool SaveVSeq>
+void forward_impl(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
+                  scalar_t* v_last, scalar_t* v_seq, scalar_t* d_saved, int64_t T, int64_t N,
+                  const lif::Params& p) {
+  at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+    forward_range<scalar_t, DecayInput, SoftReset, SaveD, SaveVSeq>(x, v_init, spikes, v_last, v_seq,
+                                                                    d_saved, T, N, p, begin, end);
   });
 }
 
-template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
-void backward_impl(const scalar_t* __restrict__ grad_spikes,
-                   const scalar_t* __restrict__ grad_v_last,
-                   const scalar_t* __restrict__ grad_v_seq,
-                   const scalar_t* __restrict__ d_saved, scalar_t* __restrict__ grad_x,
-                   scalar_t* __restrict__ grad_v_init, int64_t T, int64_t N,
-                   const lif::Params& params, float alpha_f) {
+template <typename scalar_t, int32_t Kind, bool SoftReset, bool DetachReset, bool HasGradVSeq>
+void backward_range(const scalar_t* __restrict__ grad_spikes,
+                    const scalar_t* __restrict__ grad_v_last,
+                    const scalar_t* __restrict__ grad_v_seq,
+                    const scalar_t* __restrict__ d_saved, scalar_t* __restrict__ grad_x,
+                    scalar_t* __restrict__ grad_v_init, int64_t T, int64_t N,
+                    const lif::Params p, const float alpha_f, int64_t begin, int64_t end) {
   using acc_t = acc_type_t<scalar_t>;
-  const acc_t tau = params.tau, alpha = alpha_f;
-  const lif::Params p = params;
-  at::parallel_for(0, N, kGrain, [=](int64_t begin, int64_t end) {
-    acc_t gv[kBlock];
-    for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
-      const int64_t len = std::min(kBlock, end - n0);
-      for (int64_t i = 0; i < len; ++i) {
-        gv[i] = grad_v_last ? static_cast<acc_t>(grad_v_last[n0 + i]) : acc_t(0);
-      }
-      for (int64_t t = T - 1; t >= 0; --t) {
-        const int64_t off = t * N + n0;
-#pragma omp simd
-        for (int64_t i = 0; i < len; ++i) {
-          acc_t g = gv[i];
-          if (HasGradVSeq) g += static_cast<acc_t>(grad_v_seq[off + i]);
-          const acc_t d = static_cast<acc_t>(d_saved[off + i]);
-          const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
-          const acc_t gh = lif::step_backward<acc_t>(d, static_cast<acc_t>(grad_spikes[off + i]), g, sg, p);
-          grad_x[off + i] = static_cast<scalar_t>(lif::grad_x_from_h<acc_t>(gh, tau, p.decay_input));
-          gv[i] = lif::grad_v_prev_from_h<acc_t>(gh, tau);
-        }
-      }
-      for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = static_cast<scalar_t>(gv[i]);
+  const acc_t tau = p.tau, alpha = alpha_f, vth = p.v_threshold, vr = p.v_reset;
+  const acc_t input_div = lif::input_divisor<acc_t>(tau, p.decay_input);
+  acc_t gv[kBlock];
+  for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
+    const int64_t len = std::min(kBlock, end - n0);
+    for (int64_t i = 0; i < len; ++i) {
+      gv[i] = grad_v_last ? static_cast<acc_t>(grad_v_last[n0 + i]) : acc_t(0);
     }
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t off = t * N + n0;
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) {
+        acc_t g = gv[i];
+        if (HasGradVSeq) g += static_cast<acc_t>(grad_v_seq[off + i]);
+        const acc_t d = static_cast<acc_t>(d_saved[off + i]);
+        const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+        const acc_t gh = lif::step_backward<acc_t>(d, static_cast<acc_t>(grad_spikes[off + i]), g, sg, vth,
+                                                   vr, SoftReset, DetachReset);
+        grad_x[off + i] = static_cast<scalar_t>(lif::grad_x_from_h<acc_t>(gh, input_div));
+        gv[i] = lif::grad_v_prev_from_h<acc_t>(gh, tau);
+      }
+    }
+    for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = static_cast<scalar_t>(gv[i]);
+  }
+}
+
+template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
+void backward_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
+                   const scalar_t* grad_v_seq, const scalar_t* d_saved, scalar_t* grad_x,
+                   scalar_t* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
+                   float alpha) {
+  at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+#define TKS_BWD_RANGE(SR, DR)                                                                \
+  backward_range<scalar_t, Kind, SR, DR, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, \
+                                                      d_saved, grad_x, grad_v_init, T, N, p, \
+                                                      alpha, begin, end)
+    if (p.soft_reset) {
+      if (p.detach_reset) TKS_BWD_RANGE(true, true); else TKS_BWD_RANGE(true, false);
+    } else {
+      if (p.detach_reset) TKS_BWD_RANGE(false, true); else TKS_BWD_RANGE(false, false);
+    }
+#undef TKS_BWD_RANGE
   });
 }
 

@@ -1,0 +1,46 @@
+// Fused multi-step LIF kernels for CUDA: raw pointers in, the time loop inside,
+// threads over neurons. Tensors are seen as [T, N] with N contiguous; the [N]
+// tensors (v_init, v_last, grad_v_last, grad_v_init) are dense. No torch headers:
+// csrc/torch/lif_cuda_ops.cpp adapts these launchers to tensors, and CMake builds
+// them into a plain static library.
+//
+// Every launcher enqueues its kernel on `stream` and returns cudaGetLastError()
+// (cudaSuccess when there was nothing to do). The per-element math is
+// csrc/lif_math.h's, compiled with -fmad=false so spikes equal the reference's.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "../lif_math.h"
+
+namespace tks {
+namespace cuda {
+
+// Storage type of every tensor of one call; arithmetic is fp32 (fp64 for kFloat64).
+enum class DType : int32_t {
+  kFloat32 = 0,
+  kFloat64 = 1,
+  kFloat16 = 2,
+  kBFloat16 = 3,
+};
+
+// x, spikes: [T, N]; v_init: [N] or null (start at v_reset, or 0 for soft reset);
+// v_last: [N]; v_seq: [T, N] or null; d_saved: [T, N] or null, receives
+// h_t - v_threshold in the storage type with its sign kept (lif::keep_sign).
+// With v_seq and d_saved both null this runs the inference kernel, which writes
+// only spikes and v_last.
+cudaError_t lif_forward_cuda(DType dtype, const void* x, const void* v_init, void* spikes,
+                             void* v_last, void* v_seq, void* d_saved, int64_t T, int64_t N,
+                             const lif::Params& p, cudaStream_t stream);
+
+// grad_spikes, d_saved, grad_x: [T, N]; grad_v_last: [N] or null; grad_v_seq:
+// [T, N] or null; grad_v_init: [N]. surrogate: a lif::Surrogate id.
+cudaError_t lif_backward_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last,
+                              const void* grad_v_seq, const void* d_saved, void* grad_x,
+                              void* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
+                              int32_t surrogate, float alpha, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace tks

@@ -1,0 +1,163 @@
+// Math of the fused TKS loss: one source of truth for the CPU kernels (csrc/cpu)
+// and the CUDA kernels (csrc/cuda). The derivation is in
+// tks_kernels/ops/tks/__init__.py's docs and DESIGN.md ("The TKS loss").
+//
+// Per sample b, with o_t = logits[t, b, :] (C classes), T steps:
+//   lse_t = logsumexp(o_t), p_t = softmax(o_t), O = sum_t o_t, obar = O / T,
+//   pbar = softmax(obar), y = the smoothed target ((1-eps) y + eps/C), S = sum_c y_c,
+//   m_t = [argmax o_t == label], z = w * sum_t m_t o_t (w = 1, or 1/K for the mean
+//   teacher, K = sum_t m_t), q = softmax(z / tau), qO = <q, O>.
+//   ce_b   = (S * logsumexp(obar) - <y, obar>) / B
+//   soft_b = tau^2 / (T B) * (sum_t lse_t - qO)          (since sum_c q_c = 1)
+//   dL/do_t = (1-lam)/(T B) (S pbar - y) + lam tau^2/(T B) (p_t - q)
+//           - m_t * w * lam tau/(T B) * q (O - qO)       (the teacher's path; 0 if detached)
+// The teacher's path uses O - <q, O> in place of sum_t log p_t - <q, sum_t log p_t>:
+// the per-step log-sum-exps cancel because sum_c q_c = 1.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#ifndef TKS_HD
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define TKS_HD __host__ __device__ __forceinline__
+#else
+#define TKS_HD inline
+#endif
+#endif
+
+namespace tks {
+namespace loss {
+
+// Scalars of one call, kept in double so an fp64 run sees them unrounded.
+struct Params {
+  double lam;
+  double temperature;
+  double label_smoothing;
+  bool teacher_mean;
+  bool detach_teacher;
+};
+
+// The fused kernels keep per-step statistics of one sample in a local array.
+constexpr int64_t kMaxSteps = 64;
+
+enum DType : int32_t { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+
+// One call as every kernel sees it: raw pointers, no torch types, so the CUDA
+// launchers compile without torch headers. The compute type is fp32 (fp64 for fp64).
+struct Problem {
+  const void* logits;     // [T, B, C] in `dtype`, classes contiguous
+  void* grad;             // [T, B, C] contiguous in `dtype`, or null: loss only
+  const int64_t* labels;  // [B] class indices, or null for soft targets
+  const void* probs;      // [B, C] contiguous class probabilities in the compute type
+  void* terms;            // [2, B] in the compute type: ce_b and soft_b per sample
+  int64_t steps, batch, classes;
+  int64_t stride_t, stride_b;  // logits' strides in elements
+  DType dtype;
+  Params p;
+};
+
+// exp for fp32. On the host a branch-free Cody-Waite reduction and Cephes' degree-6
+// polynomial (about 1 ulp): std::exp does not vectorise without -ffast-math, and the
+// kernels spend most of their time here. On the device, CUDA's accurate expf.
+TKS_HD float exp_f32(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  const float hi = 88.3762626647949f;
+  const float lo = -87.3365402f;  // below: the result is subnormal; return 0
+  const float xc = x > hi ? hi : x;  // written so that NaN propagates
+  const float fx = xc * 1.44269504088896341f + 0.5f;
+  float n = static_cast<float>(static_cast<int32_t>(fx));
+  n = n > fx ? n - 1.0f : n;  // floor
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  const float r2 = r * r;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r2 + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < lo ? 0.0f : p * scale;
+#endif
+}
+
+TKS_HD double exp_f32(double x) { return std::exp(x); }  // fp64 (gradcheck) runs
+
+// The target's weight of class c after label smoothing (PyTorch's rule, for class
+// indices and probabilities alike).
+template <typename T>
+TKS_HD T smoothed(T y, T eps, T inv_c) {
+  return (T(1) - eps) * y + eps * inv_c;
+}
+
+// Online log-sum-exp: a running max and the sum of exp(x - max), so a row of any
+// length is reduced in chunks. Chunks are merged with `merge`.
+template <typename T>
+struct OnlineLSE {
+  T max;
+  T sum;
+  TKS_HD void init() {
+    max = -INFINITY;
+    sum = T(0);
+  }
+  TKS_HD void merge(T m2, T s2) {
+    if (!(s2 > T(0))) return;  // an empty chunk
+    if (m2 > max) {
+      sum = sum * exp_f32(max - m2) + s2;
+      max = m2;
+    } else {
+      sum += s2 * exp_f32(m2 - max);
+    }
+  }
+  TKS_HD T value() const { return max + std::log(sum); }
+};
+
+// Per-sample coefficients of the gradient (see the top of the file).
+template <typename T>
+struct GradCoef {
+  T ce;       // (1 - lam) / (T B)
+  T student;  // lam tau^2 / (T B)
+  T teacher;  // -lam tau w / (T B), 0 when the teacher is detached
+};
+
+template <typename T>
+TKS_HD GradCoef<T> grad_coef(const Params& p, int64_t steps, int64_t batch, int64_t correct) {
+  const T tb = T(steps) * T(batch);
+  const T tau = T(p.temperature), lam = T(p.lam);
+  const T w = (p.teacher_mean && correct > 0) ? T(1) / T(correct) : T(1);
+  GradCoef<T> g;
+  g.ce = (T(1) - lam) / tb;
+  g.student = lam * tau * tau / tb;
+  g.teacher = p.detach_teacher ? T(0) : -lam * tau * w / tb;
+  return g;
+}
+
+// dL/do_{t,c} from the per-step probability p_t,c and the per-sample vectors at c.
+template <typename T>
+TKS_HD T grad_element(T p_tc, T pbar_c, T y_c, T y_sum, T q_c, T o_sum_c, T q_dot_o,
+                      bool selected, const GradCoef<T>& g) {
+  const T hard = g.ce * (y_sum * pbar_c - y_c);
+  const T student = g.student * (p_tc - q_c);
+  const T teacher = selected ? g.teacher * q_c * (o_sum_c - q_dot_o) : T(0);
+  return hard + student + teacher;
+}
+
+// The per-sample loss terms (already divided by B, and by T for the soft term).
+template <typename T>
+TKS_HD T ce_term(T y_sum, T lse_obar, T y_dot_obar, int64_t batch) {
+  return (y_sum * lse_obar - y_dot_obar) / T(batch);
+}
+
+template <typename T>
+TKS_HD T soft_term(T sum_lse, T q_dot_o, T temperature, int64_t steps, int64_t batch) {
+  return temperature * temperature * (sum_lse - q_dot_o) / (T(steps) * T(batch));
+}
+
+}  // namespace loss
+}  // namespace tks
