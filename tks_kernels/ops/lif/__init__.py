@@ -114,8 +114,23 @@ def check_input(x: torch.Tensor, v_init: Optional[torch.Tensor]) -> None:
         raise ValueError(f"v_init must be on x's device {x.device}, got {v_init.device}")
 
 
+_MODULES: dict = {}
+
+
 def backend_module(name: str):
-    return importlib.import_module(f"{__name__}.{'reference' if name == 'torch' else name}")
+    """The module implementing backend ``name`` (imported on first use)."""
+    if name not in _MODULES:
+        _MODULES[name] = importlib.import_module(f"{__name__}.{'reference' if name == 'torch' else name}")
+    return _MODULES[name]
+
+
+@torch.compiler.assume_constant_result
+def _resolve(backend: str, device_type: str) -> str:
+    # Runs eagerly even under torch.compile (its result is a constant of the graph), so
+    # the availability checks and the import stay out of the traced code.
+    name = resolve_backend(backend, torch.device(device_type))
+    backend_module(name)
+    return name
 
 
 def lif_multistep(
@@ -127,5 +142,5 @@ def lif_multistep(
 ):
     """Checked dispatch; see :func:`tks_kernels.functional.lif_multistep`."""
     check_input(x, v_init)
-    name = resolve_backend(backend, x.device)
-    return backend_module(name).lif_multistep(x, v_init, cfg, return_v_seq)
+    name = _resolve(backend, x.device.type)
+    return _MODULES[name].lif_multistep(x, v_init, cfg, return_v_seq)
