@@ -113,9 +113,24 @@ def run_case(benchmark, fn: Callable[[], object], *, name: str, bytes_moved: int
     return row
 
 
+def _add_speedups():
+    """Within a group, each row's speed relative to the reference and to the peers."""
+    groups: Dict[str, Dict[str, float]] = {}
+    for r in RESULTS:
+        if "group" in r and "impl" in r:
+            groups.setdefault(r["group"], {})[r["impl"]] = r["median_ms"]
+    for r in RESULTS:
+        times = groups.get(r.get("group"), {})
+        if r.get("impl") in times and len(times) > 1:
+            r["speedup"] = ", ".join(
+                f"{times[other] / r['median_ms']:.1f}x vs {other}" for other in times if other != r["impl"]
+            )
+
+
 def pytest_terminal_summary(terminalreporter):
     if not RESULTS:
         return
+    _add_speedups()
     keys = []
     for r in RESULTS:
         keys += [k for k in r if k not in keys]

@@ -159,3 +159,13 @@ def test_alpha_defaults_follow_the_surrogate():
         (b,) = torch.autograd.grad(lif_multistep(x, surrogate=name, alpha=alpha, backend="torch")[0].sum(), x)
         assert torch.equal(a, b)
     assert not math.isnan(float(x.sum()))
+
+
+def test_extension_is_built_when_required():
+    # CI sets TKS_REQUIRE_EXTENSION=1 so that a broken build fails instead of skipping.
+    import os
+
+    if os.environ.get("TKS_REQUIRE_EXTENSION") != "1":
+        pytest.skip("TKS_REQUIRE_EXTENSION is not set")
+    ok, reason = tks_kernels.available_backends()["cpu"]
+    assert ok, reason

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything CI checks, from a fresh machine: set-up, the C++ tests of the shared math
+# and the CUDA compile check (CMake/ctest; CUDA when nvcc is found), then pytest.
+# Extra arguments go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${TKS_VENV:-$ROOT/.venv}"
+bash "$ROOT/scripts/setup_env.sh"
+
+if command -v cmake >/dev/null 2>&1; then
+  BUILD="${TKS_CMAKE_BUILD:-$ROOT/build/cmake}"
+  echo "[tests] CMake: C++ tests of csrc/ and the CUDA kernels' compile check"
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD" -j "$(nproc)"
+  ctest --test-dir "$BUILD" --output-on-failure
+else
+  echo "[tests] cmake not found: skipping the C++ tests" >&2
+fi
+
+echo "[tests] pytest"
+cd "$ROOT"
+# The installed package, not the source tree (which has no built extension): pytest
+# from the venv does not put the repository root on sys.path.
+TKS_REQUIRE_EXTENSION=1 "$VENV/bin/pytest" tests/ -q "$@"

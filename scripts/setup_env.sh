@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the virtual environment .venv at the repository root and installs
+# tks_kernels into it with its test and benchmark dependencies. Idempotent.
+#   TKS_VENV=path        another venv location
+#   TKS_TORCH="torch==2.13.0"   the torch requirement (default: a CPU build when no GPU)
+#   TKS_PEERS=0          skip SpikingJelly/snnTorch (comparison tests then skip)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${TKS_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  TORCH_REQ="${TKS_TORCH:-}"
+  if [ -z "$TORCH_REQ" ]; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then TORCH_REQ="torch"; else TORCH_REQ="torch==2.13.0"; fi
+  fi
+  echo "[setup] installing $TORCH_REQ"
+  "${PIP[@]}" install "$TORCH_REQ"
+fi
+"${PIP[@]}" install setuptools wheel ninja numpy tqdm scikit-learn matplotlib pytest hypothesis pytest-benchmark "triton>=3.0"
+if [ "${TKS_PEERS:-1}" = "1" ]; then
+  # --no-deps: their declared dependencies would pull a CUDA build of torch.
+  "${PIP[@]}" install --no-deps spikingjelly==2.0.0 snntorch==1.0.0 loguru || echo "[setup] peers not installed; their comparisons will be skipped"
+fi
+echo "[setup] building and installing tks_kernels"
+MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install --no-build-isolation --no-deps "$ROOT"
+"$VENV/bin/python" -c "import tks_kernels, pprint; pprint.pprint(tks_kernels.available_backends())"
