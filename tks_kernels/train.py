@@ -435,6 +435,9 @@ def _train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, dev
             base, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
         model = torch.compile(model)
+    # DDP syncs buffers in every forward, so all ranks would have to run the same number
+    # of test batches; testing needs no syncing: use the plain module under DDP.
+    eval_model = base if d.on else model
     # Each rank tests its own share (rank, rank + world, ...): no padding, exact counts.
     test_share = Subset(test_set, range(d.rank, len(test_set), d.world)) if d.on else test_set
     test_loader = DataLoader(test_share, batch_size=max(args.batch_size, 256), shuffle=False,
@@ -483,11 +486,16 @@ def _train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, dev
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%", refresh=False)
         loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], d, device)
+        if d.on:
+            # DDP syncs buffers at the start of a forward, so each rank ends the epoch with
+            # its own BN running statistics: take rank 0's, as the next forward would.
+            for b in base.buffers():
+                dist.broadcast(b, src=0)
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         last = epoch + 1 == args.epochs
         if args.eval_every and ((epoch + 1) % args.eval_every == 0 or last):
-            entry["test_accuracy"] = evaluate(model, test_loader, [args.T], is_event, device, args, d)[args.T]
+            entry["test_accuracy"] = evaluate(eval_model, test_loader, [args.T], is_event, device, args, d)[args.T]
         history.append(entry)
         log(f"[{loss_name}] epoch {epoch + 1}/{args.epochs}: loss {entry['train_loss']:.4f}, "
             f"train {100 * entry['train_accuracy']:.2f}%"
