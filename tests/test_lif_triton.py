@@ -1,0 +1,419 @@
+"""The Triton LIF kernels against the reference (tks_kernels/ops/lif/reference.py).
+
+Without a GPU the kernels run on CPU tensors under the Triton interpreter (set by
+conftest.py), which is slow: tensors here are small, the kernels' blocks large. The same
+tests run on CUDA tensors where there is a GPU (``gpu`` marker). fp32: spikes exact, values
+1e-5 relative; bf16: values within one bf16 step (the interpreter truncates on stores).
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from tks_kernels import functional
+from tks_kernels._backends import triton_interpreted
+from tks_kernels.ops.lif import SURROGATES, make_config, reference
+from tks_kernels.ops.lif import triton as lif_triton
+
+DEVICES = [
+    pytest.param(
+        "cpu",
+        marks=pytest.mark.skipif(not triton_interpreted(), reason="CPU tensors need TRITON_INTERPRET=1"),
+    ),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+]
+RESETS = [0.0, -0.25, None]  # hard at 0, hard elsewhere, soft
+
+
+def _scale(ref: torch.Tensor) -> float:
+    finite = ref.detach()[ref.detach().isfinite()]
+    return max(finite.abs().max().item(), 1.0) if finite.numel() else 1.0
+
+
+def assert_values(out: torch.Tensor, ref: torch.Tensor, what: str = "", grad: bool = False) -> None:
+    """fp32/fp64: 1e-5 relative to the tensor's scale; fp16/bf16: one storage step
+    (plus fp32-level differences of operation order). Gradients in fp16/bf16 also carry
+    the rounding of the saved d = h - v_threshold (stored in x's dtype by design): two
+    storage epsilons of the tensor's scale more (test_backward_narrow_is_fp32_math checks
+    that nothing else differs)."""
+    assert out.dtype == ref.dtype and out.shape == ref.shape, what
+    o, r = out.detach().double(), ref.detach().double()
+    scale = _scale(r)
+    tol = torch.full_like(r, 1e-5 * scale)
+    if out.dtype in (torch.float16, torch.bfloat16):
+        fi = torch.finfo(out.dtype)
+        binade = torch.exp2(torch.floor(torch.log2(r.abs().clamp_min(fi.tiny))))
+        tol = tol + binade * fi.eps + (2 * fi.eps * scale if grad else 0.0)
+    bad = ~((o == r) | ((o - r).abs() <= tol) | (o.isnan() & r.isnan()))
+    assert not bad.any(), f"{what}: {int(bad.sum())} of {r.numel()} differ; max |diff| {(o - r).abs().max().item():.3g}"
+
+
+def assert_spikes(out: torch.Tensor, ref: torch.Tensor) -> None:
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    n = int((out != ref).sum())
+    assert n == 0, f"{n} of {ref.numel()} spikes differ"
+
+
+def _inputs(shape, dtype, device, v_init=True, scale=1.5):
+    x = (torch.randn(shape, device=device) * scale + 0.4).to(dtype)
+    v0 = (torch.randn(shape[1:], device=device) * 0.5).to(dtype) if v_init else None
+    return x, v0
+
+
+def _run_both(x, v0, cfg, return_v_seq, grad_outputs=None):
+    """(outputs, grads) of the Triton backend and of the reference."""
+    results = []
+    for mod in (lif_triton, reference):
+        # detach() keeps the strides (clone() would make an expanded x contiguous)
+        xi = x.detach().requires_grad_(grad_outputs is not None)
+        vi = v0.detach().requires_grad_(grad_outputs is not None) if v0 is not None else None
+        out = mod.lif_multistep(xi, vi, cfg, return_v_seq)
+        grads = None
+        if grad_outputs is not None:
+            pairs = [(o, g) for o, g in zip(out, grad_outputs) if g is not None]
+            inputs = [xi] + ([vi] if vi is not None else [])
+            grads = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs])
+        results.append((out, grads))
+    return results
+
+
+def _check(x, v0, cfg, return_v_seq=False, grad_outputs=None):
+    (out, grads), (rout, rgrads) = _run_both(x, v0, cfg, return_v_seq, grad_outputs)
+    assert len(out) == len(rout)
+    assert_spikes(out[0], rout[0])
+    assert_values(out[1], rout[1], "v_last")
+    if return_v_seq:
+        assert_values(out[2], rout[2], "v_seq")
+    if grads is not None:
+        for name, g, rg in zip(("grad x", "grad v_init"), grads, rgrads):
+            assert_values(g, rg, name, grad=True)
+
+
+def _grad_outputs(x, return_v_seq, which=("spikes", "v_last", "v_seq")):
+    g = lambda shape: torch.randn(shape, device=x.device).to(x.dtype)  # noqa: E731
+    out = [g(x.shape) if "spikes" in which else None, g(x.shape[1:]) if "v_last" in which else None]
+    if return_v_seq:
+        out.append(g(x.shape) if "v_seq" in which else None)
+    return out
+
+
+# ------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("decay_input,v_reset,has_v_init,return_v_seq",
+                         list(itertools.product([True, False], RESETS, [True, False], [True, False])))
+def test_forward_matches_reference(device, dtype, decay_input, v_reset, has_v_init, return_v_seq):
+    cfg = make_config(tau=2.0, decay_input=decay_input, v_threshold=0.7, v_reset=v_reset)
+    x, v0 = _inputs((9, 3, 37), dtype, device, v_init=has_v_init)
+    with torch.no_grad():
+        _check(x, v0, cfg, return_v_seq)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_forward_other_dtypes(device, dtype):
+    cfg = make_config(tau=3.0, v_threshold=0.6, v_reset=0.1)
+    x, v0 = _inputs((7, 5, 23), dtype, device)
+    _check(x, v0, cfg, True, _grad_outputs(x, True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tau", [1.0, 1.7, 2.0, 3.3, 100.0])
+def test_forward_scalars_bit_exact(device, tau):
+    """Spikes and fp32 values bit for bit with thresholds and taus that are not exact in
+    binary (true division, no FMA, scalars rounded like PyTorch's)."""
+    cfg = make_config(tau=tau, v_threshold=0.3, v_reset=-0.1)
+    x, v0 = _inputs((12, 257), torch.float32, device, scale=0.6)
+    with torch.no_grad():
+        out = lif_triton.lif_multistep(x, v0, cfg, True)
+        ref = reference.lif_multistep(x, v0, cfg, True)
+    for o, r in zip(out, ref):
+        assert torch.equal(o, r)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("T", [1, 2, 17, 64])
+def test_time_lengths(device, T):
+    cfg = make_config(tau=2.0, v_threshold=0.8, surrogate="atan")
+    x, v0 = _inputs((T, 2, 19), torch.float32, device)
+    _check(x, v0, cfg, True, _grad_outputs(x, True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(3, 1), (3, 5), (4, 16), (2, 3, 7, 11), (3, 5000)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_odd_sizes(device, shape, dtype):
+    """Sizes below, at and above a block (5000 > the interpreter's 4096), N % 16 == 0 or
+    not (the aligned and unaligned kernel variants)."""
+    cfg = make_config(tau=2.0, v_threshold=0.5, v_reset=None, surrogate="soft_sign")
+    x, v0 = _inputs(shape, dtype, device)
+    _check(x, v0, cfg, True, _grad_outputs(x, True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_and_shapes(device):
+    cfg = make_config()
+    x = torch.randn(4, 0, 3, device=device)
+    s, v = lif_triton.lif_multistep(x, None, cfg)
+    assert s.shape == (4, 0, 3) and v.shape == (0, 3)
+    x = torch.randn(5, device=device)  # [T] only: one neuron
+    _check(x, None, cfg, True, _grad_outputs(x, True))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's, under the interpreter
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("v_reset", [0.0, None])
+def test_nan_and_inf_as_reference(device, dtype, v_reset):
+    cfg = make_config(tau=2.0, v_threshold=0.5, v_reset=v_reset)
+    x, v0 = _inputs((4, 3, 5), dtype, device)
+    x[1, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    v0[2, 1] = float("nan")
+    _check(x, v0, cfg, True, _grad_outputs(x, True))
+
+
+# ------------------------------------------------------------------------- backward
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("surrogate", SURROGATES)
+@pytest.mark.parametrize("decay_input,v_reset,detach_reset",
+                         list(itertools.product([True, False], RESETS, [False, True])))
+def test_backward_matches_reference(device, surrogate, decay_input, v_reset, detach_reset):
+    cfg = make_config(tau=2.5, decay_input=decay_input, v_threshold=0.6, v_reset=v_reset,
+                      surrogate=surrogate, detach_reset=detach_reset)
+    x, v0 = _inputs((6, 3, 21), torch.float32, device)
+    _check(x, v0, cfg, True, _grad_outputs(x, True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("surrogate", ["sigmoid", "piecewise_quadratic", "erf"])
+@pytest.mark.parametrize("v_reset", [0.0, None])
+def test_backward_bf16(device, surrogate, v_reset):
+    cfg = make_config(tau=2.0, v_threshold=0.5, v_reset=v_reset, surrogate=surrogate, alpha=2.0)
+    x, v0 = _inputs((8, 4, 29), torch.bfloat16, device)
+    _check(x, v0, cfg, True, _grad_outputs(x, True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("v_reset,detach_reset", [(0.0, False), (None, False), (-0.2, True)])
+def test_backward_narrow_is_fp32_math(device, dtype, v_reset, detach_reset):
+    """In fp16/bf16 the backward kernel does the fp32 backward's arithmetic on the stored
+    values: fed the same saved d and gradients in fp32, it agrees up to the final store."""
+    cfg = make_config(tau=2.0, v_threshold=0.5, v_reset=v_reset, surrogate="sigmoid", detach_reset=detach_reset)
+    x, v0 = _inputs((7, 3, 19), dtype, device)
+    fwd = (x, v0, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset)
+    bwd = (cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id, cfg.alpha,
+           cfg.detach_reset)
+    d = lif_triton.lif_forward_triton(*fwd, cfg.surrogate_id, cfg.alpha, cfg.detach_reset, True, False)[3]
+    gs, gl, gq = _grad_outputs(x, True)
+    narrow = lif_triton.lif_backward_triton(gs, gl, gq, d, *bwd)
+    wide = lif_triton.lif_backward_triton(gs.float(), gl.float(), gq.float(), d.float(), *bwd)
+    for g, w in zip(narrow, wide):
+        assert_values(g, w.to(dtype))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("which", [("spikes",), ("v_last",), ("v_seq",), ("spikes", "v_seq")])
+@pytest.mark.parametrize("has_v_init", [True, False])
+def test_backward_partial_grads(device, which, has_v_init):
+    """Gradients reaching only some outputs (the others arrive as None, read as zero)."""
+    cfg = make_config(tau=2.0, v_threshold=0.5, surrogate="piecewise_exp")
+    x, v0 = _inputs((5, 31), torch.float32, device, v_init=has_v_init)
+    _check(x, v0, cfg, True, _grad_outputs(x, True, which))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_loss_through_autograd(device):
+    """A loss of all outputs through .backward(), gradients accumulated into .grad."""
+    cfg = make_config(tau=2.0, v_threshold=0.5, surrogate="super_spike", detach_reset=True)
+    x0, v00 = _inputs((7, 2, 13), torch.float32, device)
+    grads = []
+    for mod in (lif_triton, reference):
+        x, v0 = x0.clone().requires_grad_(), v00.clone().requires_grad_()
+        s, v, vs = mod.lif_multistep(x, v0, cfg, True)
+        (s.sum(0) * v).sum().backward(retain_graph=True)
+        (vs.square().mean() + s.mean()).backward()
+        grads.append((x.grad, v0.grad))
+    for g, rg in zip(*grads):
+        assert_values(g, rg, grad=True)
+
+
+# ------------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_inputs(device):
+    cfg = make_config(tau=2.0, v_threshold=0.5, surrogate="sigmoid")
+    base = torch.randn(11, 6, 8, device=device) + 0.3
+    cases = {
+        "time not outermost": base.permute(2, 1, 0)[:7],  # [8, 6, 11] strided
+        "sliced": base[::2, 1:5, ::3],
+        "transposed step": base.transpose(1, 2),  # time-major, steps dense: no copy
+        "expanded": torch.randn(5, 1, 9, device=device).expand(5, 4, 9),
+    }
+    for name, x in cases.items():
+        v0 = torch.randn(x.shape[1:], device=device).transpose(0, -1).contiguous().transpose(0, -1)
+        try:
+            _check(x, v0, cfg, True, _grad_outputs(x, True))
+        except AssertionError as e:
+            raise AssertionError(f"{name}: {e}") from e
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_keeps_layout(device, dtype):
+    """[T, B, C, H, W] with channels_last steps is read in place: outputs keep its strides."""
+    cfg = make_config(tau=2.0, v_threshold=0.5)
+    x = torch.randn(4, 2, 3, 5, 5, device=device).to(dtype)
+    x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2))
+    assert not x.is_contiguous()
+    assert lif_triton._time_major_dense(x) is x
+    s, v, vs = lif_triton.lif_multistep(x, None, cfg, True)
+    assert s.stride() == x.stride() and vs.stride() == x.stride()
+    _check(x, None, cfg, True, _grad_outputs(x, True))
+
+
+# ------------------------------------------------------------------------- saved state
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_saved_sign_matches_spikes(device, dtype):
+    """Backward's spikes (d_saved >= 0) equal the forward's, also where d is a negative
+    number too small for the storage type (it must not round to zero)."""
+    # v_threshold = 0, v_init = 0: h_0 = x_0 / tau. With x_0 = -(smallest normal) and tau
+    # large, d = h_0 is a negative fp32 number that rounds (or truncates) to -0 in fp16/bf16.
+    # (Not built from subnormal inputs: the interpreter flushes bf16 subnormals on loads.)
+    sn = torch.finfo(dtype).smallest_normal
+    tau = 2048.0 if dtype == torch.float16 else 256.0
+    x = torch.tensor([[-sn, sn, 0.0, -2 * sn, -3 * sn, 1.0, -1.0]], dtype=dtype, device=device)
+    x = torch.cat([x, torch.randn(3, x.shape[1], device=device).to(dtype) * 1e-3])
+    cfg = make_config(tau=tau, v_threshold=0.0, v_reset=0.0)
+    spikes, v_last, _, d = lif_triton.lif_forward_triton(
+        x, None, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
+        cfg.alpha, cfg.detach_reset, True, False)
+    assert d.shape == x.shape and d.dtype == dtype
+    assert torch.equal((d >= 0).to(dtype), spikes)
+    if dtype != torch.float32:
+        assert spikes[0, 0] == 0 and d[0, 0] < 0  # the case keep_sign is for
+    rs, _ = reference.lif_multistep(x, None, cfg)
+    assert_spikes(spikes, rs)
+    # random data too
+    x, v0 = _inputs((6, 4, 33), dtype, device)
+    spikes, _, _, d = lif_triton.lif_forward_triton(
+        x, v0, 2.0, True, 0.5, 0.0, False, 0, 4.0, False, True, False)
+    assert torch.equal((d >= 0).to(dtype), spikes)
+
+
+def _saved_storages(fn):
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_inference_saves_nothing(device):
+    cfg = make_config(tau=2.0, v_threshold=0.5)
+    x, v0 = _inputs((5, 3, 16), torch.bfloat16, device)
+    # no input needs a gradient, or no_grad: nothing is saved, no d tensor is written
+    assert _saved_storages(lambda: lif_triton.lif_multistep(x, v0, cfg, True)) == {}
+    xg = x.clone().requires_grad_()
+    with torch.no_grad():
+        assert _saved_storages(lambda: lif_triton.lif_multistep(xg, v0, cfg, True)) == {}
+        out = lif_triton.lif_forward_triton(x, v0, 2.0, True, 0.5, 0.0, False, 0, 4.0, False, False, True)
+        assert out[3].numel() == 0
+    # training: exactly one saved tensor, d in x's dtype ([T, *], 2 bytes per element)
+    saved = _saved_storages(lambda: lif_triton.lif_multistep(xg, v0, cfg, False))
+    assert list(saved.values()) == [x.numel() * x.element_size()]
+
+
+# ------------------------------------------------------------------------- dispatch, compile
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_public_api(device):
+    x, v0 = _inputs((4, 2, 9), torch.float32, device)
+    out = functional.lif_multistep(x, v0, tau=2.0, v_threshold=0.5, v_reset=None, backend="triton",
+                                   return_v_seq=True)
+    ref = functional.lif_multistep(x, v0, tau=2.0, v_threshold=0.5, v_reset=None, backend="torch",
+                                   return_v_seq=True)
+    for o, r in zip(out, ref):
+        assert torch.equal(o, r)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    """torch.compile(fullgraph=True) traces the ops (no graph break) forward and backward.
+    On CPU (interpreter) with the aot_eager backend: Inductor's C++ build of the graph
+    would take most of this file's time budget; on CUDA with Inductor."""
+    backend = "inductor" if device == "cuda" else "aot_eager"
+    cfg = make_config(tau=2.0, v_threshold=0.5, v_reset=None, surrogate="atan", detach_reset=True)
+
+    def f(x, v0):
+        s, v, vs = functional.lif_multistep(x * 1.5, v0, tau=cfg.tau, v_threshold=cfg.v_threshold,
+                                            v_reset=cfg.v_reset, surrogate=cfg.surrogate,
+                                            detach_reset=cfg.detach_reset, backend="triton",
+                                            return_v_seq=True)
+        return (s * torch.arange(s.shape[-1], device=s.device)).sum() + v.square().sum() + vs.mean()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, backend=backend)
+    x0, v00 = _inputs((6, 3, 17), torch.float32, device)
+    results = []
+    for fn in (compiled, f):
+        x, v0 = x0.clone().requires_grad_(), v00.clone().requires_grad_()
+        loss = fn(x, v0)
+        results.append((loss, *torch.autograd.grad(loss, (x, v0))))
+    for o, r in zip(*results):
+        assert_values(o, r, grad=True)
+    with torch.no_grad():
+        assert_values(compiled(x0, v00), f(x0, v00))
+
+
+# ------------------------------------------------------------------------- GPU only
+
+
+@pytest.mark.gpu
+def test_no_recompile_for_new_sizes():
+    """T and N are run-time arguments: new lengths and layer sizes (same dtype, same
+    N % 16 class) reuse the compiled kernels."""
+    cfg = make_config()
+    x, _ = _inputs((4, 64), torch.float32, "cuda")
+    lif_triton.lif_multistep(x.requires_grad_(), None, cfg)[0].sum().backward()
+    caches = [k.device_caches[torch.cuda.current_device()][0]
+              for k in (lif_triton._lif_forward_kernel, lif_triton._lif_backward_kernel)]
+    if not all(isinstance(c, dict) for c in caches):
+        pytest.skip("this Triton version keeps its kernel cache differently")
+    before = [len(c) for c in caches]
+    for T, N in [(5, 96), (33, 4096), (2, 160 * 1024)]:
+        x, _ = _inputs((T, N), torch.float32, "cuda")
+        lif_triton.lif_multistep(x.requires_grad_(), None, cfg)[0].sum().backward()
+    assert [len(c) for c in caches] == before
+
+
+@pytest.mark.gpu
+def test_int64_offsets():
+    """T * N > 2^31 elements: offsets past 2^31 (checked on the last step's tail)."""
+    T, N = 3, (1 << 30) + 48
+    cfg = make_config(tau=2.0, v_threshold=0.5)
+    x = torch.randn(T, N, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        s, v = lif_triton.lif_multistep(x, None, cfg)
+        tail = slice(N - 100_000, N)
+        rs, rv = reference.lif_multistep(x[:, tail], None, cfg)
+    assert_spikes(s[:, tail], rs)
+    assert_values(v[tail], rv)
+    del x, s, v
+    torch.cuda.empty_cache()
