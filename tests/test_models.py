@@ -159,14 +159,7 @@ def test_channels_last_matches_contiguous(name):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
-# DESIGN.md promises no graph break; today the LIF dispatch (ops/lif/__init__.py,
-# backend_module) calls importlib.import_module, which dynamo refuses to trace.
-FULLGRAPH = pytest.param(True, marks=pytest.mark.xfail(
-    raises=torch._dynamo.exc.Unsupported, strict=False,
-    reason="the LIF dispatch imports the backend module inside forward (graph break)"))
-
-
-@pytest.mark.parametrize("fullgraph", [False, FULLGRAPH], ids=["graph", "fullgraph"])
+@pytest.mark.parametrize("fullgraph", [False, True], ids=["graph", "fullgraph"])
 @pytest.mark.parametrize("backend", FAST)
 def test_torch_compile(backend, fullgraph):
     torch._dynamo.reset()

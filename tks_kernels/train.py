@@ -246,13 +246,17 @@ def make_loss(args: argparse.Namespace, name: str) -> nn.Module:
     return _loss.MeanCELoss(label_smoothing=args.label_smoothing)
 
 
-def _datasets(args: argparse.Namespace):
+def _datasets(args: argparse.Namespace, d: Dist):
     info = _data.info(args.data)
     kw = dict(args.data_option)
+    if d.on and not d.main:
+        dist.barrier()  # rank 0 writes the event-frame cache first; the others read it
     train_set = _data.create(args.data, args.data_root, train=True, T=args.T if info.is_event else None,
                              augment=bool(args.augment), **kw)
     test_set = _data.create(args.data, args.data_root, train=False, T=args.T if info.is_event else None,
                             augment=False, **kw)
+    if d.on and d.main:
+        dist.barrier()
     num_classes = info.num_classes or getattr(train_set, "num_classes", None)
     if args.limit_train is not None:
         train_set = Subset(train_set, range(min(args.limit_train, len(train_set))))
@@ -396,7 +400,7 @@ def _train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, dev
                resume: Optional[Dict[str, Any]] = None) -> tuple:
     log = print if d.main else (lambda *a, **k: None)
     _seed_all(args.seed)
-    train_set, test_set, num_classes, shape, is_event = _datasets(args)
+    train_set, test_set, num_classes, shape, is_event = _datasets(args, d)
     if num_classes is None:
         raise SystemExit(f"tks-train: cannot tell the number of classes of {args.data}")
     model = _build_model(args, num_classes, shape).to(device)
