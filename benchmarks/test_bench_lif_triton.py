@@ -122,11 +122,11 @@ def test_lif_triton(benchmark, impl, mode, dtype, shape):
 
 
 # (BLOCK, num_warps) around the chosen ones (fp32: 1024/4, bf16: 2048/4: two 16-byte
-# accesses per thread), on a shape with few programs per SM (N = 2M) and one with many.
+# accesses per thread), on a shape with few programs per SM (N = 2M, 256 MiB in fp32).
 CONFIGS = [(512, 4), (1024, 4), (2048, 4), (2048, 8), (4096, 8)]
 
 
-@pytest.mark.parametrize("shape", [(32, 16, 131072), (8, 64, 131072)], ids=str)
+@pytest.mark.parametrize("shape", [(32, 16, 131072)], ids=str)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
 @pytest.mark.parametrize("mode", ["fwd", "bwd"])
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"block{c[0]}-warps{c[1]}")

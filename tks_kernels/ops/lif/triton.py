@@ -154,24 +154,25 @@ def _lif_forward_kernel(
     tl.store(v_last_ptr + offs, v.to(st), mask=mask)
 
 
-@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "alpha_bits"])
+@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "alpha_bits", "nd_bits"])
 def _lif_backward_kernel(
     grad_spikes_ptr, grad_v_last_ptr, grad_v_seq_ptr, d_ptr, grad_x_ptr, grad_v_init_ptr,
-    T, N, tau_bits, vth_bits, vr_bits, alpha_bits,
-    DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, DETACH_RESET: tl.constexpr,
-    SURROGATE: tl.constexpr, HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr,
+    T, N, tau_bits, vth_bits, vr_bits, alpha_bits, nd_bits,
+    DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, SURROGATE: tl.constexpr, HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr,
     HAS_GRAD_V_SEQ: tl.constexpr, N_ALIGNED: tl.constexpr, IS_F64: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """The reverse recurrence of DESIGN.md (``step_backward`` of lif_math.h).
-    grad_spikes, grad_v_seq, d, grad_x: [T, N]; grad_v_last, grad_v_init: [N]."""
+    grad_spikes, grad_v_seq, d, grad_x: [T, N]; grad_v_last, grad_v_init: [N].
+    nd is 0 with detach_reset, else 1 (a run-time value, as in lif_math.h: half the
+    variants to compile)."""
     tau = _scalar(tau_bits, IS_F64)
     vth = _scalar(vth_bits, IS_F64)
     vr = _scalar(vr_bits, IS_F64)
     alpha = _scalar(alpha_bits, IS_F64)
     dt = tau.dtype
     st = grad_x_ptr.dtype.element_ty
-    nd = 0.0 if DETACH_RESET else 1.0
+    nd = _scalar(nd_bits, IS_F64)
     decay_v = 1.0 - _div(1.0, tau, IS_F64)
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     if N_ALIGNED:  # as in the forward kernel
@@ -403,7 +404,8 @@ def lif_backward_triton(
             grad_x, grad_v_init,
             T, N, _scalar_bits(tau, cdt), _scalar_bits(v_threshold, cdt),
             _scalar_bits(0.0 if soft_reset else v_reset, cdt), _scalar_bits(alpha, cdt),
-            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, DETACH_RESET=detach_reset, SURROGATE=surrogate,
+            _scalar_bits(0.0 if detach_reset else 1.0, cdt),
+            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate,
             HAS_GRAD_SPIKES=gs is not None, HAS_GRAD_V_LAST=gl is not None, HAS_GRAD_V_SEQ=gq is not None,
             N_ALIGNED=N % 16 == 0, IS_F64=cdt == torch.float64, BLOCK=block, num_warps=warps,
             enable_fp_fusion=False,
