@@ -71,6 +71,13 @@ constexpr int vec_width() {
   return static_cast<int>(16 / sizeof(S));
 }
 
+// Neurons per thread on the strided path: fewer than a pack of 2-byte types, whose
+// eight lanes of 64-bit indices would spill registers.
+template <typename S>
+constexpr int strided_lanes() {
+  return vec_width<S>() < 4 ? vec_width<S>() : 4;
+}
+
 template <typename S, int V>
 struct alignas(16) Pack {
   S e[V];

@@ -90,6 +90,7 @@ cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last,
                            void* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
                            int32_t surrogate, float alpha, cudaStream_t stream) {
   constexpr int V = detail::vec_width<S>();
+  constexpr int VS = detail::strided_lanes<S>();
   const bool vec = N % V == 0 && detail::aligned16(grad_spikes) &&
                    detail::aligned16(grad_v_last) && detail::aligned16(grad_v_seq) &&
                    detail::aligned16(d_saved) && detail::aligned16(grad_x) &&
@@ -99,8 +100,8 @@ cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last,
     return launch<S, V, true, K>(grad_spikes, grad_v_last, grad_v_seq, d_saved, grad_x,   \
                                  grad_v_init, T, N, p, alpha, stream);                     \
   }                                                                                        \
-  return launch<S, V, false, K>(grad_spikes, grad_v_last, grad_v_seq, d_saved, grad_x,    \
-                                grad_v_init, T, N, p, alpha, stream);
+  return launch<S, VS, false, K>(grad_spikes, grad_v_last, grad_v_seq, d_saved, grad_x,    \
+                                 grad_v_init, T, N, p, alpha, stream);
 #define TKS_BWD(K) \
   case K: {        \
     TKS_BWD_VEC(K) \

@@ -74,12 +74,14 @@ cudaError_t forward_typed(const void* x, const void* v_init, void* spikes, void*
                           void* v_seq, void* d_saved, int64_t T, int64_t N,
                           const lif::Params& p, cudaStream_t stream) {
   constexpr int V = detail::vec_width<S>();
+  constexpr int VS = detail::strided_lanes<S>();
   const bool vec = N % V == 0 && detail::aligned16(x) && detail::aligned16(v_init) &&
                    detail::aligned16(spikes) && detail::aligned16(v_last) &&
                    detail::aligned16(v_seq) && detail::aligned16(d_saved);
   // Five run-time flags become template parameters: 32 kernels per dtype.
-#define TKS_FWD(VEC, DI, SR, SD) \
-  return launch<S, V, VEC, DI, SR, SD>(x, v_init, spikes, v_last, v_seq, d_saved, T, N, p, stream)
+#define TKS_FWD(VEC, DI, SR, SD)                                                      \
+  return launch<S, VEC ? V : VS, VEC, DI, SR, SD>(x, v_init, spikes, v_last, v_seq, d_saved, \
+                                                  T, N, p, stream)
 #define TKS_FWD_SD(VEC, DI, SR) \
   if (d_saved != nullptr) { TKS_FWD(VEC, DI, SR, true); } else { TKS_FWD(VEC, DI, SR, false); }
 #define TKS_FWD_SR(VEC, DI) \

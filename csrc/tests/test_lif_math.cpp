@@ -219,7 +219,7 @@ void test_step_backward() {
 // exp_f32 (the vectorisable host exp the surrogates use) against std::exp.
 void test_exp() {
   int worst = 0;
-  for (int i = -87000; i <= 88000; i += 7) {
+  for (int i = -87300; i <= 87990; i += 7) {  // inside the clamp
     const float x = static_cast<float>(i) * 1e-3f;
     const float got = exp_f32(x), want = std::exp(x);
     int32_t a, b;
@@ -227,7 +227,7 @@ void test_exp() {
     std::memcpy(&b, &want, sizeof(b));
     worst = std::max(worst, std::abs(a - b));
   }
-  check_true("exp_f32 within 2 ulp of std::exp on [-87, 88]", worst <= 2, __LINE__);
+  check_true("exp_f32 within 2 ulp of std::exp on [-87.3, 88)", worst <= 2, __LINE__);
   check_true("exp_f32(0) == 1", exp_f32(0.0f) == 1.0f, __LINE__);
   // Clamped below: tiny but finite and non-negative; the surrogates' tails.
   check_true("exp_f32(-1000) is in [0, 1.2e-38]", exp_f32(-1000.0f) >= 0.0f && exp_f32(-1000.0f) <= 1.2e-38f,

@@ -1,0 +1,84 @@
+"""CUDA LIF kernels (``backend="cuda"``): forward (training and inference), backward
+and forward+backward, fp32 and bf16, on the GPU shapes up to 64M elements, beside the
+plain-PyTorch reference (fp32, the 256 MiB shapes). Runs only where the benchmarks'
+DEVICE is cuda and the extension was built with its CUDA kernels.
+
+Bytes a perfect kernel moves (n = bytes of one [T, *] tensor), as in the Triton file:
+training forward reads x and writes spikes and the saved d (3n); inference forward 2n;
+backward reads grad_spikes and d and writes grad_x (3n); forward+backward 6n.
+Target: ``copy_frac`` >= 0.85 forward and backward on tensors of 256 MiB and more.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tks_kernels
+from tks_kernels.functional import lif_multistep
+
+from conftest import DEVICE, GPU_LIF_SHAPES, run_case, saved_bytes
+
+pytestmark = [
+    pytest.mark.skipif(DEVICE.type != "cuda", reason="the CUDA LIF benchmarks run on CUDA"),
+    pytest.mark.skipif(not tks_kernels.available_backends()["cuda"][0],
+                       reason=str(tks_kernels.available_backends()["cuda"][1])),
+]
+
+SETTINGS = dict(tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False, surrogate="sigmoid")
+MODES = ["fwd", "infer", "bwd", "fwd+bwd"]
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def _nbytes(shape, dtype, mode):
+    n = torch.Size(shape).numel() * torch.tensor([], dtype=dtype).element_size()
+    return {"fwd": 3 * n, "bwd": 3 * n, "fwd+bwd": 6 * n, "infer": 2 * n}[mode]
+
+
+def _case(forward, x, g, mode):
+    """The timed callable for ``mode``, given forward(x) -> spikes."""
+    if mode == "infer":
+        def infer():
+            with torch.no_grad():
+                forward(x)
+        return infer
+    if mode == "fwd":
+        return lambda: forward(x)
+    if mode == "bwd":
+        s = forward(x)
+        return lambda: torch.autograd.grad(s, x, g, retain_graph=True)
+    return lambda: torch.autograd.grad(forward(x), x, g)
+
+
+def _forward(impl):
+    def forward(x):
+        return lif_multistep(x, backend=impl, **SETTINGS)[0]
+    return forward
+
+
+def _tensor_mib(shape, dtype):
+    return torch.Size(shape).numel() * torch.tensor([], dtype=dtype).element_size() / 2**20
+
+
+@pytest.mark.parametrize("shape", GPU_LIF_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("impl", ["cuda", "torch"])
+def test_lif_cuda(benchmark, impl, mode, dtype, shape):
+    tensor_mib = _tensor_mib(shape, dtype)
+    if impl == "torch" and (dtype != torch.float32 or tensor_mib < 256):
+        pytest.skip("the reference runs on the fp32 256 MiB shapes only")
+    x = torch.randn(shape, device=DEVICE, dtype=torch.float32).add_(0.5).to(dtype).requires_grad_(mode != "infer")
+    g = torch.randn(shape, device=DEVICE, dtype=dtype)
+    forward = _forward(impl)
+    fn = _case(forward, x, g, mode)
+    saved = saved_bytes(lambda: forward(x)) if mode != "infer" else None
+    dt = str(dtype)[6:]
+    row = run_case(
+        benchmark, fn, name=f"lif {mode} {impl} {dt}", bytes_moved=_nbytes(shape, dtype, mode), saved=saved,
+        group=f"lif-cuda {mode} {dt} {shape}", impl=impl, mode=mode, dtype=dt, shape=str(shape),
+        tensor_MiB=round(tensor_mib),
+    )
+    if impl == "cuda" and mode in ("fwd", "bwd") and tensor_mib >= 256:
+        row["target"] = "ok" if row["copy_frac"] >= 0.85 else "below 0.85 of copy"
+    del x, g, fn
+    torch.cuda.empty_cache()
