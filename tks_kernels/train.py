@@ -37,7 +37,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from . import data as _data
 from . import models as _models
-from .neuron import reset_net
 
 LOSSES = ("tks", "ce", "tet")
 CHECKPOINT = "checkpoint.pt"
@@ -242,7 +241,7 @@ def make_loss(args: argparse.Namespace, name: str) -> nn.Module:
                              epochs=args.epochs, teacher=args.teacher, detach_teacher=args.detach_teacher,
                              label_smoothing=args.label_smoothing, backend=args.backend)
     if name == "tet":
-        return _loss.TETLoss(lamb=args.tet_lambda, phi=args.tet_phi, label_smoothing=args.label_smoothing)
+        return _loss.TETLoss(lamb=args.tet_lambda, means=args.tet_phi, label_smoothing=args.label_smoothing)
     return _loss.MeanCELoss(label_smoothing=args.label_smoothing)
 
 
@@ -482,7 +481,6 @@ def _train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, dev
                 loss.backward()
                 optimizer.step()
             scheduler.step()
-            reset_net(base)  # drop the membranes (and the graph they hold) until the next call
             n = y.numel()
             loss_sum += float(loss.detach()) * n
             correct += float((logits.detach().float().mean(0).argmax(-1) == y).sum())

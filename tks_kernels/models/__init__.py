@@ -4,7 +4,7 @@
 builds one by name (:data:`MODELS`). Every model takes ``x`` as ``[B, C, H, W]`` (a static
 image, repeated over T) or ``[T, B, C, H, W]`` (a sequence, e.g. event frames) and
 returns per-step logits ``[T, B, num_classes]``; ``model(x, T=t)`` runs a static input
-for ``t`` steps instead of ``model.T``. Neurons are reset at the start of every call.
+for ``t`` steps instead of ``model.T``. Neurons are reset at the start and end of every call.
 
 ``neuron``: LIF options updating :data:`PAPER_NEURON` (the TKS paper's neuron);
 ``backend``: the LIF backend of every neuron ("auto", "torch", "cpu", "triton", "cuda").

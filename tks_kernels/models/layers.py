@@ -110,8 +110,8 @@ class SpikingModel(nn.Module):
 
     ``forward(x, T=None)``: ``x`` is ``[B, *sample]`` (a static input, repeated ``T``
     times, default ``self.T``) or ``[T, B, *sample]`` (a sequence, e.g. event frames).
-    Returns logits ``[T, B, num_classes]``. The neurons are reset at the start of every
-    call, so calls are independent.
+    Returns logits ``[T, B, num_classes]``. The neurons are reset at the start and the
+    end of every call, so calls are independent.
     """
 
     sample_dims: int = 3  # [C, H, W]
@@ -150,7 +150,11 @@ class SpikingModel(nn.Module):
 
     def forward(self, x: torch.Tensor, T: Optional[int] = None) -> torch.Tensor:
         self.reset()
-        return self.forward_sequence(self.to_sequence(x, T))
+        out = self.forward_sequence(self.to_sequence(x, T))
+        # Reset again so that no membrane (nor the graph behind it) outlives the call and
+        # every call starts from the same state: torch.compile then guards on one type.
+        self.reset()
+        return out
 
 
 def init_weights(model: nn.Module) -> None:
