@@ -52,6 +52,7 @@ struct Problem {
   const int64_t* labels;  // [B] class indices, or null for soft targets
   const void* probs;      // [B, C] contiguous class probabilities in the compute type
   void* terms;            // [2, B] in the compute type: ce_b and soft_b per sample
+  void* out;              // [3] in the compute type: loss, ce, soft (sums of terms)
   int64_t steps, batch, classes;
   int64_t stride_t, stride_b;  // logits' strides in elements
   DType dtype;
@@ -68,9 +69,9 @@ TKS_HD float exp_f32(float x) {
   const float hi = 88.3762626647949f;
   const float lo = -87.3365402f;  // below: the result is subnormal; return 0
   const float xc = x > hi ? hi : x;  // written so that NaN propagates
-  const float fx = xc * 1.44269504088896341f + 0.5f;
-  float n = static_cast<float>(static_cast<int32_t>(fx));
-  n = n > fx ? n - 1.0f : n;  // floor
+  // n = round(x / ln 2): adding 1.5 * 2^23 rounds to an integer, with no floor()
+  // call (not inlined without SSE4.1) and no branch, so loops vectorise.
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
   const float r2 = r * r;
   float p = 1.9875691500e-4f;
@@ -81,8 +82,19 @@ TKS_HD float exp_f32(float x) {
   p = p * r + 5.0000001201e-1f;
   p = p * r2 + r + 1.0f;
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // A bit cast without taking an address: a memcpy into a local blocks
+  // `omp simd` vectorisation (the local becomes a per-lane array).
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_bit_cast)
+#define TKS_HAS_BIT_CAST 1
+#endif
+#endif
+#ifdef TKS_HAS_BIT_CAST
+  const float scale = __builtin_bit_cast(float, bits);
+#else
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
+#endif
   return x < lo ? 0.0f : p * scale;
 #endif
 }
@@ -139,13 +151,14 @@ TKS_HD GradCoef<T> grad_coef(const Params& p, int64_t steps, int64_t batch, int6
 }
 
 // dL/do_{t,c} from the per-step probability p_t,c and the per-sample vectors at c.
+// `teacher` is g.teacher for a selected step (m_t = 1) and 0 otherwise: a number, not
+// a branch, so the loop over classes vectorises.
 template <typename T>
 TKS_HD T grad_element(T p_tc, T pbar_c, T y_c, T y_sum, T q_c, T o_sum_c, T q_dot_o,
-                      bool selected, const GradCoef<T>& g) {
+                      T teacher, const GradCoef<T>& g) {
   const T hard = g.ce * (y_sum * pbar_c - y_c);
   const T student = g.student * (p_tc - q_c);
-  const T teacher = selected ? g.teacher * q_c * (o_sum_c - q_dot_o) : T(0);
-  return hard + student + teacher;
+  return hard + student + teacher * q_c * (o_sum_c - q_dot_o);
 }
 
 // The per-sample loss terms (already divided by B, and by T for the soft term).
@@ -157,6 +170,11 @@ TKS_HD T ce_term(T y_sum, T lse_obar, T y_dot_obar, int64_t batch) {
 template <typename T>
 TKS_HD T soft_term(T sum_lse, T q_dot_o, T temperature, int64_t steps, int64_t batch) {
   return temperature * temperature * (sum_lse - q_dot_o) / (T(steps) * T(batch));
+}
+
+template <typename T>
+TKS_HD T total_loss(T ce, T soft, const Params& p) {
+  return ce * (T(1) - T(p.lam)) + soft * T(p.lam);
 }
 
 }  // namespace loss

@@ -8,8 +8,10 @@ Public API:
 from ._backends import BACKENDS, available_backends
 from . import functional
 from .neuron import LIF, MemoryModule, reset_net
+from .loss import MeanCELoss, TETLoss, TKSLoss
 from . import models
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "LIF", "MemoryModule", "available_backends", "functional", "reset_net"]
+__all__ = ["BACKENDS", "LIF", "MemoryModule", "available_backends", "functional", "reset_net",
+           "TKSLoss", "TETLoss", "MeanCELoss"]

@@ -45,3 +45,43 @@ def lif_multistep(
     """
     cfg = _lif.make_config(tau, decay_input, v_threshold, v_reset, surrogate, alpha, detach_reset)
     return _lif.lif_multistep(x, v_init, cfg, backend=backend, return_v_seq=return_v_seq)
+
+
+def tks_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    lam: float,
+    temperature: float = 3.0,
+    teacher: str = "sum",
+    detach_teacher: bool = False,
+    label_smoothing: float = 0.0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Temporal Knowledge Sharing loss ``(1 - lam) * L_ce + lam * L_soft`` (DESIGN.md).
+
+    ``L_ce`` is the cross-entropy of the mean over steps; ``L_soft`` is tau² times the
+    mean over steps and samples of the cross-entropy of each step's softmax against the
+    teacher ``softmax(z / tau)``, where ``z`` sums the logits of the steps whose argmax is
+    the label (a uniform teacher when none is). The fused backends compute the loss and
+    dL/dlogits in one pass and keep the gradient for backward.
+
+    Args:
+        logits: ``[T, B, C]`` per-step outputs; float32/float64/float16/bfloat16.
+        target: ``[B]`` int64 class indices, or ``[B, C]`` float class probabilities
+            (mixup/cutmix: the hard loss uses them as soft targets, the selector their
+            argmax).
+        lam: weight of the soft loss, in [0, 1].
+        temperature: the teacher's temperature tau (> 0); the student takes none.
+        teacher: ``"sum"`` (the authors') or ``"mean"`` (divide by the number of correct steps).
+        detach_teacher: no gradient through the teacher.
+        label_smoothing: applied to the hard loss, as in ``F.cross_entropy``.
+        backend: ``"auto"``, ``"torch"``, ``"cpu"``, ``"triton"`` or ``"cuda"``.
+
+    Returns:
+        The loss, a 0-dim tensor in float32 (float64 for float64 logits).
+    """
+    from .ops import tks as _tks
+
+    cfg = _tks.make_config(lam, temperature, teacher, detach_teacher, label_smoothing)
+    return _tks.tks_loss(logits, target, cfg, backend=backend)[0]

@@ -39,13 +39,68 @@ int64_t grain_size(int64_t steps, int64_t classes) {
 }
 
 // First index of the row's maximum, as torch.argmax (a NaN counts as the maximum).
+// Chunks are tested with a vectorised compare first; only the chunk holding the
+// maximum is scanned one by one.
 template <typename scalar_t, typename acc_t>
 TKS_ALWAYS_INLINE int64_t first_argmax(const scalar_t* __restrict__ row, int64_t C, acc_t mx) {
-  for (int64_t c = 0; c < C; ++c) {
-    const acc_t v = static_cast<acc_t>(row[c]);
-    if (v == mx || v != v) return c;
+  constexpr int64_t kChunk = 16;
+  for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
+    const int64_t c1 = std::min(C, c0 + kChunk);
+    int hit = 0;
+#pragma omp simd reduction(| : hit)
+    for (int64_t c = c0; c < c1; ++c) {
+      const acc_t v = static_cast<acc_t>(row[c]);
+      hit |= (v == mx) | (v != v);
+    }
+    if (!hit) continue;
+    for (int64_t c = c0; c < c1; ++c) {
+      const acc_t v = static_cast<acc_t>(row[c]);
+      if (v == mx || v != v) return c;
+    }
   }
   return 0;
+}
+
+// sum_c exp(row_c - mx), and O += row (O = row for the first step). With Store, the
+// exponentials are kept in e_out, so the gradient pass needs no second exp.
+template <bool First, bool Store, typename scalar_t, typename acc_t>
+TKS_ALWAYS_INLINE acc_t sum_exp_row(const scalar_t* __restrict__ row, acc_t* __restrict__ O,
+                                    acc_t* __restrict__ e_out, int64_t C, acc_t mx) {
+  acc_t s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t v = static_cast<acc_t>(row[c]);
+    const acc_t e = loss::exp_f32(v - mx);
+    s += e;
+    if (Store) e_out[c] = e;
+    O[c] = First ? v : O[c] + v;
+  }
+  return s;
+}
+
+// One step's gradient row from its logits (one exp per logit).
+template <typename scalar_t, typename acc_t>
+TKS_ALWAYS_INLINE void grad_row(const scalar_t* __restrict__ row, scalar_t* __restrict__ g, acc_t lse_t,
+                                const acc_t* __restrict__ pbar, const acc_t* __restrict__ y,
+                                const acc_t* __restrict__ q, const acc_t* __restrict__ O, int64_t C,
+                                acc_t y_sum, acc_t q_dot_o, acc_t teacher, const loss::GradCoef<acc_t> coef) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t p_tc = loss::exp_f32(static_cast<acc_t>(row[c]) - lse_t);
+    g[c] = static_cast<scalar_t>(loss::grad_element<acc_t>(p_tc, pbar[c], y[c], y_sum, q[c], O[c], q_dot_o, teacher, coef));
+  }
+}
+
+// The same, in place over the exponentials pass 1 stored in g.
+template <typename acc_t>
+TKS_ALWAYS_INLINE void grad_row_from_exp(acc_t* __restrict__ g, acc_t inv_sum, const acc_t* __restrict__ pbar,
+                                         const acc_t* __restrict__ y, const acc_t* __restrict__ q,
+                                         const acc_t* __restrict__ O, int64_t C, acc_t y_sum, acc_t q_dot_o,
+                                         acc_t teacher, const loss::GradCoef<acc_t> coef) {
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) {
+    g[c] = loss::grad_element<acc_t>(g[c] * inv_sum, pbar[c], y[c], y_sum, q[c], O[c], q_dot_o, teacher, coef);
+  }
 }
 
 // The whole computation for samples [b0, b1); buf holds 4 * C values.
@@ -67,6 +122,8 @@ TKS_ALWAYS_INLINE void solve_samples(const loss::Problem& P, int64_t b0, int64_t
   const acc_t inv_c = acc_t(1) / static_cast<acc_t>(C);
   const acc_t neg_inf = -std::numeric_limits<acc_t>::infinity();
   acc_t lse[loss::kMaxSteps];
+  acc_t inv_sum[loss::kMaxSteps];
+  const bool store_exp = std::is_same<scalar_t, acc_t>::value && grad != nullptr;
   int64_t arg[loss::kMaxSteps];
 
   for (int64_t b = b0; b < b1; ++b) {
@@ -81,22 +138,17 @@ TKS_ALWAYS_INLINE void solve_samples(const loss::Problem& P, int64_t b0, int64_t
         mx = v > mx ? v : mx;
       }
       arg[t] = first_argmax<scalar_t, acc_t>(row, C, mx);
-      acc_t s = 0;
+      // fp32/fp64: keep exp(o - max) in the gradient buffer for pass 3.
+      acc_t* e_row = store_exp ? reinterpret_cast<acc_t*>(grad + (t * B + b) * C) : nullptr;
+      acc_t s;
       if (t == 0) {
-#pragma omp simd reduction(+ : s)
-        for (int64_t c = 0; c < C; ++c) {
-          const acc_t v = static_cast<acc_t>(row[c]);
-          s += loss::exp_f32(v - mx);
-          O[c] = v;
-        }
+        s = store_exp ? sum_exp_row<true, true>(row, O, e_row, C, mx)
+                      : sum_exp_row<true, false>(row, O, e_row, C, mx);
       } else {
-#pragma omp simd reduction(+ : s)
-        for (int64_t c = 0; c < C; ++c) {
-          const acc_t v = static_cast<acc_t>(row[c]);
-          s += loss::exp_f32(v - mx);
-          O[c] += v;
-        }
+        s = store_exp ? sum_exp_row<false, true>(row, O, e_row, C, mx)
+                      : sum_exp_row<false, false>(row, O, e_row, C, mx);
       }
+      inv_sum[t] = acc_t(1) / s;
       lse[t] = mx + std::log(s);
       sum_lse += lse[t];
     }
@@ -115,29 +167,34 @@ TKS_ALWAYS_INLINE void solve_samples(const loss::Problem& P, int64_t b0, int64_t
     for (int64_t c = 0; c < C; ++c) sb += loss::exp_f32(pbar[c] - mb);
     const acc_t lse_bar = mb + std::log(sb);
 
-    // The smoothed target and the selector's class.
+    // The smoothed target, the selector's class, and pbar = softmax(obar).
     int64_t label;
+    acc_t y_sum = 0, y_dot_obar = 0;
     if (P.labels != nullptr) {
       label = P.labels[b];
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) y[c] = loss::smoothed<acc_t>(c == label ? acc_t(1) : acc_t(0), eps, inv_c);
+#pragma omp simd reduction(+ : y_sum, y_dot_obar)
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t yc = loss::smoothed<acc_t>(c == label ? acc_t(1) : acc_t(0), eps, inv_c);
+        y[c] = yc;
+        y_sum += yc;
+        y_dot_obar += yc * pbar[c];
+        pbar[c] = loss::exp_f32(pbar[c] - lse_bar);
+      }
     } else {
       const acc_t* __restrict__ prow = probs + b * C;
       acc_t pm = neg_inf;
 #pragma omp simd reduction(max : pm)
       for (int64_t c = 0; c < C; ++c) pm = prow[c] > pm ? prow[c] : pm;
       label = first_argmax<acc_t, acc_t>(prow, C, pm);
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) y[c] = loss::smoothed<acc_t>(prow[c], eps, inv_c);
-    }
-    acc_t y_sum = 0, y_dot_obar = 0;
 #pragma omp simd reduction(+ : y_sum, y_dot_obar)
-    for (int64_t c = 0; c < C; ++c) {
-      y_sum += y[c];
-      y_dot_obar += y[c] * pbar[c];
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t yc = loss::smoothed<acc_t>(prow[c], eps, inv_c);
+        y[c] = yc;
+        y_sum += yc;
+        y_dot_obar += yc * pbar[c];
+        pbar[c] = loss::exp_f32(pbar[c] - lse_bar);
+      }
     }
-#pragma omp simd
-    for (int64_t c = 0; c < C; ++c) pbar[c] = loss::exp_f32(pbar[c] - lse_bar);
 
     // Pass 2: the teacher from the steps that answer correctly.
     bool sel[loss::kMaxSteps];
@@ -183,18 +240,16 @@ TKS_ALWAYS_INLINE void solve_samples(const loss::Problem& P, int64_t b0, int64_t
     terms[B + b] = loss::soft_term<acc_t>(sum_lse, q_dot_o, tau, T, B);
     if (grad == nullptr) continue;
 
-    // Pass 3: the gradient, one exp per logit.
+    // Pass 3: the gradient.
     const loss::GradCoef<acc_t> coef = loss::grad_coef<acc_t>(P.p, T, B, correct);
     for (int64_t t = 0; t < T; ++t) {
-      const scalar_t* __restrict__ row = logits + t * P.stride_t + b * P.stride_b;
       scalar_t* __restrict__ g = grad + (t * B + b) * C;
-      const acc_t lse_t = lse[t];
-      const bool selected = sel[t];
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t p_tc = loss::exp_f32(static_cast<acc_t>(row[c]) - lse_t);
-        g[c] = static_cast<scalar_t>(
-            loss::grad_element<acc_t>(p_tc, pbar[c], y[c], y_sum, q[c], O[c], q_dot_o, selected, coef));
+      const acc_t teacher = sel[t] ? coef.teacher : acc_t(0);
+      if (store_exp) {
+        grad_row_from_exp(reinterpret_cast<acc_t*>(g), inv_sum[t], pbar, y, q, O, C, y_sum, q_dot_o, teacher, coef);
+      } else {
+        const scalar_t* row = logits + t * P.stride_t + b * P.stride_b;
+        grad_row(row, g, lse[t], pbar, y, q, O, C, y_sum, q_dot_o, teacher, coef);
       }
     }
   }
@@ -212,6 +267,18 @@ __attribute__((target("avx2,fma"))) void solve_avx2(const loss::Problem& P, int6
   solve_samples<scalar_t>(P, b0, b1, buf);
 }
 
+template <typename scalar_t>
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))) void solve_avx512(
+    const loss::Problem& P, int64_t b0, int64_t b1, acc_type_t<scalar_t>* buf) {
+  solve_samples<scalar_t>(P, b0, b1, buf);
+}
+
+bool cpu_has_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  return ok;
+}
+
 bool cpu_has_avx2() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return ok;
@@ -223,12 +290,28 @@ void run(const loss::Problem& P) {
   using acc_t = acc_type_t<scalar_t>;
   auto solve = &solve_baseline<scalar_t>;
 #ifdef TKS_X86_DISPATCH
-  if (cpu_has_avx2()) solve = &solve_avx2<scalar_t>;
+  // 16 lanes pay off only for rows that fill them; short rows run faster on AVX2.
+  if (cpu_has_avx512() && P.classes >= 64) {
+    solve = &solve_avx512<scalar_t>;
+  } else if (cpu_has_avx2()) {
+    solve = &solve_avx2<scalar_t>;
+  }
 #endif
   at::parallel_for(0, P.batch, grain_size(P.steps, P.classes), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf(4 * P.classes);
     solve(P, begin, end, buf.data());
   });
+  // Summed in sample order, so the loss does not depend on the number of threads.
+  const acc_t* terms = static_cast<const acc_t*>(P.terms);
+  acc_t ce = 0, soft = 0;
+  for (int64_t b = 0; b < P.batch; ++b) {
+    ce += terms[b];
+    soft += terms[P.batch + b];
+  }
+  acc_t* out = static_cast<acc_t*>(P.out);
+  out[0] = loss::total_loss<acc_t>(ce, soft, P.p);
+  out[1] = ce;
+  out[2] = soft;
 }
 
 }  // namespace

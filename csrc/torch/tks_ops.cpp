@@ -35,10 +35,10 @@ loss::DType kernel_dtype(at::ScalarType st) {
 
 }  // namespace
 
-// Checks, layout and outputs; `launch` runs the device's kernel. Returns
-// (loss, ce, soft, grad): 0-dim tensors in the compute type (fp32; fp64 for fp64)
-// and dL/dlogits, contiguous in the logits' dtype (empty when !compute_grad).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tks_loss_forward(
+// Checks, layout and outputs; `launch` runs the device's kernel. Returns (out, grad):
+// out = [loss, ce, soft] in the compute type (fp32; fp64 for fp64), grad = dL/dlogits,
+// contiguous in the logits' dtype (empty when !compute_grad).
+std::tuple<at::Tensor, at::Tensor> tks_loss_forward(
     const at::Tensor& logits_in, const at::Tensor& target, double lam, double temperature,
     bool teacher_mean, bool detach_teacher, double label_smoothing, bool compute_grad,
     TksLauncher launch) {
@@ -69,6 +69,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tks_loss_forward(
   // Classes must be contiguous; the step and batch strides may be anything.
   const at::Tensor logits = logits_in.stride(2) == 1 ? logits_in : logits_in.contiguous();
   at::Tensor terms = at::empty({2, B}, logits.options().dtype(acc));
+  at::Tensor out = at::empty({3}, logits.options().dtype(acc));
   at::Tensor grad = compute_grad ? at::empty({T, B, C}, logits.options()) : logits.new_empty({0});
 
   loss::Problem prob;
@@ -77,6 +78,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tks_loss_forward(
   prob.labels = labels.defined() ? labels.const_data_ptr<int64_t>() : nullptr;
   prob.probs = probs.defined() ? probs.const_data_ptr() : nullptr;
   prob.terms = terms.mutable_data_ptr();
+  prob.out = out.mutable_data_ptr();
   prob.steps = T;
   prob.batch = B;
   prob.classes = C;
@@ -90,12 +92,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> tks_loss_forward(
   prob.p.detach_teacher = detach_teacher;
   launch(prob);
 
-  // Per-sample terms summed here, in a fixed order: the result does not depend on
-  // the number of threads or blocks.
-  at::Tensor ce = terms.select(0, 0).sum();
-  at::Tensor soft = terms.select(0, 1).sum();
-  at::Tensor total = ce * (1.0 - lam) + soft * lam;
-  return {total, ce, soft, grad};
+  return {out, grad};
 }
 
 namespace {
@@ -108,22 +105,22 @@ TORCH_LIBRARY_FRAGMENT(tks_kernels, m) {
   m.def(
       "tks_loss_forward(Tensor logits, Tensor target, float lam, float temperature, "
       "bool teacher_mean, bool detach_teacher, float label_smoothing, bool compute_grad) "
-      "-> (Tensor loss, Tensor ce, Tensor soft, Tensor grad)");
+      "-> (Tensor out, Tensor grad)");
 }
 
 TORCH_LIBRARY_IMPL(tks_kernels, CPU, m) {
   m.impl("tks_loss_forward", [](const at::Tensor& logits, const at::Tensor& target, double lam,
                                 double temperature, bool teacher_mean, bool detach_teacher,
                                 double label_smoothing, bool compute_grad) {
-    // On the CPU the class range costs one pass over B labels: check it here too, so
-    // a compiled graph (where the Python check is skipped) still gets a clear error.
+    // On the CPU the class range costs one pass over B labels, so it is checked here
+    // (ValueError in Python) and the Python layer skips its own check for CPU tensors.
     if (!target.is_floating_point() && target.scalar_type() == at::kLong && logits.dim() == 3) {
       const at::Tensor t = target.contiguous();
       const int64_t* y = t.const_data_ptr<int64_t>();
       const int64_t C = logits.size(2);
       for (int64_t i = 0; i < t.numel(); ++i) {
-        TORCH_CHECK(y[i] >= 0 && y[i] < C, "tks_kernels: target must hold classes in [0, ", C,
-                    "); target[", i, "] = ", y[i]);
+        TORCH_CHECK_VALUE(y[i] >= 0 && y[i] < C, "target must hold classes in [0, ", C,
+                          ") (C = logits.shape[2]); target[", i, "] = ", y[i]);
       }
     }
     return tks_loss_forward(logits, target, lam, temperature, teacher_mean, detach_teacher,
