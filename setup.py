@@ -30,13 +30,16 @@ def _flag(name):
 
 
 def _cuda_home():
-    if os.environ.get("CUDA_HOME"):
-        return os.environ["CUDA_HOME"]
+    """The CUDA toolkit root: CUDA_HOME, else the folder above the nvcc on PATH (when it
+    holds the headers: /usr/local/bin/nvcc may be a wrapper), else /usr/local/cuda."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
     nvcc = shutil.which("nvcc")
     if nvcc:
-        return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
-    if os.path.exists("/usr/local/cuda/bin/nvcc"):
-        return "/usr/local/cuda"
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    candidates.append("/usr/local/cuda")
+    for home in candidates:
+        if home and os.path.exists(os.path.join(home, "include", "cuda_runtime_api.h")):
+            return home
     return None
 
 

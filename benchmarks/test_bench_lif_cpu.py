@@ -11,9 +11,12 @@ import torch
 import tks_kernels
 from tks_kernels.functional import lif_multistep
 
-from conftest import CPU_LIF_SHAPES, has_module, run_case, saved_bytes
+from conftest import CPU_LIF_SHAPES, DEVICE, has_module, run_case, saved_bytes
 
-pytestmark = pytest.mark.skipif(not tks_kernels.available_backends()["cpu"][0], reason="tks_kernels._C not built")
+pytestmark = [
+    pytest.mark.skipif(DEVICE.type != "cpu", reason="CPU benchmarks (TKS_BENCH_DEVICE is not cpu)"),
+    pytest.mark.skipif(not tks_kernels.available_backends()["cpu"][0], reason="tks_kernels._C not built"),
+]
 
 SETTINGS = dict(tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False)
 

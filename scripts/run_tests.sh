@@ -10,7 +10,14 @@ bash "$ROOT/scripts/setup_env.sh"
 if command -v cmake >/dev/null 2>&1; then
   BUILD="${TKS_CMAKE_BUILD:-$ROOT/build/cmake}"
   echo "[tests] CMake: C++ tests of csrc/ and the CUDA kernels' compile check"
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  CUDA_FLAGS=()
+  if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+    # nvcc is here: compiling every CUDA kernel for sm_80 and sm_90 is part of the test
+    # (TKS_CUDA=ON makes a CUDA configure failure an error, not a silent skip).
+    CUDA_FLAGS=(-DTKS_CUDA=ON "-DTKS_CUDA_ARCHITECTURES=80;90")
+    [ -x /usr/local/cuda/bin/nvcc ] && CUDA_FLAGS+=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+  fi
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release "${CUDA_FLAGS[@]}" >/dev/null
   cmake --build "$BUILD" -j "$(nproc)"
   ctest --test-dir "$BUILD" --output-on-failure
 else
