@@ -86,5 +86,7 @@ def test_resnet19_train_step(benchmark, impl, width):
 
     row = run_case(benchmark, step, name=f"resnet19 w{width} train {impl}", bytes_moved=6 * 4 * neuron_steps,
                    group=f"resnet19-train width{width}", impl=impl, shape=f"B={B} T={T} {SIZE}x{SIZE}")
+    # The best round too: on a shared machine it is the steadier number.
     row["samples/s"] = round(B / (row["median_ms"] / 1e3), 2)
-    benchmark.extra_info["samples/s"] = row["samples/s"]
+    row["best samples/s"] = round(B / benchmark.stats.stats.min, 2)
+    benchmark.extra_info.update({k: row[k] for k in ("samples/s", "best samples/s")})

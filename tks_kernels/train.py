@@ -78,16 +78,25 @@ def _key_value(text: str) -> tuple:
     return key.strip(), parsed
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, [], False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tks-train",
         description="Train a spiking network with Temporal Knowledge Sharing and test it at every T.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None, choices=_models.MODELS,
                    help="default per data: mlp (digits), resnet19 (cifar), vggsnn (event data), sew_resnet34 (imagenet)")
-    g.add_argument("--data", default="digits", choices=_data.DATASETS)
+    g.add_argument("--data", default="digits", choices=_data.DATASETS, help="data set")
     g.add_argument("--data-root", default=None, help="the data folder (not needed for digits)")
     g.add_argument("--data-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="an option of tks_kernels.data.create, e.g. size=48 or cache_dir=/tmp/frames (repeatable)")
@@ -101,14 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit-test", type=int, default=None, metavar="N", help="test on the first N samples only")
 
     g = p.add_argument_group("loss")
-    g.add_argument("--loss", default="tks", choices=LOSSES)
+    g.add_argument("--loss", default="tks", choices=LOSSES, help="TKS, CE of the mean logits, or TET")
     g.add_argument("--alpha", type=float, default=0.7, help="TKS: the final weight of the soft loss")
     g.add_argument("--temperature", type=float, default=3.0, help="TKS: teacher temperature")
     g.add_argument("--schedule", default="linear", choices=("linear", "static"),
                    help="TKS: lambda = alpha*epoch/epochs (linear) or alpha (static)")
     g.add_argument("--teacher", default="sum", choices=("sum", "mean"), help="TKS: sum or mean of the correct steps' logits")
     g.add_argument("--detach-teacher", action="store_true", help="TKS: no gradient through the teacher")
-    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the hard loss")
     g.add_argument("--tet-lambda", type=float, default=1e-3, help="TET: weight of the MSE regulariser")
     g.add_argument("--tet-phi", type=float, default=1.0, help="TET: the MSE regulariser's target value")
     g.add_argument("--compare", action="store_true", help="train ce and tks from the same seed and plot both")
@@ -118,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=None, help="per process; default per data: 32 (digits), 128 (cifar)")
     g.add_argument("--lr", type=float, default=None, help="default: base-lr * batch-size * processes / 1024")
     g.add_argument("--base-lr", type=float, default=None, help="default 5e-3 (the paper's), 0.32 for digits")
-    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     g.add_argument("--warmup-epochs", type=float, default=None, help="default 1 (digits), 5 otherwise")
 
     g = p.add_argument_group("running")
@@ -127,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format for conv models")
     g.add_argument("--backend", default="auto", help="LIF and TKS-loss backend: auto, torch, cpu, triton, cuda")
     g.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and augmentation")
     g.add_argument("--out", default=None, help="output folder (default: runs/<date-time>)")
     g.add_argument("--workers", type=int, default=None, help="data-loader processes (default 0 for digits, else 4)")
     g.add_argument("--resume", default=None, metavar="PATH", help="checkpoint file (or its folder) to continue from")
