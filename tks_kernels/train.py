@@ -452,7 +452,7 @@ def _train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, dev
     eval_model = base if d.on else model
     # Each rank tests its own share (rank, rank + world, ...): no padding, exact counts.
     test_share = Subset(test_set, range(d.rank, len(test_set), d.world)) if d.on else test_set
-    test_loader = DataLoader(test_share, batch_size=max(args.batch_size, 256), shuffle=False,
+    test_loader = DataLoader(test_share, batch_size=2 * args.batch_size, shuffle=False,
                              num_workers=args.workers, pin_memory=device.type == "cuda")
 
     log(f"[{loss_name}] {args.model} on {args.data} (train {len(train_set)}, test {len(test_set)}), T={args.T}, "
@@ -473,9 +473,12 @@ def _train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, dev
         loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
                             drop_last=drop_last, generator=gen, pin_memory=device.type == "cuda")
         model.train()
-        loss_sum = correct = seen = 0.0
+        # Running sums stay on the device: reading them every step would wait for the GPU.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         bar = _progress(loader, f"{loss_name} epoch {epoch + 1}/{args.epochs}", not d.main or args.no_progress)
-        for x, y in bar:
+        for step, (x, y) in enumerate(bar):
             x = _to_input(x, is_event, device, args.channels_last)
             y = y.to(device, non_blocking=True)
             with _autocast(args, device):
@@ -491,12 +494,16 @@ def _train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, dev
                 optimizer.step()
             scheduler.step()
             n = y.numel()
-            loss_sum += float(loss.detach()) * n
-            correct += float((logits.detach().float().mean(0).argmax(-1) == y).sum())
+            loss_sum += loss.detach() * n
+            correct += (logits.detach().float().mean(0).argmax(-1) == y).sum()
             seen += n
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100 * correct / seen:.2f}%", refresh=False)
-        loss_sum, correct, seen = _all_sum([loss_sum, correct, seen], d, device)
+            if step % 10 == 0 and hasattr(bar, "set_postfix") and not bar.disable:
+                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{100 * int(correct) / seen:.2f}%",
+                                refresh=False)
+        loss_sum, correct, seen = _all_sum([float(loss_sum), int(correct), seen], d, device)
+        if not math.isfinite(loss_sum):
+            raise FloatingPointError(f"tks-train: the {loss_name} loss became {loss_sum} in epoch {epoch + 1}; "
+                                     f"try a smaller --lr (now {lr:.3g})")
         if d.on:
             # DDP syncs buffers at the start of a forward, so each rank ends the epoch with
             # its own BN running statistics: take rank 0's, as the next forward would.
