@@ -196,5 +196,74 @@ TKS_HD T grad_v_prev_from_h(T gh, T tau) {
   return gh * (T(1) - T(1) / tau);
 }
 
+// ---------------------------------------------------------------------------------
+// Parametric LIF (SpikingJelly's PLIFNode): the decay k = 1/tau = sigmoid(w) is a
+// learnt scalar, multiplied (not divided). Forward saves one value per neuron and
+// step, as LIF: h itself when the storage type is as wide as the compute type (fp32,
+// fp64: exact, so backward recovers v_{t-1} bit for bit), else the distance d = h -
+// v_threshold with its sign kept (keep_sign). Backward recovers v_{t-1} from step
+// t-1's saved value and sums dL/dk.
+
+// Charge with the decay k: h_t from v_{t-1} and x_t, SpikingJelly's operation order.
+template <typename T>
+TKS_HD T charge_k(T v, T x, T k, T v_reset, bool decay_input) {
+  return decay_input ? v + (x - (v - v_reset)) * k : v - (v - v_reset) * k + x;
+}
+
+// d = h - v_threshold and h from the saved value q (h when saved_is_h, else d).
+// With saved_is_h, d is the forward's d bit for bit (the same subtraction).
+template <typename T>
+TKS_HD T saved_to_distance(T q, T v_threshold, bool saved_is_h) {
+  return saved_is_h ? q - v_threshold : q;
+}
+template <typename T>
+TKS_HD T saved_to_charge(T q, T v_threshold, bool saved_is_h) {
+  return saved_is_h ? q : q + v_threshold;
+}
+
+// v_{t-1} from step t-1's h and d (d >= 0: it fired): the forward's reset, so exact
+// when h is (saved_is_h). v_reset is the rest potential (0 for soft reset).
+template <typename T>
+TKS_HD T v_from_saved(T h, T d, T v_threshold, T v_reset, bool soft_reset) {
+  return reset<T>(h, d >= T(0) ? T(1) : T(0), v_threshold, v_reset, soft_reset);
+}
+
+// One step's term of dL/dk = sum_t gh_t * dh_t/dk, where dh_t/dk is
+// x_t - (v_{t-1} - v_reset) (decay_input) or -(v_{t-1} - v_reset), from h_t and
+// v_{t-1} alone (x is not kept):
+// decay_input: returns h_t - v_{t-1} = k * dh_t/dk; the caller divides the whole sum
+//   by k once (grad_k_divisor). Its error is the rounding of h_t in forward,
+//   ulp(h)/2 per term, i.e. ulp(h)/(2k) on dh/dk.
+// else: returns dh_t/dk = -(v_{t-1} - v_reset), the reference's expression.
+template <typename T>
+TKS_HD T charge_k_term(T h, T v_prev, T v_reset, bool decay_input) {
+  return decay_input ? h - v_prev : -(v_prev - v_reset);
+}
+
+// dL/dk = (sum of gh * charge_k_term) / grad_k_divisor: k with decay_input, else 1.
+template <typename T>
+TKS_HD T grad_k_divisor(T k, bool decay_input) {
+  return decay_input ? k : T(1);
+}
+
+// dh_t/dx_t is k with decay_input, else 1: dL/dx_t = gh * input_scale, the scale
+// computed once per call (k or exactly 1), so the loop has no branch.
+template <typename T>
+TKS_HD T input_scale_k(T k, bool decay_input) {
+  return decay_input ? k : T(1);
+}
+
+template <typename T>
+TKS_HD T grad_x_from_h_k(T gh, T input_scale) {
+  return gh * input_scale;
+}
+
+// dL/dv_{t-1} = gh * (1 - k), formed as gh - gh * k: the reference's autograd sums
+// the same two terms, so the carried gradient rounds alike.
+template <typename T>
+TKS_HD T grad_v_prev_from_h_k(T gh, T k) {
+  return gh - gh * k;
+}
+
 }  // namespace lif
 }  // namespace tks

@@ -1,0 +1,288 @@
+// Fused CPU parametric LIF kernels, built like lif_cpu.cpp: threads over fixed chunks
+// of kChunk neurons, for one chunk the membrane (or the carried gradient) lives in a
+// local array while the time loop runs, and the inner loop over the chunk is
+// branch-free on options that are template parameters, so the compiler vectorises it.
+//
+// Backward also sums dL/dk. Each lane of a chunk adds gh_t * charge_k_term over the
+// steps in the compute type; the chunk's lanes are then added in order in fp64 into
+// that chunk's slot, and the slots in order after the parallel loop: the chunks are
+// fixed by N alone, so the sum is the same bits for any number of threads.
+#include "plif_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+namespace tks {
+namespace cpu {
+namespace {
+
+constexpr int64_t kChunk = 512;
+// Chunks per parallel task: enough work per thread to amortise the fork.
+constexpr int64_t kGrainChunks = 8;
+
+#if defined(__GNUC__)
+#define TKS_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define TKS_ALWAYS_INLINE inline
+#endif
+
+template <typename scalar_t>
+using acc_type_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
+
+// The value forward saves per neuron and step (lif_math.h): h itself in fp32/fp64
+// storage (exact), else d = h - v_threshold with its sign kept, as lif_cpu.cpp.
+template <typename scalar_t>
+struct SavedValue {
+  static constexpr bool kIsH = true;
+  static scalar_t store(acc_type_t<scalar_t> h, acc_type_t<scalar_t> /*d*/) { return static_cast<scalar_t>(h); }
+};
+template <>
+struct SavedValue<c10::Half> {
+  static constexpr bool kIsH = false;
+  static c10::Half store(float /*h*/, float d) {
+    const c10::Half r(d);
+    return c10::Half(lif::keep_sign<float>(d, static_cast<float>(r), 5.9604644775390625e-8f));
+  }
+};
+template <>
+struct SavedValue<c10::BFloat16> {
+  static constexpr bool kIsH = false;
+  static c10::BFloat16 store(float /*h*/, float d) {
+    const c10::BFloat16 r(d);
+    // 2^-133, the smallest positive bfloat16 subnormal
+    return c10::BFloat16(lif::keep_sign<float>(d, static_cast<float>(r), 9.183549615799121e-41f));
+  }
+};
+
+int64_t num_chunks(int64_t N) { return (N + kChunk - 1) / kChunk; }
+
+// Chunks [c_begin, c_end). Everything by value with __restrict__ pointers, so the
+// scalars stay in registers and the inner loop vectorises (see lif_cpu.cpp).
+template <typename scalar_t, bool DecayInput, bool SoftReset, bool Save, bool SaveVSeq>
+void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
+                   scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
+                   scalar_t* __restrict__ v_seq, scalar_t* __restrict__ saved, int64_t T,
+                   int64_t N, const acc_type_t<scalar_t> k, const lif::Params p, int64_t c_begin,
+                   int64_t c_end) {
+  using acc_t = acc_type_t<scalar_t>;
+  const acc_t vth = p.v_threshold, vr = p.v_reset;
+  const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
+  acc_t v[kChunk];
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const int64_t n0 = c * kChunk;
+    const int64_t len = std::min(kChunk, N - n0);
+    for (int64_t i = 0; i < len; ++i) {
+      v[i] = v_init ? static_cast<acc_t>(v_init[n0 + i]) : vr_charge;
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t off = t * N + n0;
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) {
+        const acc_t h = lif::charge_k<acc_t>(v[i], static_cast<acc_t>(x[off + i]), k, vr_charge, DecayInput);
+        const acc_t s = lif::fire<acc_t>(h, vth);
+        const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
+        spikes[off + i] = static_cast<scalar_t>(s);
+        if (Save) saved[off + i] = SavedValue<scalar_t>::store(h, h - vth);
+        if (SaveVSeq) v_seq[off + i] = static_cast<scalar_t>(vn);
+        v[i] = vn;
+      }
+    }
+    for (int64_t i = 0; i < len; ++i) v_last[n0 + i] = static_cast<scalar_t>(v[i]);
+  }
+}
+
+template <typename scalar_t, bool DecayInput, bool SoftReset, bool Save, bool SaveVSeq>
+void forward_impl(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes, scalar_t* v_last,
+                  scalar_t* v_seq, scalar_t* saved, int64_t T, int64_t N, double k,
+                  const lif::Params& p) {
+  const acc_type_t<scalar_t> kc = static_cast<acc_type_t<scalar_t>>(k);
+  at::parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
+    forward_range<scalar_t, DecayInput, SoftReset, Save, SaveVSeq>(x, v_init, spikes, v_last, v_seq,
+                                                                    saved, T, N, kc, p, begin, end);
+  });
+}
+
+// One reverse step over a chunk. q_cur holds step t's saved value; with First
+// (t = 0) v_{t-1} is v_first (v_init, or the rest potential), else it is recovered
+// from q_prev_row (step t - 1's saved value), which then becomes q_cur.
+template <typename scalar_t, int32_t Kind, bool DecayInput, bool SoftReset, bool DetachReset,
+          bool HasGradVSeq, bool First>
+TKS_ALWAYS_INLINE void backward_row(
+    const scalar_t* __restrict__ gs_row, const scalar_t* __restrict__ gvs_row,
+    const scalar_t* __restrict__ q_prev_row, const acc_type_t<scalar_t>* __restrict__ v_first,
+    scalar_t* __restrict__ gx_row, acc_type_t<scalar_t>* __restrict__ gv,
+    acc_type_t<scalar_t>* __restrict__ q_cur, acc_type_t<scalar_t>* __restrict__ sum,
+    const int64_t len, const acc_type_t<scalar_t> k, const acc_type_t<scalar_t> x_scale,
+    const acc_type_t<scalar_t> vth, const acc_type_t<scalar_t> vr,
+    const acc_type_t<scalar_t> alpha) {
+  using acc_t = acc_type_t<scalar_t>;
+  constexpr bool kIsH = SavedValue<scalar_t>::kIsH;
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) {
+    acc_t g = gv[i];
+    if (HasGradVSeq) g += static_cast<acc_t>(gvs_row[i]);
+    const acc_t q = q_cur[i];
+    const acc_t d = lif::saved_to_distance<acc_t>(q, vth, kIsH);
+    const acc_t h = lif::saved_to_charge<acc_t>(q, vth, kIsH);
+    acc_t v_prev;
+    if (First) {
+      v_prev = v_first[i];
+    } else {
+      const acc_t qp = static_cast<acc_t>(q_prev_row[i]);
+      v_prev = lif::v_from_saved<acc_t>(lif::saved_to_charge<acc_t>(qp, vth, kIsH),
+                                        lif::saved_to_distance<acc_t>(qp, vth, kIsH), vth, vr, SoftReset);
+      q_cur[i] = qp;
+    }
+    const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+    const acc_t gh = lif::step_backward<acc_t>(d, static_cast<acc_t>(gs_row[i]), g, sg, vth, vr,
+                                               SoftReset, DetachReset);
+    gx_row[i] = static_cast<scalar_t>(lif::grad_x_from_h_k<acc_t>(gh, x_scale));
+    gv[i] = lif::grad_v_prev_from_h_k<acc_t>(gh, k);
+    sum[i] += gh * lif::charge_k_term<acc_t>(h, v_prev, vr, DecayInput);
+  }
+}
+
+template <typename scalar_t, int32_t Kind, bool DecayInput, bool SoftReset, bool DetachReset,
+          bool HasGradVSeq>
+void backward_range(const scalar_t* __restrict__ grad_spikes,
+                    const scalar_t* __restrict__ grad_v_last,
+                    const scalar_t* __restrict__ grad_v_seq,
+                    const scalar_t* __restrict__ saved, const scalar_t* __restrict__ v_init,
+                    scalar_t* __restrict__ grad_x, scalar_t* __restrict__ grad_v_init,
+                    double* __restrict__ partials, int64_t T, int64_t N,
+                    const acc_type_t<scalar_t> k, const lif::Params p, const float alpha_f,
+                    int64_t c_begin, int64_t c_end) {
+  using acc_t = acc_type_t<scalar_t>;
+  const acc_t alpha = alpha_f, vth = p.v_threshold, vr = p.v_reset;  // v_reset: 0 for soft reset
+  const acc_t x_scale = lif::input_scale_k<acc_t>(k, DecayInput);
+  acc_t gv[kChunk], q_cur[kChunk], v_first[kChunk], sum[kChunk];
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const int64_t n0 = c * kChunk;
+    const int64_t len = std::min(kChunk, N - n0);
+    const int64_t last = (T - 1) * N + n0;
+    for (int64_t i = 0; i < len; ++i) {
+      gv[i] = grad_v_last ? static_cast<acc_t>(grad_v_last[n0 + i]) : acc_t(0);
+      v_first[i] = v_init ? static_cast<acc_t>(v_init[n0 + i]) : vr;
+      q_cur[i] = static_cast<acc_t>(saved[last + i]);
+      sum[i] = acc_t(0);
+    }
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t off = t * N + n0;
+      const scalar_t* gvs_row = HasGradVSeq ? grad_v_seq + off : nullptr;
+      if (t > 0) {
+        backward_row<scalar_t, Kind, DecayInput, SoftReset, DetachReset, HasGradVSeq, false>(
+            grad_spikes + off, gvs_row, saved + off - N, v_first, grad_x + off, gv, q_cur, sum, len,
+            k, x_scale, vth, vr, alpha);
+      } else {
+        backward_row<scalar_t, Kind, DecayInput, SoftReset, DetachReset, HasGradVSeq, true>(
+            grad_spikes + off, gvs_row, nullptr, v_first, grad_x + off, gv, q_cur, sum, len, k,
+            x_scale, vth, vr, alpha);
+      }
+    }
+    double chunk_sum = 0.0;
+    for (int64_t i = 0; i < len; ++i) {
+      grad_v_init[n0 + i] = static_cast<scalar_t>(gv[i]);
+      chunk_sum += static_cast<double>(sum[i]);
+    }
+    partials[c] = chunk_sum;
+  }
+}
+
+template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
+double backward_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
+                     const scalar_t* grad_v_seq, const scalar_t* saved, const scalar_t* v_init,
+                     scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N, double k,
+                     const lif::Params& p, float alpha) {
+  using acc_t = acc_type_t<scalar_t>;
+  const acc_t kc = static_cast<acc_t>(k);
+  std::vector<double> partials(static_cast<size_t>(num_chunks(N)));
+  double* part = partials.data();
+  at::parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
+#define TKS_PLIF_BWD_RANGE(DI, SR, DR)                                                        \
+  backward_range<scalar_t, Kind, DI, SR, DR, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, \
+                                                          saved, v_init, grad_x, grad_v_init, \
+                                                          part, T, N, kc, p, alpha, begin, end)
+#define TKS_PLIF_BWD_DR(DI, SR) \
+  if (p.detach_reset) { TKS_PLIF_BWD_RANGE(DI, SR, true); } else { TKS_PLIF_BWD_RANGE(DI, SR, false); }
+#define TKS_PLIF_BWD_SR(DI) \
+  if (p.soft_reset) { TKS_PLIF_BWD_DR(DI, true) } else { TKS_PLIF_BWD_DR(DI, false) }
+    if (p.decay_input) { TKS_PLIF_BWD_SR(true) } else { TKS_PLIF_BWD_SR(false) }
+#undef TKS_PLIF_BWD_SR
+#undef TKS_PLIF_BWD_DR
+#undef TKS_PLIF_BWD_RANGE
+  });
+  double total = 0.0;
+  for (const double s : partials) total += s;
+  return total / static_cast<double>(lif::grad_k_divisor<acc_t>(kc, p.decay_input));
+}
+
+}  // namespace
+
+template <typename scalar_t>
+void plif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
+                  scalar_t* v_last, scalar_t* v_seq, scalar_t* saved, int64_t T, int64_t N,
+                  double k, const lif::Params& p) {
+  // Four run-time flags become template parameters: 16 specialisations.
+#define TKS_FWD(DI, SR, SAVE, SV) \
+  return forward_impl<scalar_t, DI, SR, SAVE, SV>(x, v_init, spikes, v_last, v_seq, saved, T, N, k, p)
+#define TKS_FWD_SV(DI, SR, SAVE) \
+  if (v_seq) { TKS_FWD(DI, SR, SAVE, true); } else { TKS_FWD(DI, SR, SAVE, false); }
+#define TKS_FWD_SAVE(DI, SR) \
+  if (saved) { TKS_FWD_SV(DI, SR, true) } else { TKS_FWD_SV(DI, SR, false) }
+#define TKS_FWD_SR(DI) \
+  if (p.soft_reset) { TKS_FWD_SAVE(DI, true) } else { TKS_FWD_SAVE(DI, false) }
+  if (p.decay_input) { TKS_FWD_SR(true) } else { TKS_FWD_SR(false) }
+#undef TKS_FWD_SR
+#undef TKS_FWD_SAVE
+#undef TKS_FWD_SV
+#undef TKS_FWD
+}
+
+template <typename scalar_t>
+double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
+                     const scalar_t* grad_v_seq, const scalar_t* saved,
+                     const scalar_t* v_init, scalar_t* grad_x, scalar_t* grad_v_init,
+                     int64_t T, int64_t N, double k, const lif::Params& p, int32_t surrogate,
+                     float alpha) {
+#define TKS_BWD(K)                                                                          \
+  case K:                                                                                   \
+    if (grad_v_seq) {                                                                       \
+      return backward_impl<scalar_t, K, true>(grad_spikes, grad_v_last, grad_v_seq, saved, \
+                                              v_init, grad_x, grad_v_init, T, N, k, p, alpha); \
+    }                                                                                       \
+    return backward_impl<scalar_t, K, false>(grad_spikes, grad_v_last, grad_v_seq, saved,  \
+                                             v_init, grad_x, grad_v_init, T, N, k, p, alpha);
+  switch (surrogate) {
+    TKS_BWD(lif::kSigmoid)
+    TKS_BWD(lif::kAtan)
+    TKS_BWD(lif::kPiecewiseQuadratic)
+    TKS_BWD(lif::kPiecewiseExp)
+    TKS_BWD(lif::kSoftSign)
+    TKS_BWD(lif::kSuperSpike)
+    TKS_BWD(lif::kErf)
+    default:
+      break;
+  }
+#undef TKS_BWD
+  return 0.0;
+}
+
+#define TKS_INSTANTIATE(S)                                                                    \
+  template void plif_forward<S>(const S*, const S*, S*, S*, S*, S*, int64_t, int64_t, double, \
+                                const lif::Params&);                                          \
+  template double plif_backward<S>(const S*, const S*, const S*, const S*, const S*, S*, S*,  \
+                                   int64_t, int64_t, double, const lif::Params&, int32_t, float);
+TKS_INSTANTIATE(float)
+TKS_INSTANTIATE(double)
+TKS_INSTANTIATE(c10::Half)
+TKS_INSTANTIATE(c10::BFloat16)
+#undef TKS_INSTANTIATE
+#undef TKS_ALWAYS_INLINE
+
+}  // namespace cpu
+}  // namespace tks

@@ -1,0 +1,138 @@
+"""The multi-step parametric LIF neuron (SpikingJelly's PLIFNode): argument checks and
+dispatch to a backend.
+
+The LIF neuron with a learnable time constant per layer: ``k = 1/tau = sigmoid(w)``,
+``w`` a scalar parameter. Charge (multiplication by k, not division by tau):
+
+- ``decay_input=True``:  ``h_t = v_{t-1} + (x_t - (v_{t-1} - v_reset)) * k``
+- ``decay_input=False``: ``h_t = v_{t-1} - (v_{t-1} - v_reset) * k + x_t``
+
+fire and reset as LIF (DESIGN.md). ``reference.py`` is the definition; ``cpu.py``,
+``triton.py`` and ``cuda.py`` are fused kernels whose backward also sums dL/dk over every
+neuron and step. Every backend module provides
+``plif_multistep(x, v_init, k, cfg, return_v_seq) -> (spikes, v_last[, v_seq])`` with k
+a 0-dim tensor in the compute type on x's device (differentiable).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import NamedTuple, Optional
+
+import torch
+
+from ..._backends import resolve_backend
+from ..lif import DEFAULT_ALPHA, SURROGATES, _finite_number, check_input
+
+
+class PLIFConfig(NamedTuple):
+    """The fixed scalars of one PLIF layer (validated by :func:`make_config`); the time
+    constant is the tensor ``w``, not part of the config."""
+
+    decay_input: bool
+    v_threshold: float
+    v_reset: Optional[float]  # None: soft reset
+    surrogate: str
+    alpha: float
+    detach_reset: bool
+
+    @property
+    def surrogate_id(self) -> int:
+        return SURROGATES.index(self.surrogate)
+
+    @property
+    def soft_reset(self) -> bool:
+        return self.v_reset is None
+
+    @property
+    def v_rest(self) -> float:
+        """The membrane a neuron starts from: v_reset, or 0 for soft reset."""
+        return 0.0 if self.v_reset is None else self.v_reset
+
+
+def make_config(
+    decay_input: bool = True,
+    v_threshold: float = 1.0,
+    v_reset: Optional[float] = 0.0,
+    surrogate: str = "sigmoid",
+    alpha: Optional[float] = None,
+    detach_reset: bool = False,
+) -> PLIFConfig:
+    v_threshold = _finite_number("v_threshold", v_threshold)
+    if v_reset is not None:
+        v_reset = _finite_number("v_reset", v_reset)
+    if surrogate not in SURROGATES:
+        raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}; got {surrogate!r}")
+    if alpha is None:
+        alpha = DEFAULT_ALPHA[surrogate]
+    alpha = _finite_number("alpha", alpha)
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    return PLIFConfig(bool(decay_input), v_threshold, v_reset, surrogate, alpha, bool(detach_reset))
+
+
+def init_w(init_tau: float) -> float:
+    """The w with 1/sigmoid(w) = init_tau: -log(init_tau - 1) (SpikingJelly's)."""
+    import math
+
+    init_tau = _finite_number("init_tau", init_tau)
+    if init_tau <= 1.0:
+        raise ValueError(f"init_tau must be > 1 (1/tau = sigmoid(w) < 1 for a finite w), got {init_tau}")
+    return -math.log(init_tau - 1.0)
+
+
+def check_w(w: torch.Tensor, x: torch.Tensor) -> None:
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"w must be a 0-dim floating tensor (1/tau = sigmoid(w)), got {type(w).__name__}")
+    if w.numel() != 1 or w.dim() > 1:
+        raise ValueError(f"w must be a scalar tensor (one time constant per layer), got shape {tuple(w.shape)}")
+    if not w.is_floating_point():
+        raise TypeError(f"w must be a floating tensor, got dtype {w.dtype}")
+    if w.device != x.device:
+        raise ValueError(f"w must be on x's device {x.device}, got {w.device}")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def decay_factor(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """k = 1/tau = sigmoid(w) as a 0-dim tensor in x's compute type (differentiable in w).
+    Every backend gets this same tensor, so they all charge with the same k."""
+    return torch.sigmoid(w.reshape(()).to(compute_dtype(dtype)))
+
+
+_MODULES: dict = {}
+
+
+def backend_module(name: str):
+    """The module implementing backend ``name`` (imported on first use)."""
+    if name not in _MODULES:
+        _MODULES[name] = importlib.import_module(f"{__name__}.{'reference' if name == 'torch' else name}")
+    return _MODULES[name]
+
+
+@torch.compiler.assume_constant_result
+def _resolve(backend: str, device_type: str) -> str:
+    # Runs eagerly even under torch.compile (see ops/lif): checks and imports stay out
+    # of the traced code.
+    name = resolve_backend(backend, torch.device(device_type))
+    backend_module(name)
+    return name
+
+
+def plif_multistep(
+    x: torch.Tensor,
+    v_init: Optional[torch.Tensor],
+    w: torch.Tensor,
+    cfg: PLIFConfig,
+    backend: str = "auto",
+    return_v_seq: bool = False,
+):
+    """x: [T, *] -> spikes [T, *], v_last [*] (and v_seq [T, *]), all in x's dtype.
+
+    ``w``: the scalar parameter, 1/tau = sigmoid(w); gradients reach x, v_init and w.
+    """
+    check_input(x, v_init)
+    check_w(w, x)
+    name = _resolve(backend, x.device.type)
+    return _MODULES[name].plif_multistep(x, v_init, decay_factor(w, x.dtype), cfg, return_v_seq)
