@@ -72,7 +72,9 @@ def extensions():
     ]
     # -fno-trapping-math lets the compiler if-convert (vectorise) the threshold compare;
     # no FP-exception semantics are relied on, and results do not change.
-    cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-DNDEBUG"]
+    # -ffp-contract=off: no a*b+c fused into an FMA behind our back (the CUDA side's
+    # -fmad=false), so the kernels round exactly as the PyTorch reference does.
+    cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-DNDEBUG"]
     kwargs = dict(
         name="tks_kernels._C",
         sources=torch_sources + cpu_sources,

@@ -7,9 +7,18 @@ in the same run on the same device; ``saved_bytes``: bytes saved for backward.
 A table of these is printed at the end and appended to ``benchmarks/results.csv``.
 
 Environment: ``TKS_BENCH_DEVICE`` (cpu|cuda, default cuda when available),
-``TKS_BENCH_THREADS`` (CPU threads, default 2), ``TKS_BENCH_ROUNDS`` (default 5).
+``TKS_BENCH_THREADS`` (CPU threads, default 2), ``TKS_BENCH_ROUNDS`` (default 5),
+``THP_MEM_ALLOC_ENABLE`` (PyTorch's CPU allocator backs large tensors with transparent
+huge pages; default 1 here, set 0 to measure with 4 KiB pages). On a VM, first-touch page
+faults of fresh 4 KiB pages can cost more than the kernels themselves; the setting applies
+to every implementation in the run alike, and is PyTorch's documented CPU tuning.
 """
 from __future__ import annotations
+
+import os
+
+# Read by PyTorch at its first allocation: set before torch is imported.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import csv
 import functools
@@ -106,6 +115,7 @@ def run_case(benchmark, fn: Callable[[], object], *, name: str, bytes_moved: int
         "GB/s": round(bytes_moved / median / 1e9, 2),
         "copy_frac": round(bytes_moved / median / copy, 3),
         "saved_bytes": saved if saved is not None else "",
+        "thp": os.environ.get("THP_MEM_ALLOC_ENABLE", "0") if DEVICE.type == "cpu" else "",
         **info,
     }
     benchmark.extra_info.update(row)

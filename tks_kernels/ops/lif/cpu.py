@@ -37,6 +37,7 @@ if extension_error() is None:
         if not save:
             raise RuntimeError("tks_kernels::lif_forward needs save_for_backward=True to be differentiated")
         ctx.save_for_backward(output[3])
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for unused outputs
         ctx.scalars = (tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset)
         ctx.has_v_seq = return_v_seq
         ctx.has_v_init = v_init is not None
