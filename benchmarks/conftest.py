@@ -23,7 +23,6 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import csv
 import functools
 import importlib.util
-import os
 import time
 from typing import Callable, Dict, List
 
