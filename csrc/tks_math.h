@@ -109,7 +109,7 @@ TKS_HD T smoothed(T y, T eps, T inv_c) {
 }
 
 // Online log-sum-exp: a running max and the sum of exp(x - max), so a row of any
-// length is reduced in chunks. Chunks are merged with `merge`.
+// length is reduced in pieces, in any grouping (`merge`). An empty state has sum 0.
 template <typename T>
 struct OnlineLSE {
   T max;
@@ -118,16 +118,88 @@ struct OnlineLSE {
     max = -INFINITY;
     sum = T(0);
   }
-  TKS_HD void merge(T m2, T s2) {
-    if (!(s2 > T(0))) return;  // an empty chunk
-    if (m2 > max) {
-      sum = sum * exp_f32(max - m2) + s2;
-      max = m2;
+  TKS_HD void add(T x) {
+    if (x > max) {
+      sum = sum * exp_f32(max - x) + T(1);
+      max = x;
     } else {
-      sum += s2 * exp_f32(m2 - max);
+      sum += x == -INFINITY ? T(0) : exp_f32(x - max);  // NaN propagates
     }
   }
+  TKS_HD void merge(const OnlineLSE& o) {
+    if (!(o.sum > T(0))) return;
+    if (!(sum > T(0))) {
+      *this = o;
+      return;
+    }
+    const T m = o.max > max ? o.max : max;
+    sum = sum * exp_f32(max - m) + o.sum * exp_f32(o.max - m);
+    max = m;
+  }
   TKS_HD T value() const { return max + std::log(sum); }
+};
+
+// OnlineLSE that also carries sum exp(x - max) * w: with x = z / tau and w = O_c it
+// gives <softmax(z / tau), O> in the same pass as the teacher's normaliser.
+template <typename T>
+struct OnlineLSEDot {
+  T max;
+  T sum;
+  T dot;
+  TKS_HD void init() {
+    max = -INFINITY;
+    sum = T(0);
+    dot = T(0);
+  }
+  TKS_HD void add(T x, T w) {
+    if (x > max) {
+      const T scale = exp_f32(max - x);
+      sum = sum * scale + T(1);
+      dot = dot * scale + w;
+      max = x;
+    } else {
+      const T e = x == -INFINITY ? T(0) : exp_f32(x - max);
+      sum += e;
+      dot += e * w;
+    }
+  }
+  TKS_HD void merge(const OnlineLSEDot& o) {
+    if (!(o.sum > T(0))) return;
+    if (!(sum > T(0))) {
+      *this = o;
+      return;
+    }
+    const T m = o.max > max ? o.max : max;
+    const T a = exp_f32(max - m), b = exp_f32(o.max - m);
+    sum = sum * a + o.sum * b;
+    dot = dot * a + o.dot * b;
+    max = m;
+  }
+  TKS_HD T weighted_mean() const { return dot / sum; }
+};
+
+// OnlineLSE with the first index of the maximum (torch.argmax's tie rule): the
+// per-step statistics of pass 1. Indices must be added in increasing order within
+// one state; merge keeps the smaller index on ties, so any grouping gives the same.
+template <typename T>
+struct OnlineArgLSE {
+  OnlineLSE<T> lse;
+  int64_t arg;
+  TKS_HD void init() {
+    lse.init();
+    arg = INT64_MAX;
+  }
+  TKS_HD void add(T x, int64_t c) {
+    if (x > lse.max || arg == INT64_MAX) arg = c;  // an all -inf row: index 0, as torch
+    lse.add(x);
+  }
+  TKS_HD void merge(const OnlineArgLSE& o) {
+    const bool mine = lse.sum > T(0), theirs = o.lse.sum > T(0);
+    const bool take = theirs ? (!mine || o.lse.max > lse.max || (o.lse.max == lse.max && o.arg < arg))
+                             : (!mine && o.arg < arg);
+    if (take) arg = o.arg;
+    lse.merge(o.lse);
+  }
 };
 
 // Per-sample coefficients of the gradient (see the top of the file).

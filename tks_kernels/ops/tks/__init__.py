@@ -122,6 +122,21 @@ def backend_module(name: str):
     return mod
 
 
+# (backend, device type) -> the backend a call runs with. Filled at import for what can
+# run here (bottom of the file): torch.compile then reads a dict instead of tracing the
+# availability checks, which import modules.
+_RESOLVED: dict = {}
+
+
+def _resolve(backend: str, device: torch.device) -> str:
+    key = (backend, device.type)
+    name = _RESOLVED.get(key)
+    if name is None:
+        name = resolve_backend(backend, device)
+        _RESOLVED[key] = name
+    return name
+
+
 def pick_backend(backend: str, logits: torch.Tensor) -> str:
     T = logits.shape[0]
     if T > MAX_T_FUSED:
@@ -129,7 +144,7 @@ def pick_backend(backend: str, logits: torch.Tensor) -> str:
             return "torch"  # the only backend without a limit on T
         if backend in ("cpu", "triton", "cuda"):
             raise ValueError(f"backend={backend!r} supports T <= {MAX_T_FUSED} steps, got logits with T = {T}")
-    return resolve_backend(backend, logits.device)
+    return _resolve(backend, logits.device)
 
 
 def tks_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TKSConfig, backend: str = "auto"):
@@ -147,10 +162,23 @@ __all__ = ["BACKENDS", "MAX_T_FUSED", "TEACHERS", "TKSConfig", "check_input", "c
            "tks_loss"]
 
 
-for _name in ("torch", "cpu", "cuda"):
-    backend_module(_name)
-if torch.cuda.is_available() or triton_interpreted():
-    try:
-        backend_module("triton")
-    except ImportError:  # triton missing: resolve_backend reports why when it is asked for
-        pass
+def _warm_up() -> None:
+    """Import the backend modules and resolve the backends that can run here."""
+    names = ["torch", "cpu", "cuda"]
+    if torch.cuda.is_available() or triton_interpreted():
+        names.append("triton")  # importing triton is slow: only where it can run
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for name in names:
+        try:
+            backend_module(name)
+        except ImportError:  # triton missing: resolve_backend reports why when it is asked for
+            continue
+        for device in devices:
+            for backend in (name, "auto"):
+                try:
+                    _resolve(backend, device)
+                except (RuntimeError, ValueError):  # cannot run there: asked later, it says why
+                    pass
+
+
+_warm_up()
