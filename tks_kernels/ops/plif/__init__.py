@@ -16,6 +16,7 @@ a 0-dim tensor in the compute type on x's device (differentiable).
 from __future__ import annotations
 
 import importlib
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -72,8 +73,6 @@ def make_config(
 
 def init_w(init_tau: float) -> float:
     """The w with 1/sigmoid(w) = init_tau: -log(init_tau - 1) (SpikingJelly's)."""
-    import math
-
     init_tau = _finite_number("init_tau", init_tau)
     if init_tau <= 1.0:
         raise ValueError(f"init_tau must be > 1 (1/tau = sigmoid(w) < 1 for a finite w), got {init_tau}")
