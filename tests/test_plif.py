@@ -1,0 +1,441 @@
+"""ParametricLIF (a learnable time constant, SpikingJelly's PLIFNode) on every backend
+against the reference (tks_kernels/ops/plif/reference.py).
+
+Spikes exact in every dtype; fp32 membranes and the gradients of x, v_init and w within
+1e-5 relative to their largest magnitude (fp64: 1e-10). fp16/bf16: membranes and input
+gradients within a few storage steps; dL/dw within one storage epsilon times the sum of
+the magnitudes of its per-neuron-step terms, since backward recovers v_{t-1} from the
+saved distance to threshold in the storage type (its rounding enters every term; the
+sum may cancel). Triton runs on CPU tensors under the interpreter (small tensors);
+``gpu`` cases run the cuda and triton backends on CUDA tensors where there is a GPU.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import tks_kernels
+from tks_kernels._backends import triton_interpreted
+from tks_kernels.ops import plif as plif_ops
+from tks_kernels.ops.lif import SURROGATES
+from tks_kernels.ops.lif.reference import _Fire
+from tks_kernels.ops.plif import reference
+
+from lif_cases import OPTION_GRID, RESETS, rel_err
+
+HAS_CPU = tks_kernels.available_backends()["cpu"][0]
+needs_cpu = pytest.mark.skipif(not HAS_CPU, reason="tks_kernels._C not built")
+needs_interp = pytest.mark.skipif(not triton_interpreted(), reason="CPU tensors need TRITON_INTERPRET=1")
+
+# (backend, device) pairs: the fused kernels here, and on a GPU.
+HOST_BACKENDS = [pytest.param("cpu", "cpu", marks=needs_cpu, id="cpu"),
+                 pytest.param("triton", "cpu", marks=needs_interp, id="triton-interp")]
+GPU_BACKENDS = [pytest.param("cuda", "cuda", marks=pytest.mark.gpu, id="cuda"),
+                pytest.param("triton", "cuda", marks=pytest.mark.gpu, id="triton-cuda")]
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+W0 = -0.4  # k = sigmoid(-0.4) ~ 0.40, tau ~ 2.5
+
+
+def _id(opts):
+    return "-".join(f"{k}={v}" for k, v in opts.items())
+
+
+def make_input(shape, dtype=torch.float32, device="cpu", seed=0, scale=1.5, offset=0.3):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * scale + offset
+    v0 = torch.randn(shape[1:], generator=g) * 0.5
+    return x.to(device=device, dtype=dtype), v0.to(device=device, dtype=dtype)
+
+
+def run(x, v0, backend, w0=W0, seed=1, **opts):
+    """Forward with every output, backward from fixed random weights on each; w in
+    float32 (float64 for float64 x).
+
+    Returns (spikes, v_last, v_seq, grad_x, grad_v_init, grad_w)."""
+    cfg = plif_ops.make_config(**opts)
+    xi = x.detach().clone().requires_grad_()
+    vi = v0.detach().clone().requires_grad_() if v0 is not None else None
+    w_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    w = torch.tensor(w0, dtype=w_dtype, device=x.device, requires_grad=True)
+    s, v, vs = plif_ops.plif_multistep(xi, vi, w, cfg, backend=backend, return_v_seq=True)
+    weights = _loss_weights(x, seed)
+    loss = sum((o.double() * g).sum() for o, g in zip((s, v, vs), weights))
+    inputs = [xi, w] + ([vi] if vi is not None else [])
+    grads = torch.autograd.grad(loss, inputs)
+    return s, v, vs, grads[0], (grads[2] if vi is not None else None), grads[1]
+
+
+def _loss_weights(x, seed):
+    g = torch.Generator().manual_seed(seed)
+    shapes = (x.shape, x.shape[1:], x.shape)
+    return [torch.randn(sh, generator=g, dtype=torch.float64).to(x.device) for sh in shapes]
+
+
+def dk_terms(x, v0, w0, seed=1, **opts):
+    """The reference's per-neuron-step terms of dL/dk (k as one tensor per neuron and
+    step), whose magnitudes bound the rounding error of dL/dk."""
+    cfg = plif_ops.make_config(**opts)
+    xc = x.detach().float()
+    k = torch.full(x.shape, torch.sigmoid(torch.tensor(w0)).item(), device=x.device, requires_grad=True)
+    v = v0.detach().float() if v0 is not None else torch.full_like(xc[0], cfg.v_rest)
+    spikes, v_seq = [], []
+    for t in range(x.shape[0]):
+        h = reference.charge(v, xc[t], k[t], cfg.v_rest, cfg.decay_input)
+        s = _Fire.apply(h, cfg.v_threshold, cfg.surrogate, cfg.alpha)
+        sr = s.detach() if cfg.detach_reset else s
+        v = h - sr * cfg.v_threshold if cfg.v_reset is None else sr * cfg.v_reset + (1 - sr) * h
+        spikes.append(s)
+        v_seq.append(v)
+    outs = (torch.stack(spikes), v, torch.stack(v_seq))
+    loss = sum((o.double() * g).sum() for o, g in zip(outs, _loss_weights(x, seed)))
+    (terms,) = torch.autograd.grad(loss, k)
+    return terms
+
+
+def assert_matches_reference(x, v0, backend, w0=W0, **opts):
+    got = run(x, v0, backend, w0, **opts)
+    ref = run(x, v0, "torch", w0, **opts)
+    assert got[0].dtype == x.dtype and torch.equal(got[0], ref[0]), f"spikes differ ({backend}, {opts})"
+    names = ("v_last", "v_seq", "grad_x", "grad_v_init", "grad_w")
+    narrow = x.dtype in (torch.float16, torch.bfloat16)
+    eps = torch.finfo(x.dtype).eps
+    for name, a, b in zip(names, got[1:], ref[1:]):
+        if b is None:
+            continue
+        assert a.shape == b.shape and a.dtype == b.dtype, name
+        err = rel_err(a, b)
+        if not narrow:
+            assert err <= TOL[x.dtype], f"{name}: relative error {err:.3g} ({backend}, {x.dtype}, {opts})"
+        elif name == "grad_w":
+            bound = eps * dk_terms(x, v0, w0, **opts).abs().sum().item()
+            k = torch.sigmoid(torch.tensor(w0)).item()
+            bound *= k * (1 - k)  # dL/dw = dL/dk * k (1 - k)
+            diff = abs(a.item() - b.item())
+            assert diff <= bound, f"grad_w: |diff| {diff:.3g} > {bound:.3g} ({backend}, {x.dtype}, {opts})"
+        else:
+            # membranes: one storage step; input gradients: also the rounding of the saved d
+            assert err <= (2 if name.startswith("v") else 6) * eps, f"{name}: {err:.3g} ({backend}, {x.dtype}, {opts})"
+
+
+# --- every option, every backend ---------------------------------------------------
+
+@pytest.mark.parametrize("backend,device", HOST_BACKENDS)
+@pytest.mark.parametrize("opts", OPTION_GRID, ids=_id)
+def test_every_option_matches_reference(backend, device, opts):
+    x, v0 = make_input((6, 3, 37), device=device)
+    assert_matches_reference(x, v0, backend, v_threshold=0.8, **opts)
+    if opts["surrogate"] == "sigmoid":
+        assert_matches_reference(x, None, backend, v_threshold=0.8, **opts)
+
+
+@pytest.mark.parametrize("backend,device", HOST_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=str)
+@pytest.mark.parametrize("opts", [o for o in OPTION_GRID if o["surrogate"] in ("atan", "piecewise_quadratic")], ids=_id)
+def test_other_dtypes_within_tolerance(backend, device, dtype, opts):
+    x, v0 = make_input((5, 2, 40), dtype, device)
+    assert_matches_reference(x, v0, backend, **opts)
+
+
+@pytest.mark.parametrize("backend,device", HOST_BACKENDS)
+@pytest.mark.parametrize("w0", [-2.5, 0.0, 2.0], ids=lambda w: f"w={w}")
+def test_time_constants_and_shapes(backend, device, w0):
+    # tau from ~13 to ~1.1; T = 1; sizes not multiples of a block; several blocks/chunks
+    for shape in ((1, 7), (4, 1), (3, 1100), (2, 5, 3, 7)):
+        x, v0 = make_input(shape, device=device, seed=len(shape))
+        assert_matches_reference(x, v0, backend, w0=w0, v_reset=None)
+        assert_matches_reference(x, v0, backend, w0=w0, decay_input=False, surrogate="erf")
+
+
+@pytest.mark.parametrize("backend,device", HOST_BACKENDS)
+def test_layouts_and_empty(backend, device):
+    base, _ = make_input((4, 2, 6, 5, 3), device=device)
+    cases = {
+        "transposed": base.transpose(3, 4),
+        "time-strided": make_input((8, 2, 6, 5, 3), device=device)[0][::2],
+        "channels_last": base.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2)),
+        "time-not-outermost": make_input((2, 4, 6, 5, 3), device=device)[0].transpose(0, 1),
+    }
+    for x in cases.values():
+        _, v0 = make_input(tuple(x.shape), device=device, seed=2)
+        assert_matches_reference(x, v0.transpose(-1, -2).contiguous().transpose(-1, -2), backend)
+    s, v = plif_ops.plif_multistep(torch.ones(3, 0, device=device), None, torch.tensor(0.0), plif_ops.make_config(),
+                                   backend=backend)
+    assert s.shape == (3, 0) and v.shape == (0,)
+
+
+@pytest.mark.parametrize("backend,device", GPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+def test_gpu_every_option_matches_reference(backend, device, dtype):
+    ok, reason = tks_kernels.available_backends()[backend]
+    assert ok, reason
+    grid = OPTION_GRID if dtype == torch.float32 else [o for o in OPTION_GRID if o["surrogate"] in ("atan", "erf")]
+    for i, opts in enumerate(grid):
+        for shape in ((6, 3, 37), (5, 4096)):  # strided/odd and vectorised paths
+            x, v0 = make_input(shape, dtype, device, seed=i)
+            assert_matches_reference(x, v0, backend, v_threshold=0.8, **opts)
+    x, _ = make_input((3, 1_000_003), dtype, device)
+    assert_matches_reference(x, None, backend, surrogate="atan")
+
+
+@pytest.mark.parametrize("backend,device", GPU_BACKENDS)
+def test_gpu_grad_w_deterministic(backend, device):
+    x, v0 = make_input((8, 300_001), device=device)
+    a = run(x, v0, backend)[5]
+    b = run(x, v0, backend)[5]
+    assert torch.equal(a, b)
+
+
+# --- gradcheck ------------------------------------------------------------------------
+
+def _away_from_threshold(x, v0, w0, cfg, margin=0.02):
+    """x nudged so that no h_t lies within margin of the threshold (finite differences
+    must not flip a spike)."""
+    x = x.clone()
+    k = torch.sigmoid(torch.tensor(w0, dtype=x.dtype))
+    v = v0.clone()
+    for t in range(x.shape[0]):
+        for _ in range(20):
+            h = reference.charge(v, x[t], k, cfg.v_rest, cfg.decay_input)
+            close = (h - cfg.v_threshold).abs() < margin
+            if not close.any():
+                break
+            x[t] = torch.where(close, x[t] + 4 * margin, x[t])
+        s = (h >= cfg.v_threshold).to(x.dtype)
+        v = h - s * cfg.v_threshold if cfg.v_reset is None else s * cfg.v_reset + (1 - s) * h
+    return x
+
+
+GRADCHECK_BACKENDS = ["torch", pytest.param("cpu", marks=needs_cpu), pytest.param("triton", marks=needs_interp)]
+
+
+@pytest.mark.parametrize("backend", GRADCHECK_BACKENDS)
+@pytest.mark.parametrize("opts", [dict(), dict(v_reset=None), dict(decay_input=False, v_reset=-0.3)], ids=_id)
+def test_gradcheck_fp64_including_w(backend, opts):
+    # Spikes are a step function: the membrane outputs with detach_reset=True have a true
+    # derivative in x, v_init and w.
+    cfg = plif_ops.make_config(detach_reset=True, **opts)
+    x, v0 = make_input((5, 3, 4), torch.float64, seed=3)
+    x = _away_from_threshold(x, v0, W0, cfg)
+    w = torch.tensor(W0, dtype=torch.float64, requires_grad=True)
+
+    def f(x, v0, w):
+        _, v, vs = plif_ops.plif_multistep(x, v0, w, cfg, backend=backend, return_v_seq=True)
+        return v, vs
+
+    assert torch.autograd.gradcheck(f, (x.requires_grad_(), v0.requires_grad_(), w), eps=1e-6, atol=1e-7)
+
+
+# --- the dL/dw sum ----------------------------------------------------------------------
+
+@needs_cpu
+def test_cpu_grad_w_bitwise_equal_across_thread_counts():
+    x, v0 = make_input((4, 70_001))  # 137 chunks of 512 neurons
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(run(x, v0, "cpu", v_reset=None)[3:])
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+@needs_cpu
+def test_saved_for_backward_one_value_per_neuron_step():
+    def saved_bytes(fn):
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn()
+        return sum(storages.values())
+
+    T, N = 8, 3000
+    for dtype in (torch.float32, torch.bfloat16):
+        x = make_input((T, N), dtype)[0].requires_grad_()
+        m = tks_kernels.ParametricLIF(backend="cpu")
+        # the saved value per neuron-step, the scalar k (and sigmoid's output)
+        assert 0 < saved_bytes(lambda: m(x)) <= x.element_size() * T * N + 64
+        with torch.no_grad():
+            m.reset()
+            assert saved_bytes(lambda: m(x)) == 0
+
+
+# --- the module -----------------------------------------------------------------------
+
+MODULE_BACKENDS = ["torch"] + (["cpu"] if HAS_CPU else [])
+
+
+def test_parameter_state_dict_and_training_changes_tau():
+    m = tks_kernels.ParametricLIF(init_tau=3.0)
+    assert set(m.state_dict()) == {"w"} and isinstance(m.w, torch.nn.Parameter)
+    assert m.w.dtype == torch.float32 and m.w.dim() == 0
+    assert abs(m.tau - 3.0) < 1e-6 and abs(m.w.item() + torch.log(torch.tensor(2.0)).item()) < 1e-7
+    opt = torch.optim.SGD(m.parameters(), lr=1.0)
+    x = make_input((6, 4, 50))[0]
+    m(x).sum().backward()
+    assert m.w.grad is not None and m.w.grad.abs().item() > 0
+    opt.step()
+    assert abs(m.tau - 3.0) > 1e-4
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), tks_kernels.ParametricLIF(init_tau=4.0))
+    copy = torch.nn.Sequential(torch.nn.Linear(3, 3), tks_kernels.ParametricLIF())
+    copy.load_state_dict(net.state_dict())
+    assert set(net.state_dict()) == {"0.weight", "0.bias", "1.w"} and abs(copy[1].tau - 4.0) < 1e-5
+
+
+@pytest.mark.parametrize("backend", MODULE_BACKENDS)
+def test_state_carries_over_and_gradients_flow_into_earlier_calls(backend):
+    x = make_input((6, 3, 10))[0].requires_grad_()
+    wts = torch.randn(6, 3, 10)
+    whole = tks_kernels.ParametricLIF(v_threshold=0.6, surrogate="atan", backend=backend)
+    s = whole(x)
+    g_whole = torch.autograd.grad((s * wts).sum() + whole.v.sum(), (x, whole.w))
+    parts = tks_kernels.ParametricLIF(v_threshold=0.6, surrogate="atan", backend=backend)
+    s_parts = torch.cat([parts(x[:2]), parts(x[2:5]), parts(x[5:])])
+    g_parts = torch.autograd.grad((s_parts * wts).sum() + parts.v.sum(), (x, parts.w))
+    assert torch.equal(s_parts, s)
+    for a, b in zip(g_parts, g_whole):
+        assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("backend", MODULE_BACKENDS)
+def test_single_step_mode_equals_multi_step(backend):
+    x = make_input((5, 2, 7))[0].requires_grad_()
+    multi = tks_kernels.ParametricLIF(v_reset=None, backend=backend, store_v_seq=True)
+    single = tks_kernels.ParametricLIF(v_reset=None, step_mode="s", backend=backend)
+    s_m = multi(x)
+    s_s = torch.stack([single(x[t]) for t in range(5)])
+    assert torch.equal(s_m, s_s) and multi.v_seq.shape == x.shape
+    g_m = torch.autograd.grad(s_m.sum() + multi.v.sum(), (x, multi.w))
+    g_s = torch.autograd.grad(s_s.sum() + single.v.sum(), (x, single.w))
+    for a, b in zip(g_s, g_m):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_reset_net_and_failed_call_leaves_state():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), tks_kernels.ParametricLIF(v_reset=-0.5),
+                              tks_kernels.LIF(v_reset=None))
+    x = make_input((3, 2, 4))[0]
+    first = net(x)
+    net(x)
+    tks_kernels.reset_net(net)
+    assert net[1].v == -0.5 and net[2].v == 0.0
+    assert torch.equal(net(x), first)
+    m = net[1]
+    v_before = m.v.clone()
+    for bad in (torch.ones(2, 3, 4), torch.ones(2, 2, 4, dtype=torch.int64), torch.ones(0, 2, 4)):
+        with pytest.raises((ValueError, TypeError)):
+            m(bad)
+        assert torch.equal(m.v, v_before)
+    with pytest.raises(ValueError, match=r"plif\.reset\(\)"):
+        m(torch.ones(2, 3, 4))
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    (dict(init_tau=1.0), ValueError, "init_tau"),
+    (dict(init_tau=0.5), ValueError, "init_tau"),
+    (dict(init_tau=float("inf")), ValueError, "init_tau"),
+    (dict(init_tau="2"), TypeError, "init_tau"),
+    (dict(v_threshold=float("nan")), ValueError, "v_threshold"),
+    (dict(v_reset=float("inf")), ValueError, "v_reset"),
+    (dict(alpha=0.0), ValueError, "alpha"),
+    (dict(surrogate="relu"), ValueError, "surrogate must be one of"),
+    (dict(step_mode="x"), ValueError, "step_mode"),
+    (dict(backend="gpu"), ValueError, "backend"),
+], ids=str)
+def test_bad_options_raise_naming_the_argument(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        tks_kernels.ParametricLIF(**kwargs)
+
+
+def test_bad_w_and_unavailable_backend():
+    x = make_input((2, 3))[0]
+    cfg = plif_ops.make_config()
+    with pytest.raises(ValueError, match="w must be a scalar"):
+        plif_ops.plif_multistep(x, None, torch.zeros(2), cfg)
+    with pytest.raises(TypeError, match="w must be a 0-dim"):
+        plif_ops.plif_multistep(x, None, 0.5, cfg)
+    with pytest.raises(ValueError, match="w must be on x's device"):
+        plif_ops.plif_multistep(x, None, torch.zeros((), device="meta"), cfg)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="backend='cuda' cannot run here"):
+            tks_kernels.ParametricLIF(backend="cuda")(x)
+
+
+def test_options_and_repr():
+    m = tks_kernels.ParametricLIF(init_tau=4.0, decay_input=False, v_threshold=0.5, v_reset=None, surrogate="erf",
+                                  alpha=1.5, detach_reset=True)
+    assert (m.decay_input, m.v_threshold, m.v_reset, m.detach_reset, m.surrogate, m.alpha) == (False, 0.5, None, True, "erf", 1.5)
+    assert "init_tau=4.0" in repr(m) and "surrogate=erf(alpha=1.5)" in repr(m)
+
+
+# --- torch.compile ----------------------------------------------------------------------
+
+class _ConvSNN(torch.nn.Module):
+    def __init__(self, backend):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+        self.plif1 = tks_kernels.ParametricLIF(v_threshold=0.5, surrogate="atan", backend=backend)
+        self.plif2 = tks_kernels.ParametricLIF(init_tau=3.0, v_reset=None, detach_reset=True, backend=backend)
+        self.fc = torch.nn.Linear(4 * 5 * 5, 3)
+
+    def forward(self, x):  # [T, B, C, H, W]
+        T, B = x.shape[:2]
+        y = self.plif1(self.conv(x.flatten(0, 1)).unflatten(0, (T, B)))
+        return self.fc(self.plif2(y).flatten(2))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("cpu", marks=needs_cpu), pytest.param("triton", marks=needs_interp)])
+def test_torch_compile_fullgraph_no_graph_break(backend):
+    torch._dynamo.reset()
+    model = _ConvSNN(backend)
+    x = make_input((3, 2, 2, 5, 5))[0].requires_grad_()
+    params = [x, model.plif1.w, model.plif2.w, model.conv.weight]
+    out = model(x)
+    eager = torch.autograd.grad(out.square().sum(), params)
+    tks_kernels.reset_net(model)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    tks_kernels.reset_net(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out_c = compiled(x)
+    got = torch.autograd.grad(out_c.square().sum(), params)
+    torch.testing.assert_close(out_c, out, rtol=1e-5, atol=1e-6)
+    for a, b in zip(got, eager):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --- SpikingJelly ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cpu", marks=needs_cpu)])
+def test_equals_spikingjelly_plifnode(backend):
+    neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+    surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
+    sj_surrogates = {"sigmoid": surrogate.Sigmoid, "atan": surrogate.ATan, "piecewise_quadratic": surrogate.PiecewiseQuadratic,
+                     "piecewise_exp": surrogate.PiecewiseExp, "soft_sign": surrogate.SoftSign, "erf": surrogate.Erf,
+                     "super_spike": surrogate.SuperSpike}
+    wts = torch.linspace(-1, 1, 33)
+    for (name, cls), v_reset in itertools.product(sj_surrogates.items(), RESETS):
+        for decay_input, detach_reset in ((True, False), (False, True)):
+            x = make_input((6, 4, 33), seed=len(name))[0].requires_grad_()
+            sj = neuron.ParametricLIFNode(init_tau=3.0, decay_input=decay_input, v_threshold=0.7, v_reset=v_reset,
+                                          surrogate_function=cls(), detach_reset=detach_reset, step_mode="m")
+            s_ref = sj(x)
+            g_ref = torch.autograd.grad((s_ref * wts).sum() + sj.v.sum(), (x, sj.w))
+            ours = tks_kernels.ParametricLIF(init_tau=3.0, decay_input=decay_input, v_threshold=0.7, v_reset=v_reset,
+                                             surrogate=name, detach_reset=detach_reset, backend=backend)
+            assert torch.equal(ours.w, sj.w)
+            s = ours(x)
+            g = torch.autograd.grad((s * wts).sum() + ours.v.sum(), (x, ours.w))
+            assert torch.equal(s, s_ref), (name, v_reset, decay_input)
+            assert rel_err(g[0], g_ref[0]) < 1e-5, (name, v_reset, decay_input)
+            assert rel_err(g[1], g_ref[1]) < 1e-5, (name, v_reset, decay_input, g[1].item(), g_ref[1].item())
+            assert rel_err(ours.v, sj.v) < 1e-6
