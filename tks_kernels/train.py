@@ -59,7 +59,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 TRAINING_KEYS = (
     "model", "data", "data_root", "T", "loss", "alpha", "temperature", "schedule", "teacher", "detach_teacher",
     "label_smoothing", "tet_lambda", "tet_phi", "lr", "base_lr", "weight_decay", "warmup_epochs", "epochs",
-    "batch_size", "amp", "backend", "seed", "neuron", "width", "augment", "limit_train", "limit_test",
+    "batch_size", "amp", "backend", "loss_backend", "seed", "neuron", "width", "augment", "limit_train", "limit_test",
     "channels_last", "data_option",
 )
 
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format for conv models")
     g.add_argument("--backend", default="auto", help="LIF and TKS-loss backend: auto, torch, cpu, triton, cuda")
+    g.add_argument("--loss-backend", default=None, help="the TKS loss's backend, if not --backend's")
     g.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     g.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and augmentation")
     g.add_argument("--out", default=None, help="output folder (default: runs/<date-time>)")
@@ -248,7 +249,7 @@ def make_loss(args: argparse.Namespace, name: str) -> nn.Module:
     if name == "tks":
         return _loss.TKSLoss(alpha=args.alpha, temperature=args.temperature, schedule=args.schedule,
                              epochs=args.epochs, teacher=args.teacher, detach_teacher=args.detach_teacher,
-                             label_smoothing=args.label_smoothing, backend=args.backend)
+                             label_smoothing=args.label_smoothing, backend=args.loss_backend or args.backend)
     if name == "tet":
         return _loss.TETLoss(lamb=args.tet_lambda, means=args.tet_phi, label_smoothing=args.label_smoothing)
     return _loss.MeanCELoss(label_smoothing=args.label_smoothing)
