@@ -52,7 +52,8 @@ struct Problem {
   const int64_t* labels;  // [B] class indices, or null for soft targets
   const void* probs;      // [B, C] contiguous class probabilities in the compute type
   void* terms;            // [2, B] in the compute type: ce_b and soft_b per sample
-  void* out;              // [3] in the compute type: loss, ce, soft (sums of terms)
+  void* loss;             // [] in the compute type: (1 - lam) ce + lam soft
+  void* parts;            // [2] in the compute type: ce, soft (sums of the terms)
   int64_t steps, batch, classes;
   int64_t stride_t, stride_b;  // logits' strides in elements
   DType dtype;

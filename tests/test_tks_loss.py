@@ -70,12 +70,14 @@ def run(backend, logits, target, cfg, grad=True, device="cpu"):
     """(loss, ce, soft, dL/dlogits) of one backend on `device`, returned on the CPU; the
     gradient is None without grad."""
     x = logits.detach().to(device).requires_grad_(grad)
-    loss, ce, soft = tks.tks_loss(x, target.to(device), cfg, backend=backend)
+    loss, parts = tks.tks_loss(x, target.to(device), cfg, backend=backend)
+    assert parts.shape == (2,) and not parts.requires_grad
     g = None
     if grad:
         loss.backward()
         g = x.grad.cpu()
-    return loss.detach().cpu(), ce.cpu(), soft.cpu(), g
+    ce, soft = parts.cpu().unbind(0)
+    return loss.detach().cpu(), ce, soft, g
 
 
 def truth(logits, target, cfg):
@@ -140,7 +142,7 @@ def test_reference_matches_literal_definition(opts, soft_target):
     cfg = tks.make_config(0.6, 2.5, **opts)
     x1 = o.clone().requires_grad_()
     x2 = o.clone().requires_grad_()
-    got = reference.tks_loss(x1, y, cfg)
+    got = reference.tks_loss_parts(x1, y, cfg)
     want = literal_tks(x2, y, 0.6, 2.5, opts["teacher"], opts["detach_teacher"], opts["label_smoothing"])
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
@@ -157,7 +159,7 @@ def test_reference_teacher_cases():
     cfg = tks.make_config(1.0, tau)
 
     def soft_of(target):
-        return float(reference.tks_loss(o, torch.tensor([target]), cfg)[2])
+        return float(reference.tks_loss_parts(o, torch.tensor([target]), cfg)[2])
 
     def soft_with_teacher(q):
         return float(tau * tau * -(q * torch.log_softmax(o[:, 0], -1)).sum(-1).mean())
@@ -165,7 +167,7 @@ def test_reference_teacher_cases():
     assert soft_of(2) == pytest.approx(soft_with_teacher(torch.full((3,), 1 / 3, dtype=torch.float64)))
     assert soft_of(0) == pytest.approx(soft_with_teacher(torch.softmax(o[0, 0] / tau, -1)))
     same = torch.tensor([[[1.0, 0.5, 0.0]]] * 3, dtype=torch.float64)
-    got = float(reference.tks_loss(same, torch.tensor([0]), cfg)[2])
+    got = float(reference.tks_loss_parts(same, torch.tensor([0]), cfg)[2])
     q = torch.softmax(3 * same[0, 0] / tau, -1)
     assert got == pytest.approx(float(tau * tau * -(q * torch.log_softmax(same[0, 0], -1)).sum()))
 
@@ -274,15 +276,15 @@ def test_cpu_strided_logits():
 def test_cpu_no_grad_computes_loss_only():
     o, y = make_case(4, 8, 50)
     cfg = tks.make_config(0.5)
-    with_grad, _ = torch.ops.tks_kernels.tks_loss_forward(o, y, 0.5, 3.0, False, False, 0.0, True)
-    without, grad = torch.ops.tks_kernels.tks_loss_forward(o, y, 0.5, 3.0, False, False, 0.0, False)
-    assert grad.numel() == 0
-    assert torch.equal(with_grad, without)
+    loss_g, parts_g, grad_g = torch.ops.tks_kernels.tks_loss_forward(o, y, 0.5, 3.0, False, False, 0.0, True)
+    loss_n, parts_n, grad_n = torch.ops.tks_kernels.tks_loss_forward(o, y, 0.5, 3.0, False, False, 0.0, False)
+    assert grad_g.shape == o.shape and grad_n.numel() == 0
+    assert torch.equal(loss_g, loss_n) and torch.equal(parts_g, parts_n)
     x = o.clone().requires_grad_()
     with torch.no_grad():
         loss = functional.tks_loss(x, y, lam=0.5, backend="cpu")
     assert loss.grad_fn is None
-    assert float(loss) == pytest.approx(float(without[0]))
+    assert float(loss) == pytest.approx(float(loss_n))
 
 
 @needs_cpu
@@ -298,6 +300,40 @@ def test_cpu_saves_only_the_gradient():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         functional.tks_loss(x, y, lam=0.5, backend="cpu")
     assert sum(saved.values()) == x.numel() * x.element_size()
+
+
+def peak_extra_cpu_bytes(fn):
+    """Peak of CPU tensor bytes allocated while fn() runs, above what existed before
+    (PyTorch's memory profiler timeline)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    cur = peak = 0
+    for _, action, (key, _), size in prof._memory_profile().timeline:
+        if key.device.type != "cpu":
+            continue
+        if action.name == "CREATE":
+            cur += size
+        elif action.name == "DESTROY":
+            cur -= size
+        peak = max(peak, cur)
+    return peak
+
+
+@needs_cpu
+def test_cpu_forward_backward_memory_is_one_gradient():
+    """Forward+backward holds one logits-sized buffer (the kept gradient, handed out as
+    x.grad), for the unit and a scaled incoming gradient alike."""
+    o, y = make_case(4, 64, 500)
+    x = o.clone().requires_grad_()
+    nbytes = x.numel() * x.element_size()
+    for scale in (1.0, 0.5):
+        x.grad = None
+        peak = peak_extra_cpu_bytes(lambda: (functional.tks_loss(x, y, lam=0.5, backend="cpu") * scale).backward())
+        assert nbytes <= peak <= nbytes + 65536, (scale, peak, nbytes)
+    x.grad = None
+    assert peak_extra_cpu_bytes(lambda: functional.tks_loss(x, y, lam=0.5, backend="torch").backward()) > 2 * nbytes
 
 
 @needs_cpu

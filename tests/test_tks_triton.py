@@ -84,9 +84,10 @@ def test_triton_interpreter_strided_and_no_grad():
     assert_close_to_truth(run("triton", o.transpose(1, 2).contiguous().transpose(1, 2), y, cfg), want)
     from tks_kernels.ops.tks.triton import tks_loss_triton
 
-    out, grad = tks_loss_triton(o, y, 0.4, 3.0, False, False, 0.0, False)
+    loss, parts, grad = tks_loss_triton(o, y, 0.4, 3.0, False, False, 0.0, False)
     assert grad.numel() == 0
-    assert float(out[0]) == pytest.approx(float(want[0]), rel=1e-5)
+    assert float(loss) == pytest.approx(float(want[0]), rel=1e-5)
+    assert float(parts[1]) == pytest.approx(float(want[2]), rel=1e-5)
 
 
 @needs_interpreter
@@ -95,8 +96,8 @@ def test_triton_interpreter_out_of_range_label_is_nan():
     from tks_kernels.ops.tks.triton import tks_loss_triton
 
     o = torch.randn(2, 3, 4)
-    out, _ = tks_loss_triton(o, torch.tensor([0, 7, 1]), 0.5, 3.0, False, False, 0.0, False)
-    assert torch.isnan(out).all()
+    loss, parts, _ = tks_loss_triton(o, torch.tensor([0, 7, 1]), 0.5, 3.0, False, False, 0.0, False)
+    assert torch.isnan(loss) and torch.isnan(parts).all()
     with pytest.raises(ValueError, match=r"target\[1\] = 7"):
         functional.tks_loss(o, torch.tensor([0, 7, 1]), lam=0.5, backend="triton")
 

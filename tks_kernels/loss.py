@@ -99,8 +99,9 @@ class TKSLoss(nn.Module):
                 return_parts: bool = False):
         lam = self.lam(epoch)
         cfg = _tks.TKSConfig(lam, self.temperature, self.teacher, self.detach_teacher, self.label_smoothing)
-        loss, ce, soft = _tks.tks_loss(logits, target, cfg, backend=self.backend)
+        loss, parts = _tks.tks_loss(logits, target, cfg, backend=self.backend)
         if return_parts:
+            ce, soft = parts.unbind(0)
             return TKSLossParts(loss, ce, soft, lam)
         return loss
 

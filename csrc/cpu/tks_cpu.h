@@ -7,7 +7,7 @@
 namespace tks {
 namespace cpu {
 
-// Fills prob.terms ([2, B]: ce_b, soft_b), prob.out ([3]: L, ce, soft) and, when
+// Fills prob.terms ([2, B]: ce_b, soft_b), prob.loss (L), prob.parts (ce, soft) and, when
 // prob.grad is set, the gradient of L = (1 - lam) ce + lam soft, ce = sum_b ce_b and
 // soft = sum_b soft_b, with respect to the logits.
 // Labels must be in [0, C) and T <= loss::kMaxSteps (the caller checks).

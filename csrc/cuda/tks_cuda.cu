@@ -216,10 +216,11 @@ __global__ void __launch_bounds__(kThreads) tks_loss_kernel(const loss::Problem 
   }
 }
 
-// out = [loss, ce, soft] from the [2, B] per-sample terms, in a fixed order.
+// loss and parts = [ce, soft] from the [2, B] per-sample terms, in a fixed order.
 template <typename A>
 __global__ void __launch_bounds__(kThreads)
-    tks_sum_terms_kernel(const A* __restrict__ terms, A* __restrict__ out, int64_t B, loss::Params p) {
+    tks_sum_terms_kernel(const A* __restrict__ terms, A* __restrict__ total, A* __restrict__ parts, int64_t B,
+                         loss::Params p) {
   __shared__ A s_ce[kThreads];
   __shared__ A s_soft[kThreads];
   const int tid = threadIdx.x;
@@ -239,9 +240,9 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
   if (tid == 0) {
-    out[0] = loss::total_loss<A>(s_ce[0], s_soft[0], p);
-    out[1] = s_ce[0];
-    out[2] = s_soft[0];
+    *total = loss::total_loss<A>(s_ce[0], s_soft[0], p);
+    parts[0] = s_ce[0];
+    parts[1] = s_soft[0];
   }
 }
 
@@ -252,7 +253,8 @@ cudaError_t launch(const loss::Problem& prob, cudaStream_t stream) {
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   tks_sum_terms_kernel<A><<<1, kThreads, 0, stream>>>(static_cast<const A*>(prob.terms),
-                                                      static_cast<A*>(prob.out), prob.batch, prob.p);
+                                                      static_cast<A*>(prob.loss), static_cast<A*>(prob.parts),
+                                                      prob.batch, prob.p);
   return cudaGetLastError();
 }
 

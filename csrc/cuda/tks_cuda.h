@@ -10,9 +10,10 @@ namespace tks {
 namespace cuda {
 
 // Enqueues on `stream` the fused TKS loss of `prob` (csrc/tks_math.h): the per-sample
-// terms, prob.out = [loss, ce, soft] and, when prob.grad is set, dL/dlogits. One block
-// per sample; labels must be in [0, C) (an index outside makes that sample's terms
-// NaN) and T <= loss::kMaxSteps. Returns cudaGetLastError() (cudaSuccess when B = 0).
+// terms, prob.loss, prob.parts = [ce, soft] and, when prob.grad is set, dL/dlogits.
+// One block per sample; labels must be in [0, C) (an index outside makes that
+// sample's terms NaN) and T <= loss::kMaxSteps. Returns cudaGetLastError()
+// (cudaSuccess when B = 0).
 cudaError_t tks_loss_forward_cuda(const loss::Problem& prob, cudaStream_t stream);
 
 }  // namespace cuda

@@ -19,7 +19,7 @@ namespace ops {
 using TksLauncher = void (*)(const loss::Problem&);
 
 // Defined in tks_ops.cpp.
-std::tuple<at::Tensor, at::Tensor> tks_loss_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> tks_loss_forward(
     const at::Tensor& logits, const at::Tensor& target, double lam, double temperature,
     bool teacher_mean, bool detach_teacher, double label_smoothing, bool compute_grad,
     TksLauncher launch);

@@ -35,10 +35,11 @@ loss::DType kernel_dtype(at::ScalarType st) {
 
 }  // namespace
 
-// Checks, layout and outputs; `launch` runs the device's kernel. Returns (out, grad):
-// out = [loss, ce, soft] in the compute type (fp32; fp64 for fp64), grad = dL/dlogits,
-// contiguous in the logits' dtype (empty when !compute_grad).
-std::tuple<at::Tensor, at::Tensor> tks_loss_forward(
+// Checks, layout and outputs; `launch` runs the device's kernel. Returns
+// (loss, parts, grad): loss [] and parts [2] = (ce, soft) in the compute type (fp32;
+// fp64 for fp64), grad = dL/dlogits contiguous in the logits' dtype (empty when
+// !compute_grad).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> tks_loss_forward(
     const at::Tensor& logits_in, const at::Tensor& target, double lam, double temperature,
     bool teacher_mean, bool detach_teacher, double label_smoothing, bool compute_grad,
     TksLauncher launch) {
@@ -69,7 +70,8 @@ std::tuple<at::Tensor, at::Tensor> tks_loss_forward(
   // Classes must be contiguous; the step and batch strides may be anything.
   const at::Tensor logits = logits_in.stride(2) == 1 ? logits_in : logits_in.contiguous();
   at::Tensor terms = at::empty({2, B}, logits.options().dtype(acc));
-  at::Tensor out = at::empty({3}, logits.options().dtype(acc));
+  at::Tensor total = at::empty({}, logits.options().dtype(acc));
+  at::Tensor parts = at::empty({2}, logits.options().dtype(acc));
   at::Tensor grad = compute_grad ? at::empty({T, B, C}, logits.options()) : logits.new_empty({0});
 
   loss::Problem prob;
@@ -78,7 +80,8 @@ std::tuple<at::Tensor, at::Tensor> tks_loss_forward(
   prob.labels = labels.defined() ? labels.const_data_ptr<int64_t>() : nullptr;
   prob.probs = probs.defined() ? probs.const_data_ptr() : nullptr;
   prob.terms = terms.mutable_data_ptr();
-  prob.out = out.mutable_data_ptr();
+  prob.loss = total.mutable_data_ptr();
+  prob.parts = parts.mutable_data_ptr();
   prob.steps = T;
   prob.batch = B;
   prob.classes = C;
@@ -92,7 +95,7 @@ std::tuple<at::Tensor, at::Tensor> tks_loss_forward(
   prob.p.detach_teacher = detach_teacher;
   launch(prob);
 
-  return {out, grad};
+  return {total, parts, grad};
 }
 
 namespace {
@@ -105,7 +108,7 @@ TORCH_LIBRARY_FRAGMENT(tks_kernels, m) {
   m.def(
       "tks_loss_forward(Tensor logits, Tensor target, float lam, float temperature, "
       "bool teacher_mean, bool detach_teacher, float label_smoothing, bool compute_grad) "
-      "-> (Tensor out, Tensor grad)");
+      "-> (Tensor loss, Tensor parts, Tensor grad)");
 }
 
 TORCH_LIBRARY_IMPL(tks_kernels, CPU, m) {

@@ -3,8 +3,8 @@
 ``reference.py`` is the definition (DESIGN.md, "The TKS loss"); ``cpu.py``,
 ``triton.py`` and ``cuda.py`` are fused kernels that compute the loss and dL/dlogits
 in one forward pass and keep the gradient, so backward only scales it. Every backend
-module provides ``tks_loss(logits, target, cfg) -> (loss, ce, soft)`` (0-dim tensors,
-fp32; fp64 for fp64 logits).
+module provides ``tks_loss(logits, target, cfg) -> (loss, parts)``: the 0-dim loss and
+``parts = [ce, soft]`` (not differentiable), fp32 (fp64 for fp64 logits).
 """
 from __future__ import annotations
 
@@ -148,14 +148,13 @@ def pick_backend(backend: str, logits: torch.Tensor) -> str:
 
 
 def tks_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TKSConfig, backend: str = "auto"):
-    """Checked dispatch: ``(loss, ce, soft)``; ``ce`` and ``soft`` are detached (for
-    logging). See :func:`tks_kernels.functional.tks_loss`."""
+    """Checked dispatch: ``(loss, parts)``, parts = ``[ce, soft]`` detached (for logging).
+    See :func:`tks_kernels.functional.tks_loss`."""
     check_input(logits, target)
     name = pick_backend(backend, logits)
     if name != "cpu":  # the C++ CPU op checks the range itself, in one pass
         check_target_range(target, logits.shape[2])
-    loss, ce, soft = backend_module(name).tks_loss(logits, target, cfg)
-    return loss, ce.detach(), soft.detach()
+    return backend_module(name).tks_loss(logits, target, cfg)
 
 
 __all__ = ["BACKENDS", "MAX_T_FUSED", "TEACHERS", "TKSConfig", "check_input", "check_target_range", "make_config",

@@ -26,21 +26,22 @@ if extension_error() is None:
     def _tks_loss_forward_fake(logits, target, lam, temperature, teacher_mean, detach_teacher, label_smoothing,
                                compute_grad):
         acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        out = logits.new_empty((3,), dtype=acc)
         grad = logits.new_empty(logits.shape) if compute_grad else logits.new_empty((0,))
-        return out, grad
+        return logits.new_empty((), dtype=acc), logits.new_empty((2,), dtype=acc), grad
 
     def _setup_context(ctx, inputs, output):
         if not inputs[-1]:
             raise RuntimeError("tks_kernels::tks_loss_forward needs compute_grad=True to be differentiated")
-        out, grad = output
-        ctx.mark_non_differentiable(grad)
+        _, parts, grad = output
+        ctx.mark_non_differentiable(parts, grad)
+        ctx.set_materialize_grads(False)  # no logits-sized zeros for the unused grad output
         ctx.save_for_backward(grad)
 
-    def _backward(ctx, grad_out, _grad_grad):
-        # Only out[0] (the loss) is differentiated; ce and soft are handed out detached.
+    def _backward(ctx, grad_loss, _grad_parts, _grad_grad):
+        if grad_loss is None:
+            return (None,) * 8
         (grad,) = ctx.saved_tensors
-        return (scale_grad(grad, grad_out[0]),) + (None,) * 7
+        return (scale_grad(grad, grad_loss),) + (None,) * 7
 
     torch.library.register_autograd("tks_kernels::tks_loss_forward", _backward, setup_context=_setup_context)
 
@@ -60,8 +61,8 @@ def needs_grad(logits: torch.Tensor) -> bool:
 
 
 def tks_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TKSConfig):
-    out, _ = torch.ops.tks_kernels.tks_loss_forward(
+    loss, parts, _ = torch.ops.tks_kernels.tks_loss_forward(
         logits, target, cfg.lam, cfg.temperature, cfg.teacher_mean, cfg.detach_teacher, cfg.label_smoothing,
         needs_grad(logits),
     )
-    return out.unbind(0)
+    return loss, parts

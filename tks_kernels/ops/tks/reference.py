@@ -14,9 +14,9 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def tks_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TKSConfig):
-    """logits ``[T, B, C]``, target ``[B]`` int64 or ``[B, C]`` float ->
-    ``(loss, ce, soft)``, 0-dim tensors in the compute dtype."""
+def tks_loss_parts(logits: torch.Tensor, target: torch.Tensor, cfg: TKSConfig):
+    """logits ``[T, B, C]``, target ``[B]`` int64 or ``[B, C]`` float -> ``(loss, ce, soft)``,
+    0-dim tensors in the compute dtype, all differentiable (see :func:`tks_loss`)."""
     dtype = compute_dtype(logits.dtype)
     o = logits.to(dtype)
     soft_target = target.is_floating_point()
@@ -41,3 +41,9 @@ def tks_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TKSConfig):
     soft = soft * (cfg.temperature * cfg.temperature)
     loss = (1.0 - cfg.lam) * ce + cfg.lam * soft
     return loss, ce, soft
+
+
+def tks_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TKSConfig):
+    """The backend interface: ``(loss, parts)``, parts = ``[ce, soft]`` detached."""
+    loss, ce, soft = tks_loss_parts(logits, target, cfg)
+    return loss, torch.stack((ce.detach(), soft.detach()))

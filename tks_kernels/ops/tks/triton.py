@@ -202,10 +202,10 @@ def tks_loss_triton(
     detach_teacher: bool,
     label_smoothing: float,
     compute_grad: bool,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """logits [T, B, C], target [B] int64 or [B, C] float -> (out, grad): out =
-    [loss, ce, soft] (fp32; fp64 for fp64), grad = dL/dlogits contiguous in the logits'
-    dtype, or an empty tensor without compute_grad."""
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """logits [T, B, C], target [B] int64 or [B, C] float -> (loss, parts, grad): loss []
+    and parts [2] = (ce, soft) in fp32 (fp64 for fp64), grad = dL/dlogits contiguous in
+    the logits' dtype, or an empty tensor without compute_grad."""
     _check_device(logits)
     T, B, C = logits.shape
     if not (1 <= T <= MAX_T_FUSED and B >= 1 and C >= 1):
@@ -230,38 +230,41 @@ def tks_loss_triton(
             COMPUTE_GRAD=compute_grad, IS_F64=acc == torch.float64,
             BLOCK_T=block_t, BLOCK_C=block_c, num_warps=warps,
         )
-    ce, soft = terms.sum(1).unbind(0)
-    out = torch.stack(((1.0 - lam) * ce + lam * soft, ce, soft))
-    return out, grad if grad is not None else logits.new_empty((0,))
+    parts = terms.sum(1)
+    loss = (1.0 - lam) * parts[0] + lam * parts[1]
+    return loss, parts, grad if grad is not None else logits.new_empty((0,))
 
 
 @tks_loss_triton.register_fake
 def _tks_loss_triton_fake(logits, target, lam, temperature, teacher_mean, detach_teacher, label_smoothing,
                           compute_grad):
-    out = logits.new_empty((3,), dtype=_acc_dtype(logits.dtype))
+    acc = _acc_dtype(logits.dtype)
     grad = logits.new_empty(logits.shape) if compute_grad else logits.new_empty((0,))
-    return out, grad
+    return logits.new_empty((), dtype=acc), logits.new_empty((2,), dtype=acc), grad
 
 
 def _setup_context(ctx, inputs, output):
     if not inputs[-1]:
         raise RuntimeError("tks_kernels::tks_loss_triton needs compute_grad=True to be differentiated")
-    _, grad = output
-    ctx.mark_non_differentiable(grad)
+    _, parts, grad = output
+    ctx.mark_non_differentiable(parts, grad)
+    ctx.set_materialize_grads(False)  # no logits-sized zeros for the unused grad output
     ctx.save_for_backward(grad)
 
 
-def _backward(ctx, grad_out, _grad_grad):
+def _backward(ctx, grad_loss, _grad_parts, _grad_grad):
+    if grad_loss is None:
+        return (None,) * 8
     (grad,) = ctx.saved_tensors
-    return (scale_grad(grad, grad_out[0]),) + (None,) * 7
+    return (scale_grad(grad, grad_loss),) + (None,) * 7
 
 
 tks_loss_triton.register_autograd(_backward, setup_context=_setup_context)
 
 
 def tks_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TKSConfig):
-    out, _ = tks_loss_triton(
+    loss, parts, _ = tks_loss_triton(
         logits, target, cfg.lam, cfg.temperature, cfg.teacher_mean, cfg.detach_teacher, cfg.label_smoothing,
         needs_grad(logits),
     )
-    return out.unbind(0)
+    return loss, parts
