@@ -1,6 +1,8 @@
 // Math of the fused TKS loss: one source of truth for the CPU kernels (csrc/cpu)
-// and the CUDA kernels (csrc/cuda). The derivation is in
-// tks_kernels/ops/tks/__init__.py's docs and DESIGN.md ("The TKS loss").
+// and the CUDA kernels (csrc/cuda); the Triton kernel writes the same expressions.
+// The loss is DESIGN.md's ("The TKS loss"); its gradient, below, is checked against
+// autograd of the reference in tests/test_tks_loss.py (closed form) and through
+// every backend.
 //
 // Per sample b, with o_t = logits[t, b, :] (C classes), T steps:
 //   lse_t = logsumexp(o_t), p_t = softmax(o_t), O = sum_t o_t, obar = O / T,
@@ -11,8 +13,9 @@
 //   soft_b = tau^2 / (T B) * (sum_t lse_t - qO)          (since sum_c q_c = 1)
 //   dL/do_t = (1-lam)/(T B) (S pbar - y) + lam tau^2/(T B) (p_t - q)
 //           - m_t * w * lam tau/(T B) * q (O - qO)       (the teacher's path; 0 if detached)
-// The teacher's path uses O - <q, O> in place of sum_t log p_t - <q, sum_t log p_t>:
-// the per-step log-sum-exps cancel because sum_c q_c = 1.
+// The teacher's path: soft_b = -tau^2/(T B) <q, A> with A = sum_t log p_t, and
+// d<q, A>/dz = q (A - <q, A>) / tau; in A - <q, A> the per-step log-sum-exps cancel
+// (sum_c q_c = 1), leaving O - <q, O>. dz/do_t = m_t w. The selector has no gradient.
 #pragma once
 
 #include <cmath>

@@ -386,6 +386,18 @@ def test_auto_backend_picks_cpu_and_the_reference_beyond_64_steps():
 
 
 @needs_cpu
+def test_cpu_op_registration():
+    """Schema, fake implementation, autograd registration and AOT tracing of the op."""
+    o = torch.randn(3, 4, 5, requires_grad=True)
+    op = torch.ops.tks_kernels.tks_loss_forward.default
+    for target, flags in ((torch.randint(0, 5, (4,)), (False, False, 0.1)),
+                          (torch.softmax(torch.randn(4, 5), -1), (True, True, 0.0))):
+        for compute_grad in (True, False):
+            x = o if compute_grad else o.detach()
+            torch.library.opcheck(op, (x, target, 0.5, 3.0, *flags, compute_grad))
+
+
+@needs_cpu
 def test_compile_fullgraph():
     o, y = make_case(4, 8, 10)
     crit = TKSLoss(alpha=0.7, schedule="static")

@@ -103,6 +103,16 @@ def test_triton_interpreter_out_of_range_label_is_nan():
 
 
 @needs_interpreter
+def test_triton_interpreter_op_registration():
+    from tks_kernels.ops.tks.triton import tks_loss_triton
+
+    o = torch.randn(3, 4, 5, requires_grad=True)
+    torch.library.opcheck(tks_loss_triton, (o, torch.randint(0, 5, (4,)), 0.5, 3.0, False, False, 0.1, True))
+    torch.library.opcheck(tks_loss_triton, (o.detach(), torch.softmax(torch.randn(4, 5), -1), 0.5, 3.0, True, True,
+                                            0.0, False))
+
+
+@needs_interpreter
 def test_triton_interpreter_compile_fullgraph():
     o, y = make_case(3, 4, 6)
 

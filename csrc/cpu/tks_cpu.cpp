@@ -2,8 +2,10 @@
 // the T rows of C logits are read three times (statistics, teacher, gradient) while
 // they are hot in cache, with per-sample vectors of C values (O, pbar, y, q) in a
 // per-thread buffer. Loops over classes are branch-free and call the polynomial exp
-// of tks_math.h, so they vectorise; on x86 an AVX2+FMA copy is chosen at run time
-// (the extension is built for baseline x86-64, which has only SSE2).
+// of tks_math.h, so they vectorise; on x86 an AVX2+FMA copy, or an AVX-512 one for
+// rows of 64 classes or more, is chosen at run time (the extension is built for
+// baseline x86-64, which has only SSE2). For fp32/fp64 pass 1 keeps exp(o - max) in
+// the gradient buffer, so the gradient costs no second exp.
 #include "tks_cpu.h"
 
 #include <ATen/Parallel.h>

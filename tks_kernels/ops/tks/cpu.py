@@ -46,11 +46,16 @@ if extension_error() is None:
     torch.library.register_autograd("tks_kernels::tks_loss_forward", _backward, setup_context=_setup_context)
 
 
+def _tracing(t: torch.Tensor) -> bool:
+    """Whether t is traced (torch.compile, AOTAutograd, export) rather than real."""
+    return torch.compiler.is_compiling() or torch._guards.detect_fake_mode(t) is not None
+
+
 def scale_grad(grad: torch.Tensor, grad_loss: torch.Tensor) -> torch.Tensor:
     """dL/dlogits times the incoming scalar gradient, without a second logits-sized
     buffer in eager mode (see the module's docs)."""
-    if torch.compiler.is_compiling():
-        return grad * grad_loss  # a compiled backward may not mutate a saved tensor
+    if _tracing(grad_loss):
+        return grad * grad_loss  # a traced backward may neither mutate a saved tensor nor read values
     if grad_loss.device.type == "cpu" and float(grad_loss) == 1.0:
         return grad
     return grad.mul_(grad_loss)
