@@ -170,11 +170,15 @@ def test_layouts_and_empty(backend, device):
 def test_gpu_every_option_matches_reference(backend, device, dtype):
     ok, reason = tks_kernels.available_backends()[backend]
     assert ok, reason
-    grid = OPTION_GRID if dtype == torch.float32 else [o for o in OPTION_GRID if o["surrogate"] in ("atan", "erf")]
-    for i, opts in enumerate(grid):
-        for shape in ((6, 3, 37), (5, 4096)):  # strided/odd and vectorised paths
-            x, v0 = make_input(shape, dtype, device, seed=i)
+    # every option on an odd size (strided/unaligned paths) in fp32; a subset on an
+    # aligned size (vectorised paths) in every dtype; one large tensor (many blocks)
+    if dtype == torch.float32:
+        for i, opts in enumerate(OPTION_GRID):
+            x, v0 = make_input((6, 3, 37), dtype, device, seed=i)
             assert_matches_reference(x, v0, backend, v_threshold=0.8, **opts)
+    for i, opts in enumerate(o for o in OPTION_GRID if o["surrogate"] in ("atan", "erf") and o["v_reset"] != -0.25):
+        x, v0 = make_input((5, 4096), dtype, device, seed=i)
+        assert_matches_reference(x, v0, backend, v_threshold=0.8, **opts)
     x, _ = make_input((3, 1_000_003), dtype, device)
     assert_matches_reference(x, None, backend, surrogate="atan")
 

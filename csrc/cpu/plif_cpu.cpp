@@ -31,6 +31,15 @@ constexpr int64_t kGrainChunks = 8;
 #define TKS_ALWAYS_INLINE inline
 #endif
 
+// The per-range kernels are compiled for x86-64-v4 (AVX-512), v3 (AVX2) and the
+// baseline, the loader picking the best the CPU runs, as in lif_cpu.cpp. No FMA
+// contraction in any clone (-ffp-contract=off in setup.py): spikes stay exact.
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+#define TKS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TKS_CPU_CLONES
+#endif
+
 template <typename scalar_t>
 using acc_type_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
 
@@ -64,7 +73,7 @@ int64_t num_chunks(int64_t N) { return (N + kChunk - 1) / kChunk; }
 // Chunks [c_begin, c_end). Everything by value with __restrict__ pointers, so the
 // scalars stay in registers and the inner loop vectorises (see lif_cpu.cpp).
 template <typename scalar_t, bool DecayInput, bool SoftReset, bool Save, bool SaveVSeq>
-void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
+TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
                    scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
                    scalar_t* __restrict__ v_seq, scalar_t* __restrict__ saved, int64_t T,
                    int64_t N, const acc_type_t<scalar_t> k, const lif::Params p, int64_t c_begin,
@@ -149,7 +158,7 @@ TKS_ALWAYS_INLINE void backward_row(
 
 template <typename scalar_t, int32_t Kind, bool DecayInput, bool SoftReset, bool DetachReset,
           bool HasGradVSeq>
-void backward_range(const scalar_t* __restrict__ grad_spikes,
+TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
                     const scalar_t* __restrict__ grad_v_last,
                     const scalar_t* __restrict__ grad_v_seq,
                     const scalar_t* __restrict__ saved, const scalar_t* __restrict__ v_init,
@@ -283,6 +292,7 @@ TKS_INSTANTIATE(c10::Half)
 TKS_INSTANTIATE(c10::BFloat16)
 #undef TKS_INSTANTIATE
 #undef TKS_ALWAYS_INLINE
+#undef TKS_CPU_CLONES
 
 }  // namespace cpu
 }  // namespace tks
