@@ -1,8 +1,6 @@
 """The LIF module (state, reset, single step) and the argument checks of the LIF API."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -158,7 +156,6 @@ def test_alpha_defaults_follow_the_surrogate():
         (a,) = torch.autograd.grad(lif_multistep(x, surrogate=name, backend="torch")[0].sum(), x)
         (b,) = torch.autograd.grad(lif_multistep(x, surrogate=name, alpha=alpha, backend="torch")[0].sum(), x)
         assert torch.equal(a, b)
-    assert not math.isnan(float(x.sum()))
 
 
 def test_extension_is_built_when_required():
