@@ -1,13 +1,21 @@
 """ParametricLIF (a learnable time constant, SpikingJelly's PLIFNode) on every backend
 against the reference (tks_kernels/ops/plif/reference.py).
 
-Spikes exact in every dtype; fp32 membranes and the gradients of x, v_init and w within
-1e-5 relative to their largest magnitude (fp64: 1e-10). fp16/bf16: membranes and input
-gradients within a few storage steps; dL/dw within one storage epsilon times the sum of
-the magnitudes of its per-neuron-step terms, since backward recovers v_{t-1} from the
-saved distance to threshold in the storage type (its rounding enters every term; the
-sum may cancel). Triton runs on CPU tensors under the interpreter (small tensors);
-``gpu`` cases run the cuda and triton backends on CUDA tensors where there is a GPU.
+Spikes exact in every dtype; fp32 membranes and the gradients of x and v_init within
+1e-5 relative to their largest magnitude (fp64: 1e-10); fp16/bf16 within a few storage
+steps.
+
+dL/dw is one sum over every neuron and step, and its error is taken relative to the
+sum of its terms' magnitudes, sum_i |gh_i dh_i/dw| (``dk_terms``): the same as the
+relative error when the terms do not cancel, and the scale that fp32 rounding works
+on when they do. With random loss weights the sum can cancel to 1/1000 of that scale,
+and there even the fp32 reference (or an fp64-summed one) is off by 1e-5 of the result
+itself against fp64: 1e-5 of the result is then below what fp32 can decide. fp32: 1e-5,
+fp64: 1e-10, fp16/bf16: one storage epsilon (backward recovers v_{t-1} from the saved
+distance to threshold in the storage type, whose rounding enters every term).
+
+Triton runs on CPU tensors under the interpreter (small tensors); ``gpu`` cases run the
+cuda and triton backends on CUDA tensors where there is a GPU.
 """
 from __future__ import annotations
 
@@ -106,14 +114,15 @@ def assert_matches_reference(x, v0, backend, w0=W0, **opts):
             continue
         assert a.shape == b.shape and a.dtype == b.dtype, name
         err = rel_err(a, b)
-        if not narrow:
-            assert err <= TOL[x.dtype], f"{name}: relative error {err:.3g} ({backend}, {x.dtype}, {opts})"
-        elif name == "grad_w":
-            bound = eps * dk_terms(x, v0, w0, **opts).abs().sum().item()
+        if name == "grad_w":
             k = torch.sigmoid(torch.tensor(w0)).item()
-            bound *= k * (1 - k)  # dL/dw = dL/dk * k (1 - k)
+            scale = dk_terms(x, v0, w0, **opts).abs().sum().item() * k * (1 - k)  # dL/dw = dL/dk k (1 - k)
+            tol = eps if narrow else TOL[x.dtype]
             diff = abs(a.item() - b.item())
-            assert diff <= bound, f"grad_w: |diff| {diff:.3g} > {bound:.3g} ({backend}, {x.dtype}, {opts})"
+            assert diff <= tol * scale, (f"grad_w: |diff| {diff:.3g} > {tol:.3g} x {scale:.3g} (relative to the "
+                                         f"result: {err:.3g}; {backend}, {x.dtype}, {opts})")
+        elif not narrow:
+            assert err <= TOL[x.dtype], f"{name}: relative error {err:.3g} ({backend}, {x.dtype}, {opts})"
         else:
             # membranes: one storage step; input gradients: also the rounding of the saved d
             assert err <= (2 if name.startswith("v") else 6) * eps, f"{name}: {err:.3g} ({backend}, {x.dtype}, {opts})"

@@ -10,8 +10,9 @@ loop, as ``ops/lif/triton.py`` (whose launch helpers and surrogate this reuses).
   d = h - v_threshold with its sign kept for fp16/bf16 (lif_math.h); nothing in
   inference.
 - Backward recovers v_{t-1} from step t-1's saved value, and each program adds
-  gh_t * dh_t/dk over its neurons and steps in fp32 (fp64 for fp64) into one slot of a
-  partials buffer; the slots are summed once (in fp64) after the kernel: dL/dk.
+  gh_t * dh_t/dk over the steps per lane in fp32 (fp64 for fp64), then over its lanes in
+  fp64, into one slot of a partials buffer; the slots are summed once (in fp64) after
+  the kernel: dL/dk.
 
 Wrapped as ``torch.library.custom_op``s (``tks_kernels::plif_forward_triton``,
 ``tks_kernels::plif_backward_triton``) with fake implementations and autograd, for the
@@ -200,7 +201,8 @@ def _plif_backward_kernel(
         tl.store(grad_x_ptr + base + offs, gx.to(st), mask=mask)
         gv = gh - gh * k
     tl.store(grad_v_init_ptr + offs, gv.to(st), mask=mask)
-    tl.store(partials_ptr + tl.program_id(0), tl.sum(tl.where(mask, acc, 0.0), axis=0))
+    # the lanes' sums over the steps, added across the block in fp64
+    tl.store(partials_ptr + tl.program_id(0), tl.sum(tl.where(mask, acc, 0.0).to(tl.float64), axis=0))
 
 
 # --------------------------------------------------------------------------- launch
@@ -312,7 +314,7 @@ def plif_backward_triton(
     v0 = _like_layout(v_init, q[0]) if v_init is not None else None
     block, warps = _launch_config(N, q.dtype)
     grid = triton.cdiv(N, block)
-    partials = torch.empty(grid, dtype=cdt, device=q.device)
+    partials = torch.empty(grid, dtype=torch.float64, device=q.device)
     with _on_device(q):
         _plif_backward_kernel[(grid,)](
             gs if gs is not None else q, gl if gl is not None else q, gq if gq is not None else q, q,
@@ -325,7 +327,7 @@ def plif_backward_triton(
             N_ALIGNED=N % 16 == 0, IS_F64=cdt == torch.float64, BLOCK=block, num_warps=warps,
             enable_fp_fusion=False,
         )
-    total = partials.double().sum()
+    total = partials.sum()
     if decay_input:
         total = total / k.double()
     return grad_x, grad_v_init, total.to(cdt)
