@@ -282,6 +282,26 @@ def test_saved_for_backward_one_value_per_neuron_step():
             assert saved_bytes(lambda: m(x)) == 0
 
 
+@pytest.mark.parametrize("backend,device", HOST_BACKENDS)
+@pytest.mark.parametrize("save,return_v_seq,with_v0", [(True, True, True), (True, False, False), (False, False, True)])
+def test_opcheck(backend, device, save, return_v_seq, with_v0):
+    # schema, fake (meta) implementation, aliasing and autograd registration of both ops
+    plif_ops.backend_module(backend)  # registers the fake implementations and autograd
+    fwd = torch.ops.tks_kernels.plif_forward if backend == "cpu" else torch.ops.tks_kernels.plif_forward_triton
+    bwd = torch.ops.tks_kernels.plif_backward if backend == "cpu" else torch.ops.tks_kernels.plif_backward_triton
+    x, v0 = make_input((4, 3, 5), device=device)
+    v0 = v0.requires_grad_(save) if with_v0 else None  # no gradient without save_for_backward
+    k = torch.tensor(0.4, requires_grad=save)
+    args = (x.requires_grad_(save), v0, k, True, 1.0, -0.2, False, 1, 2.0, False, save, return_v_seq)
+    torch.library.opcheck(fwd, args)
+    if save:
+        saved = fwd(*args)[3].detach()
+        g = torch.randn_like(x)
+        torch.library.opcheck(bwd, (g, g[0], g if return_v_seq else None, saved,
+                                    v0.detach() if v0 is not None else None, k.detach(),
+                                    True, 1.0, -0.2, False, 1, 2.0, False))
+
+
 # --- the module -----------------------------------------------------------------------
 
 MODULE_BACKENDS = ["torch"] + (["cpu"] if HAS_CPU else [])

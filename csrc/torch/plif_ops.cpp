@@ -96,9 +96,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> plif_forward(
   if (return_v_seq) a.v_seq = at::empty_like(x);
   if (save_for_backward) a.saved = at::empty_like(x);
   if (x.numel() > 0) launch(a);
-  const auto none = x.new_empty({0});
-  return {a.spikes, a.v_last, return_v_seq ? a.v_seq : none,
-          save_for_backward ? a.saved : none};
+  // Absent outputs are distinct empty tensors: a custom op's outputs may not alias.
+  return {a.spikes, a.v_last, return_v_seq ? a.v_seq : x.new_empty({0}),
+          save_for_backward ? a.saved : x.new_empty({0})};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> plif_backward(
