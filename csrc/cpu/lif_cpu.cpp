@@ -9,6 +9,7 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 
 namespace tks {
@@ -32,11 +33,38 @@ constexpr int64_t kGrain = 4096;
 template <typename scalar_t>
 using acc_type_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
 
+// Loads and stores between the storage type and the compute type. bfloat16 is
+// converted with bit operations and a select (round to nearest even, NaN kept), the
+// same result as c10::BFloat16's conversion but without its branch, so loops over it
+// vectorise.
+template <typename scalar_t>
+struct Storage {
+  using acc_t = acc_type_t<scalar_t>;
+  static acc_t load(scalar_t v) { return static_cast<acc_t>(v); }
+  static scalar_t store(acc_t v) { return static_cast<scalar_t>(v); }
+};
+template <>
+struct Storage<c10::BFloat16> {
+  static float load(c10::BFloat16 v) {
+    const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof(f));
+    return f;
+  }
+  static c10::BFloat16 store(float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof(bits));
+    const uint32_t rounded = (bits + (((bits >> 16) & 1u) + 0x7FFFu)) >> 16;
+    const uint16_t out = f != f ? uint16_t(0x7FC0) : static_cast<uint16_t>(rounded);
+    return c10::BFloat16(out, c10::BFloat16::from_bits());
+  }
+};
+
 // The value forward saves for backward: d = h - v_threshold in the storage type,
 // its sign kept when a narrow type would round a small negative d to zero.
 template <typename scalar_t>
 struct SavedDistance {
-  static scalar_t store(acc_type_t<scalar_t> d) { return static_cast<scalar_t>(d); }
+  static scalar_t store(acc_type_t<scalar_t> d) { return Storage<scalar_t>::store(d); }
 };
 template <>
 struct SavedDistance<c10::Half> {
@@ -48,9 +76,9 @@ struct SavedDistance<c10::Half> {
 template <>
 struct SavedDistance<c10::BFloat16> {
   static c10::BFloat16 store(float d) {
-    const c10::BFloat16 r(d);
+    using S = Storage<c10::BFloat16>;
     // 2^-133, the smallest positive bfloat16 subnormal
-    return c10::BFloat16(lif::keep_sign<float>(d, static_cast<float>(r), 9.183549615799121e-41f));
+    return S::store(lif::keep_sign<float>(d, S::load(S::store(d)), 9.183549615799121e-41f));
   }
 };
 
@@ -69,22 +97,22 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t
   for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
     const int64_t len = std::min(kBlock, end - n0);
     for (int64_t i = 0; i < len; ++i) {
-      v[i] = v_init ? static_cast<acc_t>(v_init[n0 + i]) : vr_charge;
+      v[i] = v_init ? Storage<scalar_t>::load(v_init[n0 + i]) : vr_charge;
     }
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = t * N + n0;
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
-        const acc_t h = lif::charge<acc_t>(v[i], static_cast<acc_t>(x[off + i]), tau, vr_charge, DecayInput);
+        const acc_t h = lif::charge<acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), tau, vr_charge, DecayInput);
         const acc_t s = lif::fire<acc_t>(h, vth);
         const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
-        spikes[off + i] = static_cast<scalar_t>(s);
+        spikes[off + i] = Storage<scalar_t>::store(s);
         if (SaveD) d_saved[off + i] = SavedDistance<scalar_t>::store(h - vth);
-        if (SaveVSeq) v_seq[off + i] = static_cast<scalar_t>(vn);
+        if (SaveVSeq) v_seq[off + i] = Storage<scalar_t>::store(vn);
         v[i] = vn;
       }
     }
-    for (int64_t i = 0; i < len; ++i) v_last[n0 + i] = static_cast<scalar_t>(v[i]);
+    for (int64_t i = 0; i < len; ++i) v_last[n0 + i] = Storage<scalar_t>::store(v[i]);
   }
 }
 
@@ -112,23 +140,23 @@ TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
   for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
     const int64_t len = std::min(kBlock, end - n0);
     for (int64_t i = 0; i < len; ++i) {
-      gv[i] = grad_v_last ? static_cast<acc_t>(grad_v_last[n0 + i]) : acc_t(0);
+      gv[i] = grad_v_last ? Storage<scalar_t>::load(grad_v_last[n0 + i]) : acc_t(0);
     }
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t off = t * N + n0;
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
         acc_t g = gv[i];
-        if (HasGradVSeq) g += static_cast<acc_t>(grad_v_seq[off + i]);
-        const acc_t d = static_cast<acc_t>(d_saved[off + i]);
+        if (HasGradVSeq) g += Storage<scalar_t>::load(grad_v_seq[off + i]);
+        const acc_t d = Storage<scalar_t>::load(d_saved[off + i]);
         const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
-        const acc_t gh = lif::step_backward<acc_t>(d, static_cast<acc_t>(grad_spikes[off + i]), g, sg, vth,
+        const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(grad_spikes[off + i]), g, sg, vth,
                                                    vr, SoftReset, DetachReset);
-        grad_x[off + i] = static_cast<scalar_t>(lif::grad_x_from_h<acc_t>(gh, input_div));
+        grad_x[off + i] = Storage<scalar_t>::store(lif::grad_x_from_h<acc_t>(gh, input_div));
         gv[i] = lif::grad_v_prev_from_h<acc_t>(gh, tau);
       }
     }
-    for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = static_cast<scalar_t>(gv[i]);
+    for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = Storage<scalar_t>::store(gv[i]);
   }
 }
 
