@@ -209,7 +209,10 @@ def test_reference_grad_matches_closed_form():
 @needs_cpu
 @pytest.mark.parametrize("opts", OPTIONS)
 @pytest.mark.parametrize("soft_target", [False, True])
-@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 3, 2), (4, 8, 10), (8, 5, 1000), (3, 4, 2000), (64, 3, 7)])
+# C <= 40 runs 16 samples side by side (csrc/cpu/tks_cpu.cpp, solve_lanes); larger C
+# one sample at a time. Both, with batches that are not a multiple of 16.
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 3, 2), (4, 8, 10), (3, 37, 40), (64, 3, 7), (2, 5, 41),
+                                   (8, 5, 1000), (3, 4, 2000)])
 def test_cpu_matches_reference(opts, soft_target, shape):
     o, y = make_case(*shape, soft_target=soft_target)
     cfg = tks.make_config(0.6, 2.5, **opts)
@@ -237,8 +240,9 @@ if given is not None:
 
 
 @needs_cpu
-def test_cpu_gradcheck_fp64():
-    o, y = make_case(3, 4, 5, dtype=torch.float64)
+@pytest.mark.parametrize("shape", [(3, 4, 5), (2, 2, 41)])
+def test_cpu_gradcheck_fp64(shape):
+    o, y = make_case(*shape, dtype=torch.float64)
     for opts in GRADCHECK_OPTIONS:
         cfg = tks.make_config(0.7, 3.0, **opts)
         x = o.clone().requires_grad_()
@@ -247,10 +251,11 @@ def test_cpu_gradcheck_fp64():
 
 @needs_cpu
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1e-2)])
-def test_cpu_half_precision(dtype, tol):
+@pytest.mark.parametrize("shape", [(4, 20, 10), (4, 6, 300)])
+def test_cpu_half_precision(dtype, tol, shape):
     """fp16/bf16 logits: fp32 arithmetic, so the loss is as exact as fp32; the gradient
     is rounded once, to the logits' dtype."""
-    o, y = make_case(4, 6, 300, dtype=dtype)
+    o, y = make_case(*shape, dtype=dtype)
     cfg = tks.make_config(0.5)
     got = run("cpu", o, y, cfg)
     want = truth(o, y, cfg)
@@ -358,8 +363,9 @@ def test_cpu_backward_scales_and_guards_a_second_backward():
 
 
 @needs_cpu
-def test_cpu_result_does_not_depend_on_threads():
-    o, y = make_case(4, 64, 300)
+@pytest.mark.parametrize("C", [10, 300])
+def test_cpu_result_does_not_depend_on_threads(C):
+    o, y = make_case(4, 2000, C) if C <= 40 else make_case(4, 64, C)
     cfg = tks.make_config(0.5)
     n = torch.get_num_threads()
     try:
