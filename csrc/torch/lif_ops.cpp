@@ -8,61 +8,10 @@
 #include <torch/library.h>
 
 #include "../cpu/lif_cpu.h"
+#include "op_args.h"
 
 namespace tks {
 namespace ops {
-namespace {
-
-// x itself when its steps are dense and time is the outermost dimension in memory
-// (contiguous, channels_last per step, ...); otherwise a contiguous copy.
-at::Tensor time_major_dense(const at::Tensor& x) {
-  if (x.numel() == 0) return x;
-  const int64_t step = x.numel() / x.size(0);
-  if (x.is_non_overlapping_and_dense() && (x.size(0) == 1 || x.stride(0) == step)) return x;
-  return x.contiguous();
-}
-
-// t with exactly ref's strides (a copy only when they differ).
-at::Tensor like_layout(const at::Tensor& t, const at::Tensor& ref) {
-  if (t.strides() == ref.strides() || ref.numel() <= 1) return t;
-  return at::empty_like(ref).copy_(t);
-}
-
-lif::Params make_params(double tau, bool decay_input, double v_threshold, double v_reset,
-                        bool soft_reset, bool detach_reset) {
-  lif::Params p;
-  p.tau = tau;
-  p.v_threshold = v_threshold;
-  p.v_reset = soft_reset ? 0.0 : v_reset;
-  p.decay_input = decay_input;
-  p.soft_reset = soft_reset;
-  p.detach_reset = detach_reset;
-  return p;
-}
-
-void check_float(const at::Tensor& t, const char* name) {
-  const auto st = t.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "tks_kernels: ", name, " must be float32, float64, float16 or bfloat16, got ", st);
-}
-
-void check_step_tensor(const c10::optional<at::Tensor>& t, const at::Tensor& x,
-                       const char* name) {
-  if (!t.has_value()) return;
-  TORCH_CHECK(t->device() == x.device(), "tks_kernels: ", name, " is on ", t->device(),
-              " but x is on ", x.device());
-  TORCH_CHECK(t->scalar_type() == x.scalar_type(), "tks_kernels: ", name, " has dtype ",
-              t->scalar_type(), " but x has ", x.scalar_type());
-  TORCH_CHECK(t->sizes() == x.sizes().slice(1), "tks_kernels: ", name, " must have shape ",
-              x.sizes().slice(1), " (x.shape[1:]), got ", t->sizes());
-}
-
-const at::Tensor* opt_ptr(const c10::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? &*t : nullptr;
-}
-
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_forward(
     const at::Tensor& x_in, const c10::optional<at::Tensor>& v_init, double tau,
     bool decay_input, double v_threshold, double v_reset, bool soft_reset,
@@ -129,15 +78,6 @@ std::tuple<at::Tensor, at::Tensor> lif_backward(
 }
 
 namespace {
-
-template <typename scalar_t>
-const scalar_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
-}
-template <typename scalar_t>
-scalar_t* mut_ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.mutable_data_ptr<scalar_t>() : nullptr;
-}
 
 void launch_forward_cpu(const LifForwardArgs& a) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.x.scalar_type(), "lif_forward_cpu", [&] {

@@ -8,54 +8,11 @@
 #include <torch/library.h>
 
 #include "../cpu/plif_cpu.h"
+#include "op_args.h"
 
 namespace tks {
 namespace ops {
 namespace {
-
-// x itself when its steps are dense and time is the outermost dimension in memory;
-// otherwise a contiguous copy (as lif_ops.cpp).
-at::Tensor time_major_dense(const at::Tensor& x) {
-  if (x.numel() == 0) return x;
-  const int64_t step = x.numel() / x.size(0);
-  if (x.is_non_overlapping_and_dense() && (x.size(0) == 1 || x.stride(0) == step)) return x;
-  return x.contiguous();
-}
-
-// t with exactly ref's strides (a copy only when they differ).
-at::Tensor like_layout(const at::Tensor& t, const at::Tensor& ref) {
-  if (t.strides() == ref.strides() || ref.numel() <= 1) return t;
-  return at::empty_like(ref).copy_(t);
-}
-
-lif::Params make_params(bool decay_input, double v_threshold, double v_reset, bool soft_reset,
-                        bool detach_reset) {
-  lif::Params p;
-  p.tau = 0.0;  // unused: the decay is the tensor k
-  p.v_threshold = v_threshold;
-  p.v_reset = soft_reset ? 0.0 : v_reset;
-  p.decay_input = decay_input;
-  p.soft_reset = soft_reset;
-  p.detach_reset = detach_reset;
-  return p;
-}
-
-void check_float(const at::Tensor& t, const char* name) {
-  const auto st = t.scalar_type();
-  TORCH_CHECK(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
-              "tks_kernels: ", name, " must be float32, float64, float16 or bfloat16, got ", st);
-}
-
-void check_step_tensor(const c10::optional<at::Tensor>& t, const at::Tensor& x,
-                       const char* name) {
-  if (!t.has_value()) return;
-  TORCH_CHECK(t->device() == x.device(), "tks_kernels: ", name, " is on ", t->device(),
-              " but x is on ", x.device());
-  TORCH_CHECK(t->scalar_type() == x.scalar_type(), "tks_kernels: ", name, " has dtype ",
-              t->scalar_type(), " but x has ", x.scalar_type());
-  TORCH_CHECK(t->sizes() == x.sizes().slice(1), "tks_kernels: ", name, " must have shape ",
-              x.sizes().slice(1), " (x.shape[1:]), got ", t->sizes());
-}
 
 // k: one element of the compute type (float32; float64 for float64 x) on x's device.
 void check_k(const at::Tensor& k, const at::Tensor& x) {
@@ -65,10 +22,6 @@ void check_k(const at::Tensor& k, const at::Tensor& x) {
   TORCH_CHECK(k.scalar_type() == want, "tks_kernels: k must have the compute dtype ", want,
               " for x of dtype ", x.scalar_type(), ", got ", k.scalar_type());
   TORCH_CHECK(k.device() == x.device(), "tks_kernels: k is on ", k.device(), " but x is on ", x.device());
-}
-
-const at::Tensor* opt_ptr(const c10::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined() ? &*t : nullptr;
 }
 
 }  // namespace
@@ -89,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> plif_forward(
   a.k = k;
   a.T = x.size(0);
   a.N = x0.numel();
-  a.p = make_params(decay_input, v_threshold, v_reset, soft_reset, false);
+  a.p = make_params(/*tau, unused: the decay is k*/ 0.0, decay_input, v_threshold, v_reset, soft_reset, false);
   if (const at::Tensor* v0 = opt_ptr(v_init)) a.v_init = like_layout(*v0, x0);
   a.spikes = at::empty_like(x);
   a.v_last = at::empty_like(x0);
@@ -123,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plif_backward(
   a.k = k;
   a.T = d.size(0);
   a.N = d0.numel();
-  a.p = make_params(decay_input, v_threshold, v_reset, soft_reset, detach_reset);
+  a.p = make_params(/*tau, unused: the decay is k*/ 0.0, decay_input, v_threshold, v_reset, soft_reset, detach_reset);
   a.surrogate = static_cast<int32_t>(surrogate);
   a.alpha = static_cast<float>(alpha);
   a.grad_spikes = like_layout(grad_spikes.to(d.scalar_type()), d);
@@ -152,15 +105,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plif_backward(
 }
 
 namespace {
-
-template <typename scalar_t>
-const scalar_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
-}
-template <typename scalar_t>
-scalar_t* mut_ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.mutable_data_ptr<scalar_t>() : nullptr;
-}
 
 void launch_forward_cpu(const PlifForwardArgs& a) {
   const double k = a.k.item<double>();
