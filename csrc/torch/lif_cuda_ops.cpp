@@ -1,47 +1,21 @@
 // The CUDA kernels' registration for the LIF ops (schemas: lif_ops.cpp). Checks,
 // layout and allocation are the device-independent wrappers' (lif_ops.h); this
 // file only maps tensors to the raw-pointer launchers of csrc/cuda/lif_cuda.h and
-// runs them on x's device and its current stream. Only c10/cuda headers: ATen's
-// CUDAContext.h pulls in library headers (cuBLAS, cuSPARSE) a bare toolkit lacks.
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+// runs them on x's device and its current stream (helpers: cuda_launch.h).
 #include <torch/library.h>
 
 #include "../cuda/lif_cuda.h"
+#include "cuda_launch.h"
+#include "op_args.h"
 #include "lif_ops.h"
 
 namespace tks {
 namespace ops {
 namespace {
 
-cuda::DType cuda_dtype(at::ScalarType st) {
-  switch (st) {
-    case at::kFloat:
-      return cuda::DType::kFloat32;
-    case at::kDouble:
-      return cuda::DType::kFloat64;
-    case at::kHalf:
-      return cuda::DType::kFloat16;
-    case at::kBFloat16:
-      return cuda::DType::kBFloat16;
-    default:
-      TORCH_CHECK(false, "tks_kernels: the CUDA LIF kernels take float32, float64, float16 or bfloat16, got ", st);
-  }
-}
-
-const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
-void* mut_ptr_or_null(const at::Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
-
-void check_cuda(const at::Tensor& t, const at::Tensor& ref, const char* name) {
-  if (!t.defined()) return;
-  TORCH_CHECK(t.device() == ref.device(), "tks_kernels: ", name, " is on ", t.device(),
-              " but the op runs on ", ref.device());
-}
-
 void launch_forward_cuda(const LifForwardArgs& a) {
   check_cuda(a.v_init, a.x, "v_init");
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(a.x.get_device()).stream();
+  const cudaStream_t stream = current_stream(a.x);
   C10_CUDA_CHECK(cuda::lif_forward_cuda(
       cuda_dtype(a.x.scalar_type()), a.x.const_data_ptr(), ptr_or_null(a.v_init),
       a.spikes.mutable_data_ptr(), a.v_last.mutable_data_ptr(), mut_ptr_or_null(a.v_seq),
@@ -52,7 +26,7 @@ void launch_backward_cuda(const LifBackwardArgs& a) {
   check_cuda(a.grad_spikes, a.d_saved, "grad_spikes");
   check_cuda(a.grad_v_last, a.d_saved, "grad_v_last");
   check_cuda(a.grad_v_seq, a.d_saved, "grad_v_seq");
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(a.d_saved.get_device()).stream();
+  const cudaStream_t stream = current_stream(a.d_saved);
   C10_CUDA_CHECK(cuda::lif_backward_cuda(
       cuda_dtype(a.d_saved.scalar_type()), a.grad_spikes.const_data_ptr(),
       ptr_or_null(a.grad_v_last), ptr_or_null(a.grad_v_seq), a.d_saved.const_data_ptr(),

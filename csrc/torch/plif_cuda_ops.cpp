@@ -2,47 +2,22 @@
 // Checks, layout and allocation are the device-independent wrappers' (plif_ops.h);
 // this file maps tensors to the raw-pointer launchers of csrc/cuda/plif_cuda.h and
 // runs them on the tensors' device and its current stream, as lif_cuda_ops.cpp does.
-// Only c10/cuda headers (see lif_cuda_ops.cpp).
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+// Only c10/cuda headers (see cuda_launch.h).
 #include <torch/library.h>
 
 #include "../cuda/plif_cuda.h"
+#include "cuda_launch.h"
+#include "op_args.h"
 #include "plif_ops.h"
 
 namespace tks {
 namespace ops {
 namespace {
 
-cuda::DType cuda_dtype(at::ScalarType st) {
-  switch (st) {
-    case at::kFloat:
-      return cuda::DType::kFloat32;
-    case at::kDouble:
-      return cuda::DType::kFloat64;
-    case at::kHalf:
-      return cuda::DType::kFloat16;
-    case at::kBFloat16:
-      return cuda::DType::kBFloat16;
-    default:
-      TORCH_CHECK(false, "tks_kernels: the CUDA PLIF kernels take float32, float64, float16 or bfloat16, got ", st);
-  }
-}
-
-const void* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
-void* mut_ptr_or_null(const at::Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
-
-void check_cuda(const at::Tensor& t, const at::Tensor& ref, const char* name) {
-  if (!t.defined()) return;
-  TORCH_CHECK(t.device() == ref.device(), "tks_kernels: ", name, " is on ", t.device(),
-              " but the op runs on ", ref.device());
-}
-
 void launch_forward_cuda(const PlifForwardArgs& a) {
   check_cuda(a.v_init, a.x, "v_init");
   check_cuda(a.k, a.x, "k");
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(a.x.get_device()).stream();
+  const cudaStream_t stream = current_stream(a.x);
   C10_CUDA_CHECK(cuda::plif_forward_cuda(
       cuda_dtype(a.x.scalar_type()), a.x.const_data_ptr(), ptr_or_null(a.v_init),
       a.k.const_data_ptr(), a.spikes.mutable_data_ptr(), a.v_last.mutable_data_ptr(),
@@ -59,7 +34,7 @@ void launch_backward_cuda(const PlifBackwardArgs& a) {
   // Per-block partial sums of dL/dk; freed to the caching allocator on this stream.
   at::Tensor workspace = at::empty({cuda::plif_backward_cuda_workspace(dtype, a.N)},
                                    a.saved.options().dtype(at::kDouble));
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(a.saved.get_device()).stream();
+  const cudaStream_t stream = current_stream(a.saved);
   C10_CUDA_CHECK(cuda::plif_backward_cuda(
       dtype, a.grad_spikes.const_data_ptr(), ptr_or_null(a.grad_v_last),
       ptr_or_null(a.grad_v_seq), a.saved.const_data_ptr(), ptr_or_null(a.v_init),
