@@ -17,13 +17,16 @@
 #include <type_traits>
 #include <vector>
 
+#include "lif_cpu_common.h"
+
 namespace tks {
 namespace cpu {
 namespace {
 
-constexpr int64_t kChunk = 512;
-// Chunks per parallel task: enough work per thread to amortise the fork.
-constexpr int64_t kGrainChunks = 8;
+// Chunks are fixed by N alone (the dL/dk sum depends on them), as large as LIF's blocks.
+constexpr int64_t kChunk = kBlock;
+// Chunks per parallel task: as many neurons per task as LIF's.
+constexpr int64_t kGrainChunks = kGrain / kChunk;
 
 #if defined(__GNUC__)
 #define TKS_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -31,40 +34,17 @@ constexpr int64_t kGrainChunks = 8;
 #define TKS_ALWAYS_INLINE inline
 #endif
 
-// The per-range kernels are compiled for x86-64-v4 (AVX-512), v3 (AVX2) and the
-// baseline, the loader picking the best the CPU runs, as in lif_cpu.cpp. No FMA
-// contraction in any clone (-ffp-contract=off in setup.py): spikes stay exact.
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define TKS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TKS_CPU_CLONES
-#endif
-
-template <typename scalar_t>
-using acc_type_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
-
 // The value forward saves per neuron and step (lif_math.h): h itself in fp32/fp64
-// storage (exact), else d = h - v_threshold with its sign kept, as lif_cpu.cpp.
+// storage (exact), else d = h - v_threshold with its sign kept (SavedDistance).
 template <typename scalar_t>
 struct SavedValue {
-  static constexpr bool kIsH = true;
-  static scalar_t store(acc_type_t<scalar_t> h, acc_type_t<scalar_t> /*d*/) { return static_cast<scalar_t>(h); }
-};
-template <>
-struct SavedValue<c10::Half> {
-  static constexpr bool kIsH = false;
-  static c10::Half store(float /*h*/, float d) {
-    const c10::Half r(d);
-    return c10::Half(lif::keep_sign<float>(d, static_cast<float>(r), 5.9604644775390625e-8f));
-  }
-};
-template <>
-struct SavedValue<c10::BFloat16> {
-  static constexpr bool kIsH = false;
-  static c10::BFloat16 store(float /*h*/, float d) {
-    const c10::BFloat16 r(d);
-    // 2^-133, the smallest positive bfloat16 subnormal
-    return c10::BFloat16(lif::keep_sign<float>(d, static_cast<float>(r), 9.183549615799121e-41f));
+  static constexpr bool kIsH = std::is_same<scalar_t, float>::value || std::is_same<scalar_t, double>::value;
+  static scalar_t store(acc_type_t<scalar_t> h, acc_type_t<scalar_t> d) {
+    if constexpr (kIsH) {
+      return Storage<scalar_t>::store(h);
+    } else {
+      return SavedDistance<scalar_t>::store(d);
+    }
   }
 };
 
@@ -86,22 +66,22 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t
     const int64_t n0 = c * kChunk;
     const int64_t len = std::min(kChunk, N - n0);
     for (int64_t i = 0; i < len; ++i) {
-      v[i] = v_init ? static_cast<acc_t>(v_init[n0 + i]) : vr_charge;
+      v[i] = v_init ? Storage<scalar_t>::load(v_init[n0 + i]) : vr_charge;
     }
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = t * N + n0;
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
-        const acc_t h = lif::charge_k<acc_t>(v[i], static_cast<acc_t>(x[off + i]), k, vr_charge, DecayInput);
+        const acc_t h = lif::charge_k<acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), k, vr_charge, DecayInput);
         const acc_t s = lif::fire<acc_t>(h, vth);
         const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
-        spikes[off + i] = static_cast<scalar_t>(s);
+        spikes[off + i] = Storage<scalar_t>::store(s);
         if (Save) saved[off + i] = SavedValue<scalar_t>::store(h, h - vth);
-        if (SaveVSeq) v_seq[off + i] = static_cast<scalar_t>(vn);
+        if (SaveVSeq) v_seq[off + i] = Storage<scalar_t>::store(vn);
         v[i] = vn;
       }
     }
-    for (int64_t i = 0; i < len; ++i) v_last[n0 + i] = static_cast<scalar_t>(v[i]);
+    for (int64_t i = 0; i < len; ++i) v_last[n0 + i] = Storage<scalar_t>::store(v[i]);
   }
 }
 
@@ -134,7 +114,7 @@ TKS_ALWAYS_INLINE void backward_row(
 #pragma omp simd
   for (int64_t i = 0; i < len; ++i) {
     acc_t g = gv[i];
-    if (HasGradVSeq) g += static_cast<acc_t>(gvs_row[i]);
+    if (HasGradVSeq) g += Storage<scalar_t>::load(gvs_row[i]);
     const acc_t q = q_cur[i];
     const acc_t d = lif::saved_to_distance<acc_t>(q, vth, kIsH);
     const acc_t h = lif::saved_to_charge<acc_t>(q, vth, kIsH);
@@ -142,15 +122,15 @@ TKS_ALWAYS_INLINE void backward_row(
     if (First) {
       v_prev = v_first[i];
     } else {
-      const acc_t qp = static_cast<acc_t>(q_prev_row[i]);
+      const acc_t qp = Storage<scalar_t>::load(q_prev_row[i]);
       v_prev = lif::v_from_saved<acc_t>(lif::saved_to_charge<acc_t>(qp, vth, kIsH),
                                         lif::saved_to_distance<acc_t>(qp, vth, kIsH), vth, vr, SoftReset);
       q_cur[i] = qp;
     }
     const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
-    const acc_t gh = lif::step_backward<acc_t>(d, static_cast<acc_t>(gs_row[i]), g, sg, vth, vr,
+    const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(gs_row[i]), g, sg, vth, vr,
                                                SoftReset, DetachReset);
-    gx_row[i] = static_cast<scalar_t>(lif::grad_x_from_h_k<acc_t>(gh, x_scale));
+    gx_row[i] = Storage<scalar_t>::store(lif::grad_x_from_h_k<acc_t>(gh, x_scale));
     gv[i] = lif::grad_v_prev_from_h_k<acc_t>(gh, k);
     sum[i] += gh * lif::charge_k_term<acc_t>(h, v_prev, vr, DecayInput);
   }
@@ -175,9 +155,9 @@ TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
     const int64_t len = std::min(kChunk, N - n0);
     const int64_t last = (T - 1) * N + n0;
     for (int64_t i = 0; i < len; ++i) {
-      gv[i] = grad_v_last ? static_cast<acc_t>(grad_v_last[n0 + i]) : acc_t(0);
-      v_first[i] = v_init ? static_cast<acc_t>(v_init[n0 + i]) : vr;
-      q_cur[i] = static_cast<acc_t>(saved[last + i]);
+      gv[i] = grad_v_last ? Storage<scalar_t>::load(grad_v_last[n0 + i]) : acc_t(0);
+      v_first[i] = v_init ? Storage<scalar_t>::load(v_init[n0 + i]) : vr;
+      q_cur[i] = Storage<scalar_t>::load(saved[last + i]);
       sum[i] = acc_t(0);
     }
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -195,7 +175,7 @@ TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
     }
     double chunk_sum = 0.0;
     for (int64_t i = 0; i < len; ++i) {
-      grad_v_init[n0 + i] = static_cast<scalar_t>(gv[i]);
+      grad_v_init[n0 + i] = Storage<scalar_t>::store(gv[i]);
       chunk_sum += static_cast<double>(sum[i]);
     }
     partials[c] = chunk_sum;
@@ -292,7 +272,6 @@ TKS_INSTANTIATE(c10::Half)
 TKS_INSTANTIATE(c10::BFloat16)
 #undef TKS_INSTANTIATE
 #undef TKS_ALWAYS_INLINE
-#undef TKS_CPU_CLONES
 
 }  // namespace cpu
 }  // namespace tks
