@@ -6,13 +6,13 @@ kernels that must agree with it. Every backend module provides
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import NamedTuple, Optional
 
 import torch
 
-from ..._backends import BACKENDS, resolve_backend
+from ..._backends import BACKENDS
+from .._dispatch import backend_loader, constant_resolver
 
 # Order matters: the index is the surrogate id the kernels use (csrc/lif_math.h).
 SURROGATES = (
@@ -115,22 +115,8 @@ def check_input(x: torch.Tensor, v_init: Optional[torch.Tensor]) -> None:
 
 
 _MODULES: dict = {}
-
-
-def backend_module(name: str):
-    """The module implementing backend ``name`` (imported on first use)."""
-    if name not in _MODULES:
-        _MODULES[name] = importlib.import_module(f"{__name__}.{'reference' if name == 'torch' else name}")
-    return _MODULES[name]
-
-
-@torch.compiler.assume_constant_result
-def _resolve(backend: str, device_type: str) -> str:
-    # Runs eagerly even under torch.compile (its result is a constant of the graph), so
-    # the availability checks and the import stay out of the traced code.
-    name = resolve_backend(backend, torch.device(device_type))
-    backend_module(name)
-    return name
+backend_module = backend_loader(__name__, _MODULES)
+_resolve = constant_resolver(backend_module)
 
 
 def lif_multistep(

@@ -15,13 +15,12 @@ a 0-dim tensor in the compute type on x's device (differentiable).
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import NamedTuple, Optional
 
 import torch
 
-from ..._backends import resolve_backend
+from .._dispatch import backend_loader, constant_resolver
 from ..lif import DEFAULT_ALPHA, SURROGATES, _finite_number, check_input
 
 
@@ -101,22 +100,8 @@ def decay_factor(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 _MODULES: dict = {}
-
-
-def backend_module(name: str):
-    """The module implementing backend ``name`` (imported on first use)."""
-    if name not in _MODULES:
-        _MODULES[name] = importlib.import_module(f"{__name__}.{'reference' if name == 'torch' else name}")
-    return _MODULES[name]
-
-
-@torch.compiler.assume_constant_result
-def _resolve(backend: str, device_type: str) -> str:
-    # Runs eagerly even under torch.compile (see ops/lif): checks and imports stay out
-    # of the traced code.
-    name = resolve_backend(backend, torch.device(device_type))
-    backend_module(name)
-    return name
+backend_module = backend_loader(__name__, _MODULES)
+_resolve = constant_resolver(backend_module)
 
 
 def plif_multistep(

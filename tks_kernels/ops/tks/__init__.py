@@ -8,13 +8,13 @@ module provides ``tks_loss(logits, target, cfg) -> (loss, parts)``: the 0-dim lo
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import NamedTuple
 
 import torch
 
 from ..._backends import BACKENDS, resolve_backend, triton_interpreted
+from .._dispatch import backend_loader
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 TEACHERS = ("sum", "mean")
@@ -110,16 +110,9 @@ def check_target_range(target: torch.Tensor, num_classes: int) -> None:
 
 
 _MODULES: dict = {}
-
-
-def backend_module(name: str):
-    """The module of backend ``name``. Those that can run here are imported with this
-    package (bottom of the file): torch.compile cannot trace an import."""
-    mod = _MODULES.get(name)
-    if mod is None:
-        mod = importlib.import_module(f"{__name__}.{'reference' if name == 'torch' else name}")
-        _MODULES[name] = mod
-    return mod
+# backend_module(name): the module of backend ``name``. Those that can run here are
+# imported with this package (bottom of the file): torch.compile cannot trace an import.
+backend_module = backend_loader(__name__, _MODULES)
 
 
 # (backend, device type) -> the backend a call runs with. Filled at import for what can
