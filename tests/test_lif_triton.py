@@ -275,7 +275,7 @@ def test_channels_last_keeps_layout(device, dtype):
     x = torch.randn(4, 2, 3, 5, 5, device=device).to(dtype)
     x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2))
     assert not x.is_contiguous()
-    assert lif_triton._time_major_dense(x) is x
+    assert lif_triton.time_major_dense(x) is x
     s, v, vs = lif_triton.lif_multistep(x, None, cfg, True)
     assert s.stride() == x.stride() and vs.stride() == x.stride()
     _check(x, None, cfg, True, _grad_outputs(x, True))

@@ -9,7 +9,7 @@ spikes equal the reference bit for bit in fp32:
 - no FMA contraction: kernels are launched with ``enable_fp_fusion=False``, the
   counterpart of the CUDA kernels' ``-fmad=false``;
 - the scalars reach the kernels as the bit patterns of their compute-type roundings
-  (``_scalar_bits``), rounded like PyTorch rounds a Python float.
+  (``scalar_bits``), rounded like PyTorch rounds a Python float.
 
 State and arithmetic are fp32 (fp64 for fp64 storage); storage fp32/fp16/bf16/fp64.
 Training forward saves one tensor for backward: d = h - v_threshold in x's dtype with
@@ -26,36 +26,30 @@ tensors under ``TRITON_INTERPRET=1`` and on CUDA tensors.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import struct
 from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 
-from ..._backends import triton_interpreted
+from .._triton_launch import (
+    check_device,
+    forward_outputs,
+    launch_config,
+    like_layout,
+    on_device,
+    scalar,
+    scalar_bits,
+    time_major_dense,
+)
 from . import LIFConfig
-
-# Whether the kernels below were defined for the interpreter (TRITON_INTERPRET=1 must be
-# set before this module is imported for them to run on CPU tensors).
-_INTERPRETED = triton_interpreted()
 
 _PI = tl.constexpr(math.pi)
 _SQRT_PI = tl.constexpr(math.sqrt(math.pi))
 
 
 # --------------------------------------------------------------------------- kernels
-
-
-@triton.jit
-def _scalar(bits, IS_F64: tl.constexpr):
-    """The compute-type float whose bit pattern is ``bits`` (see ``_scalar_bits``)."""
-    if IS_F64:
-        return bits.to(tl.int64).to(tl.float64, bitcast=True)
-    else:
-        return bits.to(tl.int32).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -102,9 +96,9 @@ def _lif_forward_kernel(
 ):
     """x, spikes, v_seq, d: [T, N] (step t at t * N); v_init, v_last: [N].
     v_reset is 0 for soft reset (it is then only the charge's rest potential)."""
-    tau = _scalar(tau_bits, IS_F64)
-    vth = _scalar(vth_bits, IS_F64)
-    vr = _scalar(vr_bits, IS_F64)
+    tau = scalar(tau_bits, IS_F64)
+    vth = scalar(vth_bits, IS_F64)
+    vr = scalar(vr_bits, IS_F64)
     dt = tau.dtype
     st = spikes_ptr.dtype.element_ty
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -166,13 +160,13 @@ def _lif_backward_kernel(
     grad_spikes, grad_v_seq, d, grad_x: [T, N]; grad_v_last, grad_v_init: [N].
     nd is 0 with detach_reset, else 1 (a run-time value, as in lif_math.h: half the
     variants to compile)."""
-    tau = _scalar(tau_bits, IS_F64)
-    vth = _scalar(vth_bits, IS_F64)
-    vr = _scalar(vr_bits, IS_F64)
-    alpha = _scalar(alpha_bits, IS_F64)
+    tau = scalar(tau_bits, IS_F64)
+    vth = scalar(vth_bits, IS_F64)
+    vr = scalar(vr_bits, IS_F64)
+    alpha = scalar(alpha_bits, IS_F64)
     dt = tau.dtype
     st = grad_x_ptr.dtype.element_ty
-    nd = _scalar(nd_bits, IS_F64)
+    nd = scalar(nd_bits, IS_F64)
     decay_v = 1.0 - _div(1.0, tau, IS_F64)
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     if N_ALIGNED:  # as in the forward kernel
@@ -226,83 +220,6 @@ def _lif_backward_kernel(
 # --------------------------------------------------------------------------- launch
 
 
-def _scalar_bits(value: float, dtype: torch.dtype) -> int:
-    """Bit pattern (as a signed integer) of ``value`` in the kernel's compute type,
-    rounded to nearest as PyTorch rounds a Python float scalar."""
-    if dtype == torch.float64:
-        return struct.unpack("<q", struct.pack("<d", value))[0]
-    return struct.unpack("<i", struct.pack("<f", value))[0]
-
-
-def _launch_config(n: int, dtype: torch.dtype) -> Tuple[int, int]:
-    """(BLOCK, num_warps). On the GPU: two 16-byte accesses per thread and tensor
-    (memory-bound kernels, H100/H200); under the interpreter one large block, as every
-    program costs Python time."""
-    if _INTERPRETED:
-        return max(16, min(triton.next_power_of_2(max(n, 1)), 4096)), 1
-    elems_16b = 16 // dtype.itemsize
-    return 2 * elems_16b * 32 * 4, 4  # fp32: 1024, bf16/fp16: 2048, fp64: 512
-
-
-def _is_dense(sizes, strides) -> bool:
-    """Whether a tensor of these sizes/strides covers its memory exactly (any order)."""
-    expected = 1
-    for stride, size in sorted((st, sz) for sz, st in zip(sizes, strides) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _time_major_dense(x: torch.Tensor) -> torch.Tensor:
-    """x itself when its steps are dense and time is outermost in memory (contiguous,
-    channels_last per step, ...), so it can be read as [T, N]; else a contiguous copy.
-    Runs on fake tensors too, so the fake outputs get the real ones' strides."""
-    if x.numel() == 0:
-        return x
-    step = x.numel() // x.shape[0]
-    if (x.shape[0] == 1 or x.stride(0) == step) and _is_dense(x.shape[1:], x.stride()[1:]):
-        return x
-    return x.contiguous()
-
-
-def _like_layout(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """t in ref's dtype with exactly ref's strides (a copy only when they differ)."""
-    t = t.to(ref.dtype)
-    if t.stride() == ref.stride() or ref.numel() <= 1:
-        return t
-    return torch.empty_like(ref).copy_(t)
-
-
-def _check_device(t: torch.Tensor) -> None:
-    if t.device.type == "cuda":
-        return
-    if t.device.type == "cpu" and _INTERPRETED:
-        return
-    if t.device.type == "cpu":
-        raise RuntimeError(
-            "tks_kernels Triton LIF: CPU tensors run only under the Triton interpreter; set "
-            "TRITON_INTERPRET=1 before tks_kernels is imported, or use a CUDA tensor"
-        )
-    raise RuntimeError(f"tks_kernels Triton LIF: tensors must be on a CUDA device, got {t.device}")
-
-
-def _on_device(t: torch.Tensor):
-    """Triton launches on the current CUDA device: make it the tensor's."""
-    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
-
-
-def _forward_outputs(x: torch.Tensor, save_for_backward: bool, return_v_seq: bool):
-    xd = _time_major_dense(x)
-    x0 = xd[0]
-    none = x.new_empty((0,))
-    spikes = torch.empty_like(xd)
-    v_last = torch.empty_like(x0)
-    v_seq = torch.empty_like(xd) if return_v_seq else none
-    d_saved = torch.empty_like(xd) if save_for_backward else x.new_empty((0,))
-    return xd, x0, spikes, v_last, v_seq, d_saved
-
-
 @torch.library.custom_op("tks_kernels::lif_forward_triton", mutates_args=())
 def lif_forward_triton(
     x: torch.Tensor,
@@ -323,7 +240,7 @@ def lif_forward_triton(
     ``v_reset`` is the rest potential (0 for soft reset); ``surrogate``, ``alpha`` and
     ``detach_reset`` are only for the autograd formula.
     """
-    _check_device(x)
+    check_device(x)
     if x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"tks_kernels Triton LIF: x must be [T, *] with T >= 1, got shape {tuple(x.shape)}")
     if v_init is not None and (v_init.shape != x.shape[1:] or v_init.dtype != x.dtype or v_init.device != x.device):
@@ -331,19 +248,19 @@ def lif_forward_triton(
             f"tks_kernels Triton LIF: v_init must be {x.dtype} of shape {tuple(x.shape[1:])} on {x.device}, "
             f"got {v_init.dtype} of shape {tuple(v_init.shape)} on {v_init.device}"
         )
-    xd, x0, spikes, v_last, v_seq, d_saved = _forward_outputs(x, save_for_backward, return_v_seq)
+    xd, x0, spikes, v_last, v_seq, d_saved = forward_outputs(x, save_for_backward, return_v_seq)
     T, N = xd.shape[0], x0.numel()
     if N == 0:
         return spikes, v_last, v_seq, d_saved
-    v0 = _like_layout(v_init, x0) if v_init is not None else None
+    v0 = like_layout(v_init, x0) if v_init is not None else None
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    block, warps = _launch_config(N, x.dtype)
-    with _on_device(x):
+    block, warps = launch_config(N, x.dtype)
+    with on_device(x):
         _lif_forward_kernel[(triton.cdiv(N, block),)](
             xd, v0 if v0 is not None else xd, spikes, v_last,
             v_seq if return_v_seq else spikes, d_saved if save_for_backward else spikes,
-            T, N, _scalar_bits(tau, cdt), _scalar_bits(v_threshold, cdt),
-            _scalar_bits(0.0 if soft_reset else v_reset, cdt),
+            T, N, scalar_bits(tau, cdt), scalar_bits(v_threshold, cdt),
+            scalar_bits(0.0 if soft_reset else v_reset, cdt),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_V_INIT=v0 is not None,
             SAVE_D=save_for_backward, SAVE_V_SEQ=return_v_seq,
             KEEP_SIGN=x.dtype in (torch.float16, torch.bfloat16), N_ALIGNED=N % 16 == 0,
@@ -355,12 +272,12 @@ def lif_forward_triton(
 @lif_forward_triton.register_fake
 def _lif_forward_triton_fake(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha,
                              detach_reset, save_for_backward, return_v_seq):
-    _, _, spikes, v_last, v_seq, d_saved = _forward_outputs(x, save_for_backward, return_v_seq)
+    _, _, spikes, v_last, v_seq, d_saved = forward_outputs(x, save_for_backward, return_v_seq)
     return spikes, v_last, v_seq, d_saved
 
 
 def _backward_outputs(d_saved: torch.Tensor):
-    d = _time_major_dense(d_saved)
+    d = time_major_dense(d_saved)
     return d, torch.empty_like(d), torch.empty_like(d[0])
 
 
@@ -381,7 +298,7 @@ def lif_backward_triton(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradients of (spikes, v_last, v_seq) -> (grad_x [T, *], grad_v_init [*]);
     a missing gradient counts as zero. ``d_saved`` is the forward's fourth output."""
-    _check_device(d_saved)
+    check_device(d_saved)
     if not 0 <= surrogate < 7:
         raise ValueError(f"tks_kernels Triton LIF: surrogate id must be in [0, 7), got {surrogate}")
     d, grad_x, grad_v_init = _backward_outputs(d_saved)
@@ -393,18 +310,18 @@ def lif_backward_triton(
     T, N = d.shape[0], d[0].numel()
     if N == 0:
         return grad_x, grad_v_init
-    gs = _like_layout(grad_spikes, d) if grad_spikes is not None else None
-    gq = _like_layout(grad_v_seq, d) if grad_v_seq is not None else None
-    gl = _like_layout(grad_v_last, d[0]) if grad_v_last is not None else None
+    gs = like_layout(grad_spikes, d) if grad_spikes is not None else None
+    gq = like_layout(grad_v_seq, d) if grad_v_seq is not None else None
+    gl = like_layout(grad_v_last, d[0]) if grad_v_last is not None else None
     cdt = torch.float64 if d.dtype == torch.float64 else torch.float32
-    block, warps = _launch_config(N, d.dtype)
-    with _on_device(d):
+    block, warps = launch_config(N, d.dtype)
+    with on_device(d):
         _lif_backward_kernel[(triton.cdiv(N, block),)](
             gs if gs is not None else d, gl if gl is not None else d, gq if gq is not None else d, d,
             grad_x, grad_v_init,
-            T, N, _scalar_bits(tau, cdt), _scalar_bits(v_threshold, cdt),
-            _scalar_bits(0.0 if soft_reset else v_reset, cdt), _scalar_bits(alpha, cdt),
-            _scalar_bits(0.0 if detach_reset else 1.0, cdt),
+            T, N, scalar_bits(tau, cdt), scalar_bits(v_threshold, cdt),
+            scalar_bits(0.0 if soft_reset else v_reset, cdt), scalar_bits(alpha, cdt),
+            scalar_bits(0.0 if detach_reset else 1.0, cdt),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate,
             HAS_GRAD_SPIKES=gs is not None, HAS_GRAD_V_LAST=gl is not None, HAS_GRAD_V_SEQ=gq is not None,
             N_ALIGNED=N % 16 == 0, IS_F64=cdt == torch.float64, BLOCK=block, num_warps=warps,

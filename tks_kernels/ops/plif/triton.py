@@ -1,6 +1,7 @@
 """Fused Triton kernels of the multi-step parametric LIF neuron: forward (training and
 inference) and backward, each one program per block of neurons running the whole time
-loop, as ``ops/lif/triton.py`` (whose launch helpers and surrogate this reuses).
+loop, as ``ops/lif/triton.py`` (whose surrogate this reuses; the launch helpers are
+``ops/_triton_launch.py``).
 
 - The decay k = 1/tau = sigmoid(w) arrives as a 0-dim tensor in the compute type and is
   loaded by the kernels (no host sync); the charge multiplies by it in the reference's
@@ -26,17 +27,17 @@ import torch
 import triton
 import triton.language as tl
 
-from ..lif.triton import (
-    _check_device,
-    _forward_outputs,
-    _launch_config,
-    _like_layout,
-    _on_device,
-    _scalar,
-    _scalar_bits,
-    _surrogate_grad,
-    _time_major_dense,
+from .._triton_launch import (
+    check_device,
+    forward_outputs,
+    launch_config,
+    like_layout,
+    on_device,
+    scalar,
+    scalar_bits,
+    time_major_dense,
 )
+from ..lif.triton import _surrogate_grad
 from . import PLIFConfig
 
 # --------------------------------------------------------------------------- kernels
@@ -53,8 +54,8 @@ def _plif_forward_kernel(
     """x, spikes, v_seq, saved: [T, N] (step t at t * N); v_init, v_last: [N]; k: one
     element. v_reset is 0 for soft reset (then only the charge's rest potential).
     SAVE_H: save h (fp32/fp64 storage), else d = h - v_threshold with its sign kept."""
-    vth = _scalar(vth_bits, IS_F64)
-    vr = _scalar(vr_bits, IS_F64)
+    vth = scalar(vth_bits, IS_F64)
+    vr = scalar(vr_bits, IS_F64)
     dt = vth.dtype
     k = tl.load(k_ptr).to(dt)
     st = spikes_ptr.dtype.element_ty
@@ -130,10 +131,10 @@ def _plif_backward_kernel(
     """The reverse recurrence (``step_backward`` of lif_math.h) with the decay k, and
     this program's share of sum_t gh_t * charge_k_term into partials[program_id].
     nd is 0 with detach_reset, else 1."""
-    vth = _scalar(vth_bits, IS_F64)
-    vr = _scalar(vr_bits, IS_F64)
-    alpha = _scalar(alpha_bits, IS_F64)
-    nd = _scalar(nd_bits, IS_F64)
+    vth = scalar(vth_bits, IS_F64)
+    vr = scalar(vr_bits, IS_F64)
+    alpha = scalar(alpha_bits, IS_F64)
+    nd = scalar(nd_bits, IS_F64)
     dt = vth.dtype
     k = tl.load(k_ptr).to(dt)
     st = grad_x_ptr.dtype.element_ty
@@ -236,7 +237,7 @@ def plif_forward_triton(
     ``v_reset`` is the rest potential (0 for soft reset); ``surrogate``, ``alpha`` and
     ``detach_reset`` are only for the autograd formula.
     """
-    _check_device(x)
+    check_device(x)
     if x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"tks_kernels Triton PLIF: x must be [T, *] with T >= 1, got shape {tuple(x.shape)}")
     if v_init is not None and (v_init.shape != x.shape[1:] or v_init.dtype != x.dtype or v_init.device != x.device):
@@ -245,17 +246,17 @@ def plif_forward_triton(
             f"got {v_init.dtype} of shape {tuple(v_init.shape)} on {v_init.device}"
         )
     cdt = _check_k(k, x)
-    xd, x0, spikes, v_last, v_seq, saved = _forward_outputs(x, save_for_backward, return_v_seq)
+    xd, x0, spikes, v_last, v_seq, saved = forward_outputs(x, save_for_backward, return_v_seq)
     T, N = xd.shape[0], x0.numel()
     if N == 0:
         return spikes, v_last, v_seq, saved
-    v0 = _like_layout(v_init, x0) if v_init is not None else None
-    block, warps = _launch_config(N, x.dtype)
-    with _on_device(x):
+    v0 = like_layout(v_init, x0) if v_init is not None else None
+    block, warps = launch_config(N, x.dtype)
+    with on_device(x):
         _plif_forward_kernel[(triton.cdiv(N, block),)](
             xd, v0 if v0 is not None else xd, k, spikes, v_last,
             v_seq if return_v_seq else spikes, saved if save_for_backward else spikes,
-            T, N, _scalar_bits(v_threshold, cdt), _scalar_bits(0.0 if soft_reset else v_reset, cdt),
+            T, N, scalar_bits(v_threshold, cdt), scalar_bits(0.0 if soft_reset else v_reset, cdt),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_V_INIT=v0 is not None,
             SAVE=save_for_backward, SAVE_V_SEQ=return_v_seq,
             SAVE_H=x.dtype in (torch.float32, torch.float64), N_ALIGNED=N % 16 == 0,
@@ -267,12 +268,12 @@ def plif_forward_triton(
 @plif_forward_triton.register_fake
 def _plif_forward_triton_fake(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha,
                               detach_reset, save_for_backward, return_v_seq):
-    _, _, spikes, v_last, v_seq, saved = _forward_outputs(x, save_for_backward, return_v_seq)
+    _, _, spikes, v_last, v_seq, saved = forward_outputs(x, save_for_backward, return_v_seq)
     return spikes, v_last, v_seq, saved
 
 
 def _backward_outputs(saved: torch.Tensor, k: torch.Tensor):
-    d = _time_major_dense(saved)
+    d = time_major_dense(saved)
     return d, torch.empty_like(d), torch.empty_like(d[0]), torch.empty_like(k)
 
 
@@ -295,7 +296,7 @@ def plif_backward_triton(
     """Gradients of (spikes, v_last, v_seq) -> (grad_x [T, *], grad_v_init [*], grad_k []);
     a missing gradient counts as zero. ``saved`` is the forward's fourth output, ``v_init``
     the forward's (v_{-1} enters dL/dk)."""
-    _check_device(saved)
+    check_device(saved)
     if not 0 <= surrogate < 7:
         raise ValueError(f"tks_kernels Triton PLIF: surrogate id must be in [0, 7), got {surrogate}")
     cdt = _check_k(k, saved)
@@ -308,19 +309,19 @@ def plif_backward_triton(
     T, N = q.shape[0], q[0].numel()
     if N == 0:
         return grad_x, grad_v_init, torch.zeros_like(k)
-    gs = _like_layout(grad_spikes, q) if grad_spikes is not None else None
-    gq = _like_layout(grad_v_seq, q) if grad_v_seq is not None else None
-    gl = _like_layout(grad_v_last, q[0]) if grad_v_last is not None else None
-    v0 = _like_layout(v_init, q[0]) if v_init is not None else None
-    block, warps = _launch_config(N, q.dtype)
+    gs = like_layout(grad_spikes, q) if grad_spikes is not None else None
+    gq = like_layout(grad_v_seq, q) if grad_v_seq is not None else None
+    gl = like_layout(grad_v_last, q[0]) if grad_v_last is not None else None
+    v0 = like_layout(v_init, q[0]) if v_init is not None else None
+    block, warps = launch_config(N, q.dtype)
     grid = triton.cdiv(N, block)
     partials = torch.empty(grid, dtype=torch.float64, device=q.device)
-    with _on_device(q):
+    with on_device(q):
         _plif_backward_kernel[(grid,)](
             gs if gs is not None else q, gl if gl is not None else q, gq if gq is not None else q, q,
             v0 if v0 is not None else q, k, grad_x, grad_v_init, partials,
-            T, N, _scalar_bits(v_threshold, cdt), _scalar_bits(0.0 if soft_reset else v_reset, cdt),
-            _scalar_bits(alpha, cdt), _scalar_bits(0.0 if detach_reset else 1.0, cdt),
+            T, N, scalar_bits(v_threshold, cdt), scalar_bits(0.0 if soft_reset else v_reset, cdt),
+            scalar_bits(alpha, cdt), scalar_bits(0.0 if detach_reset else 1.0, cdt),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate,
             HAS_GRAD_SPIKES=gs is not None, HAS_GRAD_V_LAST=gl is not None, HAS_GRAD_V_SEQ=gq is not None,
             HAS_V_INIT=v0 is not None, SAVE_H=q.dtype in (torch.float32, torch.float64),

@@ -1,0 +1,105 @@
+"""What the Triton kernels of the LIF family (``ops/lif/triton.py``, ``ops/plif/triton.py``)
+share on the host and in the kernels: scalars passed as bit patterns, the [T, N] layout,
+the launch configuration, the device checks and the output allocation.
+"""
+from __future__ import annotations
+
+import contextlib
+import struct
+from typing import Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backends import triton_interpreted
+
+# Whether the kernels were defined for the interpreter (TRITON_INTERPRET=1 must be set
+# before tks_kernels is imported for them to run on CPU tensors).
+INTERPRETED = triton_interpreted()
+
+
+@triton.jit
+def scalar(bits, IS_F64: tl.constexpr):
+    """The compute-type float whose bit pattern is ``bits`` (see ``scalar_bits``)."""
+    if IS_F64:
+        return bits.to(tl.int64).to(tl.float64, bitcast=True)
+    else:
+        return bits.to(tl.int32).to(tl.float32, bitcast=True)
+
+
+def scalar_bits(value: float, dtype: torch.dtype) -> int:
+    """Bit pattern (as a signed integer) of ``value`` in the kernel's compute type,
+    rounded to nearest as PyTorch rounds a Python float scalar."""
+    if dtype == torch.float64:
+        return struct.unpack("<q", struct.pack("<d", value))[0]
+    return struct.unpack("<i", struct.pack("<f", value))[0]
+
+
+def launch_config(n: int, dtype: torch.dtype) -> Tuple[int, int]:
+    """(BLOCK, num_warps). On the GPU: two 16-byte accesses per thread and tensor
+    (memory-bound kernels, H100/H200); under the interpreter one large block, as every
+    program costs Python time."""
+    if INTERPRETED:
+        return max(16, min(triton.next_power_of_2(max(n, 1)), 4096)), 1
+    elems_16b = 16 // dtype.itemsize
+    return 2 * elems_16b * 32 * 4, 4  # fp32: 1024, bf16/fp16: 2048, fp64: 512
+
+
+def is_dense(sizes, strides) -> bool:
+    """Whether a tensor of these sizes/strides covers its memory exactly (any order)."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(sizes, strides) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def time_major_dense(x: torch.Tensor) -> torch.Tensor:
+    """x itself when its steps are dense and time is outermost in memory (contiguous,
+    channels_last per step, ...), so it can be read as [T, N]; else a contiguous copy.
+    Runs on fake tensors too, so the fake outputs get the real ones' strides."""
+    if x.numel() == 0:
+        return x
+    step = x.numel() // x.shape[0]
+    if (x.shape[0] == 1 or x.stride(0) == step) and is_dense(x.shape[1:], x.stride()[1:]):
+        return x
+    return x.contiguous()
+
+
+def like_layout(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """t in ref's dtype with exactly ref's strides (a copy only when they differ)."""
+    t = t.to(ref.dtype)
+    if t.stride() == ref.stride() or ref.numel() <= 1:
+        return t
+    return torch.empty_like(ref).copy_(t)
+
+
+def check_device(t: torch.Tensor) -> None:
+    if t.device.type == "cuda":
+        return
+    if t.device.type == "cpu" and INTERPRETED:
+        return
+    if t.device.type == "cpu":
+        raise RuntimeError(
+            "tks_kernels Triton kernels: CPU tensors run only under the Triton interpreter; set "
+            "TRITON_INTERPRET=1 before tks_kernels is imported, or use a CUDA tensor"
+        )
+    raise RuntimeError(f"tks_kernels Triton kernels: tensors must be on a CUDA device, got {t.device}")
+
+
+def on_device(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it the tensor's."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
+
+
+def forward_outputs(x: torch.Tensor, save_for_backward: bool, return_v_seq: bool):
+    xd = time_major_dense(x)
+    x0 = xd[0]
+    none = x.new_empty((0,))
+    spikes = torch.empty_like(xd)
+    v_last = torch.empty_like(x0)
+    v_seq = torch.empty_like(xd) if return_v_seq else none
+    d_saved = torch.empty_like(xd) if save_for_backward else x.new_empty((0,))
+    return xd, x0, spikes, v_last, v_seq, d_saved
