@@ -46,9 +46,7 @@ std::tuple<at::Tensor, at::Tensor> lif_backward(
   check_float(d_saved, "d_saved");
   TORCH_CHECK(d_saved.dim() >= 1 && d_saved.size(0) >= 1,
               "tks_kernels: d_saved must be [T, *], got shape ", d_saved.sizes());
-  TORCH_CHECK(surrogate >= 0 && surrogate < lif::kNumSurrogates,
-              "tks_kernels: surrogate id must be in [0, ", int(lif::kNumSurrogates),
-              "), got ", surrogate);
+  check_surrogate(surrogate);
   TORCH_CHECK(grad_spikes.sizes() == d_saved.sizes(), "tks_kernels: grad_spikes has shape ",
               grad_spikes.sizes(), " but the saved state has ", d_saved.sizes());
   const at::Tensor d = time_major_dense(d_saved);
@@ -61,16 +59,8 @@ std::tuple<at::Tensor, at::Tensor> lif_backward(
   a.surrogate = static_cast<int32_t>(surrogate);
   a.alpha = static_cast<float>(alpha);
   a.grad_spikes = like_layout(grad_spikes.to(d.scalar_type()), d);
-  if (const at::Tensor* g = opt_ptr(grad_v_last)) {
-    TORCH_CHECK(g->sizes() == d0.sizes(), "tks_kernels: grad_v_last has shape ", g->sizes(),
-                ", expected ", d0.sizes());
-    a.grad_v_last = like_layout(g->to(d.scalar_type()), d0);
-  }
-  if (const at::Tensor* g = opt_ptr(grad_v_seq)) {
-    TORCH_CHECK(g->sizes() == d.sizes(), "tks_kernels: grad_v_seq has shape ", g->sizes(),
-                ", expected ", d.sizes());
-    a.grad_v_seq = like_layout(g->to(d.scalar_type()), d);
-  }
+  a.grad_v_last = grad_like(grad_v_last, d0, "grad_v_last");
+  a.grad_v_seq = grad_like(grad_v_seq, d, "grad_v_seq");
   a.grad_x = at::empty_like(d);
   a.grad_v_init = at::empty_like(d0);
   if (d.numel() > 0) launch(a);

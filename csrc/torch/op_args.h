@@ -61,6 +61,23 @@ inline const at::Tensor* opt_ptr(const c10::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? &*t : nullptr;
 }
 
+inline void check_surrogate(int64_t surrogate) {
+  TORCH_CHECK(surrogate >= 0 && surrogate < lif::kNumSurrogates,
+              "tks_kernels: surrogate id must be in [0, ", int(lif::kNumSurrogates),
+              "), got ", surrogate);
+}
+
+// The gradient of an output shaped like ref (absent: undefined), checked, in ref's
+// dtype and with ref's strides.
+inline at::Tensor grad_like(const c10::optional<at::Tensor>& grad, const at::Tensor& ref,
+                            const char* name) {
+  const at::Tensor* g = opt_ptr(grad);
+  if (g == nullptr) return at::Tensor();
+  TORCH_CHECK(g->sizes() == ref.sizes(), "tks_kernels: ", name, " has shape ", g->sizes(),
+              ", expected ", ref.sizes());
+  return like_layout(g->to(ref.scalar_type()), ref);
+}
+
 // Data pointers, null for an undefined (absent) tensor: typed for the CPU kernels,
 // untyped for the CUDA launchers.
 template <typename scalar_t>

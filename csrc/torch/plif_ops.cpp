@@ -63,9 +63,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plif_backward(
   check_float(saved, "saved");
   TORCH_CHECK(saved.dim() >= 1 && saved.size(0) >= 1,
               "tks_kernels: saved (plif_forward's fourth output) must be [T, *], got shape ", saved.sizes());
-  TORCH_CHECK(surrogate >= 0 && surrogate < lif::kNumSurrogates,
-              "tks_kernels: surrogate id must be in [0, ", int(lif::kNumSurrogates),
-              "), got ", surrogate);
+  check_surrogate(surrogate);
   TORCH_CHECK(grad_spikes.sizes() == saved.sizes(), "tks_kernels: grad_spikes has shape ",
               grad_spikes.sizes(), " but the saved state has ", saved.sizes());
   check_k(k, saved);
@@ -80,16 +78,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> plif_backward(
   a.surrogate = static_cast<int32_t>(surrogate);
   a.alpha = static_cast<float>(alpha);
   a.grad_spikes = like_layout(grad_spikes.to(d.scalar_type()), d);
-  if (const at::Tensor* g = opt_ptr(grad_v_last)) {
-    TORCH_CHECK(g->sizes() == d0.sizes(), "tks_kernels: grad_v_last has shape ", g->sizes(),
-                ", expected ", d0.sizes());
-    a.grad_v_last = like_layout(g->to(d.scalar_type()), d0);
-  }
-  if (const at::Tensor* g = opt_ptr(grad_v_seq)) {
-    TORCH_CHECK(g->sizes() == d.sizes(), "tks_kernels: grad_v_seq has shape ", g->sizes(),
-                ", expected ", d.sizes());
-    a.grad_v_seq = like_layout(g->to(d.scalar_type()), d);
-  }
+  a.grad_v_last = grad_like(grad_v_last, d0, "grad_v_last");
+  a.grad_v_seq = grad_like(grad_v_seq, d, "grad_v_seq");
   if (const at::Tensor* v0 = opt_ptr(v_init)) {
     TORCH_CHECK(v0->sizes() == d0.sizes(), "tks_kernels: v_init has shape ", v0->sizes(),
                 ", expected ", d0.sizes());
