@@ -1,4 +1,4 @@
-// What the fused CPU kernels of the LIF family (lif_cpu.cpp, plif_cpu.cpp) share: the
+// What the fused CPU kernels of the LIF family (lif_cpu_kernels.h, plif_cpu_kernels.h) share: the
 // compute type, loads and stores between it and the storage type, the saved distance,
 // the instruction-set clones and the work sizes. Include only from .cpp files of
 // csrc/cpu (the macro TKS_CPU_CLONES is defined here).
@@ -21,12 +21,14 @@ constexpr int64_t kBlock = 512;
 // Neurons per parallel task: enough work per thread to amortise the fork.
 constexpr int64_t kGrain = 4096;
 
-// The per-range kernels are compiled for x86-64-v4 (AVX-512), v3 (AVX2) and the baseline,
-// and the loader picks the best the CPU runs (ifunc), so one binary is portable and fast.
+// The per-range kernels are compiled for x86-64-v3 (AVX2, F16C) and the baseline, and
+// the loader picks the best the CPU runs (ifunc): one portable binary, vectorised 8 wide
+// where AVX2 exists. (An AVX-512 clone doubled the build time for kernels that are
+// memory bound.)
 // No FMA contraction in any clone (-ffp-contract=off in setup.py): spikes stay equal
 // to the reference's bit for bit.
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define TKS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define TKS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define TKS_CPU_CLONES
 #endif

@@ -1,4 +1,4 @@
-// Fused CPU parametric LIF kernels, built like lif_cpu.cpp: threads over fixed chunks
+// Fused CPU parametric LIF kernels, built like lif_cpu_kernels.h: threads over fixed chunks
 // of kChunk neurons, for one chunk the membrane (or the carried gradient) lives in a
 // local array while the time loop runs, and the inner loop over the chunk is
 // branch-free on options that are template parameters, so the compiler vectorises it.
@@ -7,6 +7,8 @@
 // steps in the compute type; the chunk's lanes are then added in order in fp64 into
 // that chunk's slot, and the slots in order after the parallel loop: the chunks are
 // fixed by N alone, so the sum is the same bits for any number of threads.
+#pragma once
+
 #include "plif_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -51,7 +53,7 @@ struct SavedValue {
 int64_t num_chunks(int64_t N) { return (N + kChunk - 1) / kChunk; }
 
 // Chunks [c_begin, c_end). Everything by value with __restrict__ pointers, so the
-// scalars stay in registers and the inner loop vectorises (see lif_cpu.cpp).
+// scalars stay in registers and the inner loop vectorises (see lif_cpu_kernels.h).
 template <typename scalar_t, bool DecayInput, bool SoftReset, bool Save, bool SaveVSeq>
 TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
                    scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
@@ -261,17 +263,16 @@ double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
   return 0.0;
 }
 
-#define TKS_INSTANTIATE(S)                                                                    \
-  template void plif_forward<S>(const S*, const S*, S*, S*, S*, S*, int64_t, int64_t, double, \
-                                const lif::Params&);                                          \
-  template double plif_backward<S>(const S*, const S*, const S*, const S*, const S*, S*, S*,  \
-                                   int64_t, int64_t, double, const lif::Params&, int32_t, float);
-TKS_INSTANTIATE(float)
-TKS_INSTANTIATE(double)
-TKS_INSTANTIATE(c10::Half)
-TKS_INSTANTIATE(c10::BFloat16)
-#undef TKS_INSTANTIATE
 #undef TKS_ALWAYS_INLINE
 
 }  // namespace cpu
 }  // namespace tks
+
+// Explicit instantiation for one storage type: one .cpp per type, so that the
+// types compile in parallel.
+#define TKS_PLIF_CPU_INSTANTIATE(S)                                                        \
+  template void tks::cpu::plif_forward<S>(const S*, const S*, S*, S*, S*, S*, int64_t, int64_t, \
+                                          double, const tks::lif::Params&);                     \
+  template double tks::cpu::plif_backward<S>(const S*, const S*, const S*, const S*, const S*,  \
+                                             S*, S*, int64_t, int64_t, double,                  \
+                                             const tks::lif::Params&, int32_t, float);

@@ -2,6 +2,8 @@
 // blocks of kBlock; for one block the membrane lives in a local fp32 (fp64 for
 // double) array while the time loop runs, and the inner loop over the block is
 // branch-free on options that are template parameters, so the compiler vectorises it.
+#pragma once
+
 #include "lif_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -163,16 +165,14 @@ void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
 #undef TKS_BWD
 }
 
-#define TKS_INSTANTIATE(S)                                                               \
-  template void lif_forward<S>(const S*, const S*, S*, S*, S*, S*, int64_t, int64_t,     \
-                               const lif::Params&);                                      \
-  template void lif_backward<S>(const S*, const S*, const S*, const S*, S*, S*, int64_t, \
-                                int64_t, const lif::Params&, int32_t, float);
-TKS_INSTANTIATE(float)
-TKS_INSTANTIATE(double)
-TKS_INSTANTIATE(c10::Half)
-TKS_INSTANTIATE(c10::BFloat16)
-#undef TKS_INSTANTIATE
-
 }  // namespace cpu
 }  // namespace tks
+
+// Explicit instantiation for one storage type: one .cpp per type, so that the
+// types compile in parallel.
+#define TKS_LIF_CPU_INSTANTIATE(S)                                                         \
+  template void tks::cpu::lif_forward<S>(const S*, const S*, S*, S*, S*, S*, int64_t, int64_t,  \
+                                         const tks::lif::Params&);                              \
+  template void tks::cpu::lif_backward<S>(const S*, const S*, const S*, const S*, S*, S*,       \
+                                          int64_t, int64_t, const tks::lif::Params&, int32_t,   \
+                                          float);
