@@ -26,6 +26,5 @@ fi
 
 echo "[tests] pytest"
 cd "$ROOT"
-# The installed package, not the source tree (which has no built extension): pytest
-# from the venv does not put the repository root on sys.path.
+# TKS_REQUIRE_EXTENSION=1: a build that did not load fails the run instead of skipping.
 TKS_REQUIRE_EXTENSION=1 "$VENV/bin/pytest" tests/ -q "$@"

@@ -28,6 +28,7 @@ if [ "${TKS_PEERS:-1}" = "1" ]; then
   # --no-deps: their declared dependencies would pull a CUDA build of torch.
   "${PIP[@]}" install --no-deps spikingjelly==2.0.0 snntorch==1.0.0 loguru || echo "[setup] peers not installed; their comparisons will be skipped"
 fi
-echo "[setup] building and installing tks_kernels"
-MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install --no-build-isolation --no-deps "$ROOT"
-"$VENV/bin/python" -c "import tks_kernels, pprint; pprint.pprint(tks_kernels.available_backends())"
+echo "[setup] building and installing tks_kernels (editable: the extension is built into the source tree,"
+echo "        so \`python -m tks_kernels\` from the repository root and the installed commands agree)"
+MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
+(cd / && "$VENV/bin/python" -c "import tks_kernels, pprint; pprint.pprint(tks_kernels.available_backends())")
