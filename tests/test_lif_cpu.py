@@ -32,7 +32,7 @@ def test_every_option_matches_reference(opts, dtype):
     assert_matches_reference(x, None, "cpu", tau=2.5, v_threshold=0.8, **opts)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)  # the same cases on every run
 @given(
     T=st.integers(1, 12),
     shape=st.lists(st.integers(0, 9), min_size=1, max_size=3),

@@ -222,7 +222,7 @@ def test_cpu_matches_reference(opts, soft_target, shape):
 if given is not None:
 
     @needs_cpu
-    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(
         T=st.integers(1, 12),
         B=st.integers(1, 9),
