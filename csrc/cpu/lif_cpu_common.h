@@ -79,10 +79,13 @@ struct SavedDistance<c10::Half> {
 };
 template <>
 struct SavedDistance<c10::BFloat16> {
+  // lif::keep_sign on the bits: rounding keeps the sign bit, so the only way a negative
+  // d reads back as >= 0 is rounding to -0 (0x8000); it becomes minus the smallest
+  // subnormal (0x8001, -2^-133) instead. An integer select, so the loop vectorises.
   static c10::BFloat16 store(float d) {
-    using S = Storage<c10::BFloat16>;
-    // 2^-133, the smallest positive bfloat16 subnormal
-    return S::store(lif::keep_sign<float>(d, S::load(S::store(d)), 9.183549615799121e-41f));
+    const uint16_t r = Storage<c10::BFloat16>::store(d).x;
+    const uint16_t out = (r == uint16_t(0x8000)) & (d < 0.f) ? uint16_t(0x8001) : r;
+    return c10::BFloat16(out, c10::BFloat16::from_bits());
   }
 };
 
