@@ -82,6 +82,13 @@ def make_config(
     tau = _finite_number("tau", tau)
     if tau < 1.0:
         raise ValueError(f"tau must be >= 1 (the membrane decays by 1/tau per step), got {tau}")
+    v_threshold, v_reset, surrogate, alpha = check_firing(v_threshold, v_reset, surrogate, alpha)
+    return LIFConfig(tau, bool(decay_input), v_threshold, v_reset, surrogate, alpha, bool(detach_reset))
+
+
+def check_firing(v_threshold, v_reset, surrogate, alpha):
+    """Validated (v_threshold, v_reset, surrogate, alpha), alpha defaulted per surrogate:
+    the options LIF and ParametricLIF share."""
     v_threshold = _finite_number("v_threshold", v_threshold)
     if v_reset is not None:
         v_reset = _finite_number("v_reset", v_reset)
@@ -92,7 +99,7 @@ def make_config(
     alpha = _finite_number("alpha", alpha)
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    return LIFConfig(tau, bool(decay_input), v_threshold, v_reset, surrogate, alpha, bool(detach_reset))
+    return v_threshold, v_reset, surrogate, alpha
 
 
 def check_input(x: torch.Tensor, v_init: Optional[torch.Tensor]) -> None:

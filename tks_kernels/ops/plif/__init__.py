@@ -21,7 +21,8 @@ from typing import NamedTuple, Optional
 import torch
 
 from .._dispatch import backend_loader, constant_resolver
-from ..lif import DEFAULT_ALPHA, SURROGATES, _finite_number, check_input
+from ..lif import LIFConfig, _finite_number, check_firing, check_input
+from ..lif.reference import compute_dtype
 
 
 class PLIFConfig(NamedTuple):
@@ -35,18 +36,10 @@ class PLIFConfig(NamedTuple):
     alpha: float
     detach_reset: bool
 
-    @property
-    def surrogate_id(self) -> int:
-        return SURROGATES.index(self.surrogate)
-
-    @property
-    def soft_reset(self) -> bool:
-        return self.v_reset is None
-
-    @property
-    def v_rest(self) -> float:
-        """The membrane a neuron starts from: v_reset, or 0 for soft reset."""
-        return 0.0 if self.v_reset is None else self.v_reset
+    # The same derived values as LIFConfig (a NamedTuple cannot inherit them).
+    surrogate_id = LIFConfig.surrogate_id
+    soft_reset = LIFConfig.soft_reset
+    v_rest = LIFConfig.v_rest
 
 
 def make_config(
@@ -57,16 +50,7 @@ def make_config(
     alpha: Optional[float] = None,
     detach_reset: bool = False,
 ) -> PLIFConfig:
-    v_threshold = _finite_number("v_threshold", v_threshold)
-    if v_reset is not None:
-        v_reset = _finite_number("v_reset", v_reset)
-    if surrogate not in SURROGATES:
-        raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}; got {surrogate!r}")
-    if alpha is None:
-        alpha = DEFAULT_ALPHA[surrogate]
-    alpha = _finite_number("alpha", alpha)
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
+    v_threshold, v_reset, surrogate, alpha = check_firing(v_threshold, v_reset, surrogate, alpha)
     return PLIFConfig(bool(decay_input), v_threshold, v_reset, surrogate, alpha, bool(detach_reset))
 
 
@@ -87,10 +71,6 @@ def check_w(w: torch.Tensor, x: torch.Tensor) -> None:
         raise TypeError(f"w must be a floating tensor, got dtype {w.dtype}")
     if w.device != x.device:
         raise ValueError(f"w must be on x's device {x.device}, got {w.device}")
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def decay_factor(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
