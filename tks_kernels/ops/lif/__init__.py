@@ -46,6 +46,9 @@ class LIFConfig(NamedTuple):
     surrogate: str
     alpha: float
     detach_reset: bool
+    # True: fire when h >= v_threshold (SpikingJelly); False: h > v_threshold (BrainCog,
+    # snnTorch, the TKS paper's neuron).
+    fire_at_threshold: bool = True
 
     @property
     def surrogate_id(self) -> int:
@@ -78,12 +81,14 @@ def make_config(
     surrogate: str = "sigmoid",
     alpha: Optional[float] = None,
     detach_reset: bool = False,
+    fire_at_threshold: bool = True,
 ) -> LIFConfig:
     tau = _finite_number("tau", tau)
     if tau < 1.0:
         raise ValueError(f"tau must be >= 1 (the membrane decays by 1/tau per step), got {tau}")
     v_threshold, v_reset, surrogate, alpha = check_firing(v_threshold, v_reset, surrogate, alpha)
-    return LIFConfig(tau, bool(decay_input), v_threshold, v_reset, surrogate, alpha, bool(detach_reset))
+    return LIFConfig(tau, bool(decay_input), v_threshold, v_reset, surrogate, alpha, bool(detach_reset),
+                     bool(fire_at_threshold))
 
 
 def check_firing(v_threshold, v_reset, surrogate, alpha):

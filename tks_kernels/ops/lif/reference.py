@@ -39,19 +39,20 @@ def surrogate_grad(x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tenso
 
 
 class _Fire(torch.autograd.Function):
-    """s = [h >= v_threshold]; ds/dh = g'(h - v_threshold)."""
+    """s = [h >= v_threshold] (``fire_at_threshold``) or [h > v_threshold];
+    ds/dh = g'(h - v_threshold)."""
 
     @staticmethod
-    def forward(ctx, h, v_threshold, surrogate, alpha):
+    def forward(ctx, h, v_threshold, surrogate, alpha, fire_at_threshold=True):
         ctx.save_for_backward(h)
         ctx.args = (v_threshold, surrogate, alpha)
-        return (h >= v_threshold).to(h.dtype)
+        return ((h >= v_threshold) if fire_at_threshold else (h > v_threshold)).to(h.dtype)
 
     @staticmethod
     def backward(ctx, grad_s):
         (h,) = ctx.saved_tensors
         v_threshold, surrogate, alpha = ctx.args
-        return grad_s * surrogate_grad(h - v_threshold, surrogate, alpha), None, None, None
+        return grad_s * surrogate_grad(h - v_threshold, surrogate, alpha), None, None, None, None
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -76,7 +77,7 @@ def lif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfi
     spikes, v_seq = [], []
     for t in range(x.shape[0]):
         h = charge(v, xc[t], tau, vr_charge, cfg.decay_input)
-        s = _Fire.apply(h, cfg.v_threshold, cfg.surrogate, cfg.alpha)
+        s = _Fire.apply(h, cfg.v_threshold, cfg.surrogate, cfg.alpha, cfg.fire_at_threshold)
         sr = s.detach() if cfg.detach_reset else s
         if cfg.v_reset is None:
             v = h - sr * cfg.v_threshold

@@ -35,6 +35,7 @@ class PLIFConfig(NamedTuple):
     surrogate: str
     alpha: float
     detach_reset: bool
+    fire_at_threshold: bool = True  # as LIFConfig
 
     # The same derived values as LIFConfig (a NamedTuple cannot inherit them).
     surrogate_id = LIFConfig.surrogate_id
@@ -49,9 +50,11 @@ def make_config(
     surrogate: str = "sigmoid",
     alpha: Optional[float] = None,
     detach_reset: bool = False,
+    fire_at_threshold: bool = True,
 ) -> PLIFConfig:
     v_threshold, v_reset, surrogate, alpha = check_firing(v_threshold, v_reset, surrogate, alpha)
-    return PLIFConfig(bool(decay_input), v_threshold, v_reset, surrogate, alpha, bool(detach_reset))
+    return PLIFConfig(bool(decay_input), v_threshold, v_reset, surrogate, alpha, bool(detach_reset),
+                      bool(fire_at_threshold))
 
 
 def init_w(init_tau: float) -> float:

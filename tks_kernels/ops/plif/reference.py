@@ -47,7 +47,7 @@ def plif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Ten
     spikes, v_seq = [], []
     for t in range(x.shape[0]):
         h = charge(v, xc[t], k64, cfg.v_rest, cfg.decay_input)
-        s = _Fire.apply(h, cfg.v_threshold, cfg.surrogate, cfg.alpha)
+        s = _Fire.apply(h, cfg.v_threshold, cfg.surrogate, cfg.alpha, cfg.fire_at_threshold)
         sr = s.detach() if cfg.detach_reset else s
         if cfg.v_reset is None:
             v = h - sr * cfg.v_threshold
