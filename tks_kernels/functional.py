@@ -19,6 +19,7 @@ def lif_multistep(
     surrogate: str = "sigmoid",
     alpha: Optional[float] = None,
     detach_reset: bool = False,
+    fire_at_threshold: bool = True,
     backend: str = "auto",
     return_v_seq: bool = False,
 ) -> Union[Tuple[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -37,13 +38,15 @@ def lif_multistep(
             ``tks_kernels.ops.lif.SURROGATES``; ``alpha`` its sharpness (default per
             surrogate).
         detach_reset: treat the spike as a constant inside the reset.
+        fire_at_threshold: fire when ``h >= v_threshold`` (SpikingJelly's rule); False:
+            ``h > v_threshold`` (BrainCog's, snnTorch's and the TKS paper's).
         backend: ``"auto"``, ``"torch"``, ``"cpu"``, ``"triton"`` or ``"cuda"``.
         return_v_seq: also return the membrane after every step.
 
     Returns:
         ``(spikes [T, *], v_last [*])``, plus ``v_seq [T, *]`` when asked; all in x's dtype.
     """
-    cfg = _lif.make_config(tau, decay_input, v_threshold, v_reset, surrogate, alpha, detach_reset)
+    cfg = _lif.make_config(tau, decay_input, v_threshold, v_reset, surrogate, alpha, detach_reset, fire_at_threshold)
     return _lif.lif_multistep(x, v_init, cfg, backend=backend, return_v_seq=return_v_seq)
 
 

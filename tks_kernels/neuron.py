@@ -124,8 +124,11 @@ class LIF(BaseNode):
         step_mode: str = "m",
         backend: str = "auto",
         store_v_seq: bool = False,
+        *,
+        fire_at_threshold: bool = True,
     ) -> None:
-        cfg = _lif.make_config(tau, decay_input, v_threshold, v_reset, surrogate, alpha, detach_reset)
+        cfg = _lif.make_config(tau, decay_input, v_threshold, v_reset, surrogate, alpha, detach_reset,
+                               fire_at_threshold)
         super().__init__(cfg.v_rest, step_mode, backend, store_v_seq)
         self.cfg = cfg
 
@@ -175,8 +178,10 @@ class ParametricLIF(BaseNode):
         step_mode: str = "m",
         backend: str = "auto",
         store_v_seq: bool = False,
+        *,
+        fire_at_threshold: bool = True,
     ) -> None:
-        cfg = _plif.make_config(decay_input, v_threshold, v_reset, surrogate, alpha, detach_reset)
+        cfg = _plif.make_config(decay_input, v_threshold, v_reset, surrogate, alpha, detach_reset, fire_at_threshold)
         w0 = _plif.init_w(init_tau)
         super().__init__(cfg.v_rest, step_mode, backend, store_v_seq)
         self.cfg = cfg
