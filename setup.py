@@ -1,109 +1,129 @@
-"""Builds tks_kernels._C: the CPU kernels always, the CUDA kernels when torch has CUDA
-and nvcc is found.
+"""Builds the native core, a plain shared library with a C interface and no torch
+inside (see CMakeLists.txt), with CMake, and puts it in the package as
+``tks_kernels/lib/libtks_kernels.so`` (+ ``libtks_kernels_cuda.so``). Nothing here
+imports torch: one build serves every torch version.
 
 Environment:
-  TKS_BUILD_EXTENSION=0   build no extension at all (pure-Python package; the
-                          `cpu`/`cuda` backends then report why they are missing)
-  TKS_BUILD_CUDA=0|1      force the CUDA part off or on (default: auto)
-  TORCH_CUDA_ARCH_LIST    CUDA targets (default "8.0;9.0" when no GPU can be asked)
-  MAX_JOBS                parallel compile jobs (ninja)
+  TKS_CUDA=auto|0|1         CUDA kernels (default auto: when nvcc is found)
+  TKS_CUDA_ARCHITECTURES    CUDA targets, e.g. "80;90" or "native" (default: from
+                            TORCH_CUDA_ARCH_LIST, else "80;90")
+  TKS_BUILD_TESTS=0|1       also build the C++ tests (ctest) in the build folder
+  TKS_BUILD_DIR             the CMake build folder (default build/native-<config>);
+                            kept between builds, so a rebuild compiles only what changed
+  TKS_DEBUG=1               a debug build (-O0 -g) instead of Release
+  MAX_JOBS                  parallel compile jobs (default: all cores)
 """
-import glob
+import hashlib
 import os
 import shutil
+import subprocess
 import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+LIBS = ("tks_kernels", "tks_kernels_cuda")
 
 
-def _flag(name):
-    value = os.environ.get(name, "").strip().lower()
+def _flag(name, default="auto"):
+    value = os.environ.get(name, default).strip().lower()
     if value in ("", "auto"):
-        return None
+        return "AUTO"
     if value in ("1", "true", "yes", "on"):
-        return True
+        return "ON"
     if value in ("0", "false", "no", "off"):
-        return False
+        return "OFF"
     sys.exit(f"setup.py: {name} must be 0, 1 or auto, got {os.environ[name]!r}")
 
 
-def _cuda_home():
-    """The CUDA toolkit root: CUDA_HOME, else the folder above the nvcc on PATH (when it
-    holds the headers: /usr/local/bin/nvcc may be a wrapper), else /usr/local/cuda."""
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
-    candidates.append("/usr/local/cuda")
-    for home in candidates:
-        if home and os.path.exists(os.path.join(home, "include", "cuda_runtime_api.h")):
-            return home
-    return None
+def _tool(name):
+    """An executable from PATH, or from the PyPI package of that name (build isolation)."""
+    path = shutil.which(name)
+    if path is None:
+        try:
+            module = __import__(name)
+            for attr in ("CMAKE_BIN_DIR", "BIN_DIR"):
+                if hasattr(module, attr):
+                    candidate = os.path.join(getattr(module, attr), name)
+                    if os.path.exists(candidate):
+                        path = candidate
+        except ImportError:
+            pass
+    return path
 
 
-def _rel(paths):
-    return sorted(os.path.relpath(p, ROOT) for p in paths)
+def _lib_name(stem):
+    return {"win32": f"{stem}.dll", "darwin": f"lib{stem}.dylib"}.get(sys.platform, f"lib{stem}.so")
 
 
-def extensions():
-    if _flag("TKS_BUILD_EXTENSION") is False:
-        print("setup.py: TKS_BUILD_EXTENSION=0, building no extension", file=sys.stderr)
-        return [], {}
-    import torch
-    from torch.utils import cpp_extension
+class NativeLibrary(Extension):
+    """The CMake project at the repository root (no sources for setuptools to compile)."""
 
-    want_cuda = _flag("TKS_BUILD_CUDA")
-    cuda_home = _cuda_home()
-    has_cuda_torch = torch.version.cuda is not None
-    if want_cuda is None:
-        with_cuda = has_cuda_torch and cuda_home is not None
-    else:
-        with_cuda = want_cuda
-        if with_cuda and not (has_cuda_torch and cuda_home):
-            sys.exit(
-                "setup.py: TKS_BUILD_CUDA=1 but "
-                + ("torch has no CUDA" if not has_cuda_torch else "nvcc was not found (set CUDA_HOME)")
-            )
-    cpu_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
-    torch_sources = [
-        s for s in _rel(glob.glob(os.path.join(ROOT, "csrc", "torch", "*.cpp"))) if "cuda" not in os.path.basename(s)
-    ]
-    # -fno-trapping-math lets the compiler if-convert (vectorise) the threshold compare;
-    # no FP-exception semantics are relied on, and results do not change.
-    # -ffp-contract=off: no a*b+c fused into an FMA behind our back (the CUDA side's
-    # -fmad=false), so the kernels round exactly as the PyTorch reference does.
-    cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-DNDEBUG"]
-    kwargs = dict(
-        name="tks_kernels._C",
-        sources=torch_sources + cpu_sources,
-        include_dirs=[os.path.join(ROOT, "csrc")],
-        extra_compile_args={"cxx": cxx_flags},
-        extra_link_args=["-fopenmp"],
-    )
-    if with_cuda:
-        os.environ["CUDA_HOME"] = cuda_home
-        cpp_extension.CUDA_HOME = cuda_home
-        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
-        cuda_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
-        cuda_sources += [
-            s for s in _rel(glob.glob(os.path.join(ROOT, "csrc", "torch", "*.cpp"))) if "cuda" in os.path.basename(s)
-        ]
-        kwargs["sources"] += cuda_sources
-        kwargs["extra_compile_args"] = {
-            "cxx": cxx_flags + ["-DTKS_WITH_CUDA"],
-            # -fmad=false: the kernels' spikes must equal the reference's bit for bit.
-            "nvcc": ["-O3", "-fmad=false", "-DTKS_WITH_CUDA", "-lineinfo"],
-        }
-        ext = cpp_extension.CUDAExtension(**kwargs)
-    else:
-        ext = cpp_extension.CppExtension(**kwargs)
-    print(f"setup.py: building tks_kernels._C (cuda={'on' if with_cuda else 'off'})", file=sys.stderr)
-    build_ext = cpp_extension.BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
-    return [ext], {"build_ext": build_ext}
+    def __init__(self):
+        super().__init__("tks_kernels.lib._native", sources=[])
 
 
-ext_modules, cmdclass = extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+class CMakeBuild(build_ext):
+    def build_extension(self, ext):
+        cmake = _tool("cmake")
+        if cmake is None:
+            sys.exit("setup.py: cmake was not found; `pip install cmake` (or install CMake >= 3.18)")
+        ninja = _tool("ninja")
+        cuda = _flag("TKS_CUDA")
+        tests = "ON" if _flag("TKS_BUILD_TESTS", "0") == "ON" else "OFF"
+        build_type = "Debug" if os.environ.get("TKS_DEBUG") == "1" else "Release"
+        args = [f"-DCMAKE_BUILD_TYPE={build_type}", f"-DTKS_CUDA={cuda}", f"-DTKS_TESTS={tests}"]
+        if os.environ.get("TKS_CUDA_ARCHITECTURES"):
+            args.append(f"-DTKS_CUDA_ARCHITECTURES={os.environ['TKS_CUDA_ARCHITECTURES']}")
+        if ninja:
+            args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
+        # One folder per configuration (tools included: a build-isolation run has its
+        # own cmake), kept between builds so unchanged sources are not recompiled.
+        key = hashlib.sha1(repr((cmake, ninja, args, os.environ.get("TORCH_CUDA_ARCH_LIST"))).encode()).hexdigest()
+        build_dir = os.environ.get("TKS_BUILD_DIR") or os.path.join(ROOT, "build", f"native-{key[:10]}")
+        os.makedirs(build_dir, exist_ok=True)
+        print(f"setup.py: building the native library in {build_dir} (TKS_CUDA={cuda}, {build_type})",
+              file=sys.stderr)
+        subprocess.check_call([cmake, "-S", ROOT, "-B", build_dir] + args)
+        jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
+        subprocess.check_call([cmake, "--build", build_dir, "-j", jobs])
+
+        out_dir = self._package_lib_dir(inplace=self.inplace)
+        os.makedirs(out_dir, exist_ok=True)
+        for stem in LIBS:
+            built = os.path.join(build_dir, _lib_name(stem))
+            target = os.path.join(out_dir, _lib_name(stem))
+            if os.path.exists(built):
+                shutil.copy2(built, target)
+                print(f"setup.py: {target} ({os.path.getsize(target) / 1e6:.2f} MB)", file=sys.stderr)
+            elif os.path.exists(target):
+                os.remove(target)  # a stale CUDA library from an earlier configuration
+
+    # The outputs are the libraries, not a Python extension module: tell setuptools
+    # (wheel contents, and the copy into the source tree for `pip install -e .`).
+    def _package_lib_dir(self, inplace):
+        if inplace:
+            build_py = self.get_finalized_command("build_py")
+            return os.path.join(os.path.abspath(build_py.get_package_dir("tks_kernels")), "lib")
+        return os.path.join(os.path.abspath(self.build_lib), "tks_kernels", "lib")
+
+    def _lib_pairs(self):
+        regular, inplace = self._package_lib_dir(False), self._package_lib_dir(True)
+        return [(os.path.join(regular, _lib_name(s)), os.path.join(inplace, _lib_name(s))) for s in LIBS]
+
+    def get_outputs(self):
+        return [r for r, _ in self._lib_pairs() if os.path.exists(r)]
+
+    def get_output_mapping(self):
+        return {r: i for r, i in self._lib_pairs() if os.path.exists(r)}
+
+    def copy_extensions_to_source(self):
+        for regular, inplace in self._lib_pairs():
+            if os.path.exists(regular):
+                os.makedirs(os.path.dirname(inplace), exist_ok=True)
+                shutil.copy2(regular, inplace)
+            elif os.path.exists(inplace):
+                os.remove(inplace)
+
+setup(ext_modules=[NativeLibrary()], cmdclass={"build_ext": CMakeBuild})

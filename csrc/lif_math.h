@@ -42,7 +42,14 @@ struct Params {
   bool decay_input;
   bool soft_reset;    // v_reset=None in the Python API
   bool detach_reset;  // backward only
+  // Fire on h >= v_threshold (SpikingJelly) or only on h > v_threshold (BrainCog,
+  // snnTorch, the TKS paper's neuron).
+  bool fire_at_threshold = true;
 };
+
+// The surrogate id of a backward that reads g'(h - v_threshold) from memory (computed
+// by the caller for a surrogate without a built-in derivative) instead of computing it.
+constexpr int32_t kExternalSurrogate = 100;
 
 // Charge: h_t from v_{t-1} and x_t.
 template <typename T>
@@ -50,10 +57,17 @@ TKS_HD T charge(T v, T x, T tau, T v_reset, bool decay_input) {
   return decay_input ? v + (x - (v - v_reset)) / tau : v - (v - v_reset) / tau + x;
 }
 
-// Fire: Heaviside(h - v_threshold), as 0/1 in the compute type.
+// Fire: Heaviside(h - v_threshold), as 0/1 in the compute type; at_threshold: whether
+// h == v_threshold fires.
 template <typename T>
-TKS_HD T fire(T h, T v_threshold) {
-  return h >= v_threshold ? T(1) : T(0);
+TKS_HD T fire(T h, T v_threshold, bool at_threshold = true) {
+  return (at_threshold ? h >= v_threshold : h > v_threshold) ? T(1) : T(0);
+}
+
+// Whether a saved distance d = h - v_threshold is a spike: the same rule as fire.
+template <typename T>
+TKS_HD T fired(T d, bool at_threshold) {
+  return (at_threshold ? d >= T(0) : d > T(0)) ? T(1) : T(0);
 }
 
 // Reset: v_t from h_t and s_t. The arithmetic form keeps NaN/inf behaviour equal
@@ -68,7 +82,7 @@ template <typename T>
 TKS_HD T step_forward(T v_prev, T x, const Params& p, T* s_out, T* v_out) {
   const T vr_charge = p.soft_reset ? T(0) : T(p.v_reset);
   const T h = charge<T>(v_prev, x, T(p.tau), vr_charge, p.decay_input);
-  const T s = fire<T>(h, T(p.v_threshold));
+  const T s = fire<T>(h, T(p.v_threshold), p.fire_at_threshold);
   *s_out = s;
   *v_out = reset<T>(h, s, T(p.v_threshold), T(p.v_reset), p.soft_reset);
   return h;
@@ -152,13 +166,22 @@ TKS_HD T surrogate_grad_t(T x, T alpha) {
 }
 
 // The distance to threshold d = h - v_threshold is what forward saves for
-// backward (fire is d >= 0; without flush-to-zero, fl(h - vth) >= 0 iff h >= vth).
-// Stored in a narrower type, a negative d that rounds to zero would read back as a
-// spike: `keep_sign` returns the value to store so that the sign survives.
-// `tiny` is the smallest positive subnormal of the storage type.
+// backward (fire is d >= 0, or d > 0 for the strict rule; without flush-to-zero,
+// fl(h - vth) >= 0 iff h >= vth). Stored in a narrower type, a nonzero d that rounds
+// to zero would read back as the wrong spike under one of the rules: `keep_sign`
+// returns the value to store so that the sign survives (d < 0 -> -tiny, d > 0 ->
+// +tiny; d == 0 stays 0). `tiny` is the smallest positive subnormal of the storage type.
 template <typename T>
 TKS_HD T keep_sign(T d, T d_rounded, T tiny) {
-  return (d < T(0) && !(d_rounded < T(0))) ? -tiny : d_rounded;
+  return (d < T(0) && !(d_rounded < T(0))) ? -tiny : ((d > T(0) && !(d_rounded > T(0))) ? tiny : d_rounded);
+}
+
+// d clamped to [-max, max] before it is rounded to a storage type whose largest finite
+// value is max: a saturated distance keeps its sign (so its spike) and a surrogate
+// derivative of ~0 instead of becoming inf (and NaN gradients). NaN stays NaN.
+template <typename T>
+TKS_HD T saturate(T d, T max) {
+  return d > max ? max : (d < -max ? -max : d);
 }
 
 // One backward step. d = h_t - v_threshold (as saved), gs = dL/ds_t, gv = dL/dv_t
@@ -168,12 +191,12 @@ TKS_HD T keep_sign(T d, T d_rounded, T tiny) {
 // converts nothing inside its loop.
 template <typename T>
 TKS_HD T step_backward(T d, T gs, T gv, T sg, T v_threshold, T v_reset, bool soft_reset,
-                       bool detach_reset) {
+                       bool detach_reset, bool at_threshold = true) {
   const T nd = detach_reset ? T(0) : T(1);
   if (soft_reset) {
     return gs * sg + gv * (T(1) - v_threshold * sg * nd);
   }
-  const T s = d >= T(0) ? T(1) : T(0);
+  const T s = fired<T>(d, at_threshold);
   // v_reset - h = (v_reset - v_threshold) - d
   const T vr_minus_h = (v_reset - v_threshold) - d;
   return gs * sg + gv * ((T(1) - s) + vr_minus_h * sg * nd);
@@ -224,8 +247,8 @@ TKS_HD T saved_to_charge(T q, T v_threshold, bool saved_is_h) {
 // v_{t-1} from step t-1's h and d (d >= 0: it fired): the forward's reset, so exact
 // when h is (saved_is_h). v_reset is the rest potential (0 for soft reset).
 template <typename T>
-TKS_HD T v_from_saved(T h, T d, T v_threshold, T v_reset, bool soft_reset) {
-  return reset<T>(h, d >= T(0) ? T(1) : T(0), v_threshold, v_reset, soft_reset);
+TKS_HD T v_from_saved(T h, T d, T v_threshold, T v_reset, bool soft_reset, bool at_threshold = true) {
+  return reset<T>(h, fired<T>(d, at_threshold), v_threshold, v_reset, soft_reset);
 }
 
 // One step's term of dL/dk = sum_t gh_t * dh_t/dk, where dh_t/dk is

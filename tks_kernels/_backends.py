@@ -1,8 +1,8 @@
 """Which backends can run here, and which one a call gets.
 
 Backends: ``torch`` (the plain-PyTorch reference, any device), ``cpu`` (C++ kernels in
-``tks_kernels._C``), ``triton`` (Triton kernels; CUDA tensors, or CPU tensors under
-``TRITON_INTERPRET=1``) and ``cuda`` (CUDA kernels in ``tks_kernels._C``).
+the native library ``libtks_kernels``), ``triton`` (Triton kernels; CUDA tensors, or CPU
+tensors under ``TRITON_INTERPRET=1``) and ``cuda`` (CUDA kernels in ``libtks_kernels_cuda``).
 """
 from __future__ import annotations
 
@@ -13,29 +13,18 @@ from typing import Dict, Tuple
 
 import torch
 
-BACKENDS = ("torch", "cpu", "triton", "cuda")
+from . import _native
 
-_EXT_ERROR: str | None = None
-try:  # the extension registers the C++ ops with torch.library on import
-    importlib.import_module("tks_kernels._C")
-except Exception as exc:  # noqa: BLE001 - any failure only disables the C++ backends
-    _EXT_ERROR = f"{type(exc).__name__}: {exc}"
+BACKENDS = ("torch", "cpu", "triton", "cuda")
 
 
 def extension_error() -> str | None:
-    """Why ``tks_kernels._C`` did not load, or None when it did."""
-    return _EXT_ERROR
+    """Why the native CPU library did not load, or None when it did."""
+    return _native.CPU_ERROR
 
 
 def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-def _has_kernel(op: str, key: str) -> bool:
-    try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
-    except RuntimeError:
-        return False
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,17 +40,15 @@ def _status(name: str) -> Tuple[bool, str]:
     if name == "torch":
         return True, "plain PyTorch reference; runs on any device"
     if name == "cpu":
-        if _EXT_ERROR is not None:
-            return False, f"tks_kernels._C did not load ({_EXT_ERROR}); reinstall with `pip install --no-build-isolation .`"
-        return True, "C++ kernels from tks_kernels._C, threads over neurons"
+        if _native.CPU_ERROR is not None:
+            return False, f"the native CPU library did not load: {_native.CPU_ERROR}"
+        return True, f"C++ kernels ({_native.cpu_lib._name}), OpenMP threads over neurons"
     if name == "cuda":
-        if _EXT_ERROR is not None:
-            return False, f"tks_kernels._C did not load ({_EXT_ERROR})"
-        if not _has_kernel("tks_kernels::lif_forward", "CUDA"):
-            return False, "tks_kernels._C was built without CUDA kernels (torch without CUDA or no nvcc at build time)"
+        if _native.CUDA_ERROR is not None:
+            return False, _native.CUDA_ERROR
         if not torch.cuda.is_available():
             return False, "no CUDA device is available"
-        return True, "CUDA kernels from tks_kernels._C"
+        return True, f"CUDA kernels ({_native.cuda_lib._name})"
     if name == "triton":
         err = _triton_import_error()
         if err is not None:

@@ -4,14 +4,14 @@
 // csrc/cpu (the macro TKS_CPU_CLONES is defined here).
 #pragma once
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
+#include "../half_types.h"
 #include "../lif_math.h"
+#include "lif_cpu.h"  // acc_type_t
+#include "parallel.h"
 
 namespace tks {
 namespace cpu {
@@ -33,14 +33,9 @@ constexpr int64_t kGrain = 4096;
 #define TKS_CPU_CLONES
 #endif
 
-// fp32, fp64 for double storage.
-template <typename scalar_t>
-using acc_type_t = std::conditional_t<std::is_same<scalar_t, double>::value, double, float>;
 
-// Loads and stores between the storage type and the compute type. bfloat16 is
-// converted with bit operations and a select (round to nearest even, NaN kept), the
-// same result as c10::BFloat16's conversion but without its branch, so loops over it
-// vectorise.
+// Loads and stores between the storage type and the compute type; the 16-bit types
+// convert branch-free (half_types.h), so loops over them vectorise.
 template <typename scalar_t>
 struct Storage {
   using acc_t = acc_type_t<scalar_t>;
@@ -48,45 +43,42 @@ struct Storage {
   static scalar_t store(acc_t v) { return static_cast<scalar_t>(v); }
 };
 template <>
-struct Storage<c10::BFloat16> {
-  static float load(c10::BFloat16 v) {
-    const uint32_t bits = static_cast<uint32_t>(v.x) << 16;
-    float f;
-    std::memcpy(&f, &bits, sizeof(f));
-    return f;
-  }
-  static c10::BFloat16 store(float f) {
-    uint32_t bits;
-    std::memcpy(&bits, &f, sizeof(bits));
-    const uint32_t rounded = (bits + (((bits >> 16) & 1u) + 0x7FFFu)) >> 16;
-    const uint16_t out = f != f ? uint16_t(0x7FC0) : static_cast<uint16_t>(rounded);
-    return c10::BFloat16(out, c10::BFloat16::from_bits());
-  }
+struct Storage<Half> {
+  static float load(Half v) { return half_bits_to_float(v.x); }
+  static Half store(float f) { return Half(float_to_half_bits(f), Half::from_bits_t()); }
+};
+template <>
+struct Storage<BFloat16> {
+  static float load(BFloat16 v) { return bf16_bits_to_float(v.x); }
+  static BFloat16 store(float f) { return BFloat16(float_to_bf16_bits(f), BFloat16::from_bits_t()); }
 };
 
 // The distance d = h - v_threshold that forward saves for backward, in the storage
-// type, its sign kept when a narrow type would round a small negative d to zero.
+// type. In 16-bit storage it saturates at the type's largest finite value (sign kept:
+// no inf, so no NaN gradient) and keeps its sign where rounding would make a nonzero d
+// zero (lif::keep_sign, on the bits: rounding keeps the sign bit, so a nonzero d that
+// rounds to +-0 becomes the smallest subnormal of its sign). Integer selects, so the
+// loops vectorise.
 template <typename scalar_t>
 struct SavedDistance {
   static scalar_t store(acc_type_t<scalar_t> d) { return Storage<scalar_t>::store(d); }
 };
+template <uint16_t kMaxBits, typename S, uint16_t (*ToBits)(float)>
+inline S store_distance_16(float d) {
+  const float dmax = kMaxBits == 0x7BFFu ? 65504.0f : float_from_bits(uint32_t(kMaxBits) << 16);
+  const uint16_t r = ToBits(lif::saturate<float>(d, dmax));
+  const bool zero = (r & 0x7FFFu) == 0;
+  uint16_t out = zero & (d < 0.f) ? uint16_t(0x8001) : r;
+  out = zero & (d > 0.f) ? uint16_t(0x0001) : out;
+  return S(out, typename S::from_bits_t());
+}
 template <>
-struct SavedDistance<c10::Half> {
-  static c10::Half store(float d) {
-    const c10::Half r(d);
-    return c10::Half(lif::keep_sign<float>(d, static_cast<float>(r), 5.9604644775390625e-8f));
-  }
+struct SavedDistance<Half> {
+  static Half store(float d) { return store_distance_16<0x7BFFu, Half, float_to_half_bits>(d); }
 };
 template <>
-struct SavedDistance<c10::BFloat16> {
-  // lif::keep_sign on the bits: rounding keeps the sign bit, so the only way a negative
-  // d reads back as >= 0 is rounding to -0 (0x8000); it becomes minus the smallest
-  // subnormal (0x8001, -2^-133) instead. An integer select, so the loop vectorises.
-  static c10::BFloat16 store(float d) {
-    const uint16_t r = Storage<c10::BFloat16>::store(d).x;
-    const uint16_t out = (r == uint16_t(0x8000)) & (d < 0.f) ? uint16_t(0x8001) : r;
-    return c10::BFloat16(out, c10::BFloat16::from_bits());
-  }
+struct SavedDistance<BFloat16> {
+  static BFloat16 store(float d) { return store_distance_16<0x7F7Fu, BFloat16, float_to_bf16_bits>(d); }
 };
 
 }  // namespace cpu

@@ -1,4 +1,4 @@
-// LIF CPU kernels for c10::Half storage; the kernels are in lif_cpu_kernels.h.
+// LIF CPU kernels for tks::Half storage; the kernels are in lif_cpu_kernels.h.
 #include "lif_cpu_kernels.h"
 
-TKS_LIF_CPU_INSTANTIATE(c10::Half)
+TKS_LIF_CPU_INSTANTIATE(tks::Half)

@@ -6,9 +6,6 @@
 
 #include "lif_cpu.h"
 
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 
 #include <algorithm>
 
@@ -21,14 +18,18 @@ namespace {
 // One thread's range of neurons [begin, end). Everything arrives by value with
 // __restrict__ pointers: the compiler may keep the scalars in registers and
 // vectorise the inner loop (through a lambda's captures it cannot).
-template <typename scalar_t, bool DecayInput, bool SoftReset, bool SaveD, bool SaveVSeq>
+template <typename scalar_t, bool DecayInput, bool SaveD, bool SaveVSeq>
 TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
                    scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
                    scalar_t* __restrict__ v_seq, scalar_t* __restrict__ d_saved, int64_t T,
                    int64_t N, const lif::Params p, int64_t begin, int64_t end) {
   using acc_t = acc_type_t<scalar_t>;
   const acc_t tau = p.tau, vth = p.v_threshold, vr = p.v_reset;
+  // Run-time options are loop invariants the compiler turns into selects: fewer
+  // template instances (a fast build) for a few more instructions per element.
+  const bool SoftReset = p.soft_reset;
   const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
+  const bool at_threshold = p.fire_at_threshold;
   acc_t v[kBlock];
   for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
     const int64_t len = std::min(kBlock, end - n0);
@@ -40,7 +41,7 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
         const acc_t h = lif::charge<acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), tau, vr_charge, DecayInput);
-        const acc_t s = lif::fire<acc_t>(h, vth);
+        const acc_t s = lif::fire<acc_t>(h, vth, at_threshold);
         const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
         spikes[off + i] = Storage<scalar_t>::store(s);
         if (SaveD) d_saved[off + i] = SavedDistance<scalar_t>::store(h - vth);
@@ -52,26 +53,29 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t
   }
 }
 
-template <typename scalar_t, bool DecayInput, bool SoftReset, bool SaveD, bool SaveVSeq>
+template <typename scalar_t, bool DecayInput, bool SaveD, bool SaveVSeq>
 void forward_impl(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
                   scalar_t* v_last, scalar_t* v_seq, scalar_t* d_saved, int64_t T, int64_t N,
                   const lif::Params& p) {
-  at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
-    forward_range<scalar_t, DecayInput, SoftReset, SaveD, SaveVSeq>(x, v_init, spikes, v_last, v_seq,
+  parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+    forward_range<scalar_t, DecayInput, SaveD, SaveVSeq>(x, v_init, spikes, v_last, v_seq,
                                                                     d_saved, T, N, p, begin, end);
   });
 }
 
-template <typename scalar_t, int32_t Kind, bool SoftReset, bool DetachReset, bool HasGradVSeq>
+template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
 TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
                     const scalar_t* __restrict__ grad_v_last,
                     const scalar_t* __restrict__ grad_v_seq,
-                    const scalar_t* __restrict__ d_saved, scalar_t* __restrict__ grad_x,
+                    const scalar_t* __restrict__ d_saved,
+                    const acc_type_t<scalar_t>* __restrict__ sg_ext, scalar_t* __restrict__ grad_x,
                     scalar_t* __restrict__ grad_v_init, int64_t T, int64_t N,
                     const lif::Params p, const float alpha_f, int64_t begin, int64_t end) {
   using acc_t = acc_type_t<scalar_t>;
   const acc_t tau = p.tau, alpha = alpha_f, vth = p.v_threshold, vr = p.v_reset;
   const acc_t input_div = lif::input_divisor<acc_t>(tau, p.decay_input);
+  const bool at_threshold = p.fire_at_threshold;
+  const bool SoftReset = p.soft_reset, DetachReset = p.detach_reset;
   acc_t gv[kBlock];
   for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
     const int64_t len = std::min(kBlock, end - n0);
@@ -85,9 +89,14 @@ TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
         acc_t g = gv[i];
         if (HasGradVSeq) g += Storage<scalar_t>::load(grad_v_seq[off + i]);
         const acc_t d = Storage<scalar_t>::load(d_saved[off + i]);
-        const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+        acc_t sg;
+        if constexpr (Kind == lif::kExternalSurrogate) {
+          sg = sg_ext[off + i];
+        } else {
+          sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+        }
         const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(grad_spikes[off + i]), g, sg, vth,
-                                                   vr, SoftReset, DetachReset);
+                                                   vr, SoftReset, DetachReset, at_threshold);
         grad_x[off + i] = Storage<scalar_t>::store(lif::grad_x_from_h<acc_t>(gh, input_div));
         gv[i] = lif::grad_v_prev_from_h<acc_t>(gh, tau);
       }
@@ -98,20 +107,12 @@ TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
 
 template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
 void backward_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
-                   const scalar_t* grad_v_seq, const scalar_t* d_saved, scalar_t* grad_x,
-                   scalar_t* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
-                   float alpha) {
-  at::parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
-#define TKS_BWD_RANGE(SR, DR)                                                                \
-  backward_range<scalar_t, Kind, SR, DR, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, \
-                                                      d_saved, grad_x, grad_v_init, T, N, p, \
-                                                      alpha, begin, end)
-    if (p.soft_reset) {
-      if (p.detach_reset) TKS_BWD_RANGE(true, true); else TKS_BWD_RANGE(true, false);
-    } else {
-      if (p.detach_reset) TKS_BWD_RANGE(false, true); else TKS_BWD_RANGE(false, false);
-    }
-#undef TKS_BWD_RANGE
+                   const scalar_t* grad_v_seq, const scalar_t* d_saved,
+                   const acc_type_t<scalar_t>* sg_ext, scalar_t* grad_x, scalar_t* grad_v_init,
+                   int64_t T, int64_t N, const lif::Params& p, float alpha) {
+  parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+    backward_range<scalar_t, Kind, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, d_saved, sg_ext,
+                                                grad_x, grad_v_init, T, N, p, alpha, begin, end);
   });
 }
 
@@ -121,17 +122,15 @@ template <typename scalar_t>
 void lif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
                  scalar_t* v_last, scalar_t* v_seq, scalar_t* d_saved, int64_t T,
                  int64_t N, const lif::Params& p) {
-  // Four run-time flags become template parameters: 16 specialisations.
-#define TKS_FWD(DI, SR, SD, SV) \
-  return forward_impl<scalar_t, DI, SR, SD, SV>(x, v_init, spikes, v_last, v_seq, d_saved, T, N, p)
-#define TKS_FWD_SV(DI, SR, SD) \
-  if (v_seq) { TKS_FWD(DI, SR, SD, true); } else { TKS_FWD(DI, SR, SD, false); }
-#define TKS_FWD_SD(DI, SR) \
-  if (d_saved) { TKS_FWD_SV(DI, SR, true) } else { TKS_FWD_SV(DI, SR, false) }
-#define TKS_FWD_SR(DI) \
-  if (p.soft_reset) { TKS_FWD_SD(DI, true) } else { TKS_FWD_SD(DI, false) }
-  if (p.decay_input) { TKS_FWD_SR(true) } else { TKS_FWD_SR(false) }
-#undef TKS_FWD_SR
+  // Three run-time flags become template parameters: 8 specialisations (decay_input
+  // picks between two divisions, the outputs between stores).
+#define TKS_FWD(DI, SD, SV) \
+  return forward_impl<scalar_t, DI, SD, SV>(x, v_init, spikes, v_last, v_seq, d_saved, T, N, p)
+#define TKS_FWD_SV(DI, SD) \
+  if (v_seq) { TKS_FWD(DI, SD, true); } else { TKS_FWD(DI, SD, false); }
+#define TKS_FWD_SD(DI) \
+  if (d_saved) { TKS_FWD_SV(DI, true) } else { TKS_FWD_SV(DI, false) }
+  if (p.decay_input) { TKS_FWD_SD(true) } else { TKS_FWD_SD(false) }
 #undef TKS_FWD_SD
 #undef TKS_FWD_SV
 #undef TKS_FWD
@@ -139,18 +138,19 @@ void lif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
 
 template <typename scalar_t>
 void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
-                  const scalar_t* grad_v_seq, const scalar_t* d_saved, scalar_t* grad_x,
-                  scalar_t* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
-                  int32_t surrogate, float alpha) {
+                  const scalar_t* grad_v_seq, const scalar_t* d_saved,
+                  const acc_type_t<scalar_t>* sg_ext, scalar_t* grad_x, scalar_t* grad_v_init,
+                  int64_t T, int64_t N, const lif::Params& p, int32_t surrogate, float alpha) {
 #define TKS_BWD(K)                                                                      \
   case K:                                                                               \
     if (grad_v_seq) {                                                                   \
       return backward_impl<scalar_t, K, true>(grad_spikes, grad_v_last, grad_v_seq,     \
-                                              d_saved, grad_x, grad_v_init, T, N, p,    \
-                                              alpha);                                   \
+                                              d_saved, sg_ext, grad_x, grad_v_init, T, N, \
+                                              p, alpha);                                \
     }                                                                                   \
     return backward_impl<scalar_t, K, false>(grad_spikes, grad_v_last, grad_v_seq,      \
-                                             d_saved, grad_x, grad_v_init, T, N, p, alpha);
+                                             d_saved, sg_ext, grad_x, grad_v_init, T, N, p, \
+                                             alpha);
   switch (surrogate) {
     TKS_BWD(lif::kSigmoid)
     TKS_BWD(lif::kAtan)
@@ -159,6 +159,7 @@ void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
     TKS_BWD(lif::kSoftSign)
     TKS_BWD(lif::kSuperSpike)
     TKS_BWD(lif::kErf)
+    TKS_BWD(lif::kExternalSurrogate)
     default:
       break;
   }
@@ -173,6 +174,6 @@ void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
 #define TKS_LIF_CPU_INSTANTIATE(S)                                                         \
   template void tks::cpu::lif_forward<S>(const S*, const S*, S*, S*, S*, S*, int64_t, int64_t,  \
                                          const tks::lif::Params&);                              \
-  template void tks::cpu::lif_backward<S>(const S*, const S*, const S*, const S*, S*, S*,       \
-                                          int64_t, int64_t, const tks::lif::Params&, int32_t,   \
-                                          float);
+  template void tks::cpu::lif_backward<S>(const S*, const S*, const S*, const S*,              \
+                                          const tks::cpu::acc_type_t<S>*, S*, S*, int64_t, int64_t, \
+                                          const tks::lif::Params&, int32_t, float);

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../lif_math.h"
+#include "lif_cpu.h"  // acc_type_t
 
 namespace tks {
 namespace cpu {
@@ -25,12 +26,13 @@ void plif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
 // dL/dk); grad_v_init: [N]. Returns dL/dk, summed over all neurons and steps:
 // per-lane sums in the compute type over each fixed chunk of neurons, chunks summed
 // in fp64 in order, so the result does not depend on the number of threads.
+// sg_ext: as lif_backward's (surrogate == lif::kExternalSurrogate), else null.
 template <typename scalar_t>
 double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
                      const scalar_t* grad_v_seq, const scalar_t* saved,
-                     const scalar_t* v_init, scalar_t* grad_x, scalar_t* grad_v_init,
-                     int64_t T, int64_t N, double k, const lif::Params& p, int32_t surrogate,
-                     float alpha);
+                     const scalar_t* v_init, const acc_type_t<scalar_t>* sg_ext,
+                     scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N, double k,
+                     const lif::Params& p, int32_t surrogate, float alpha);
 
 }  // namespace cpu
 }  // namespace tks

@@ -11,9 +11,6 @@
 
 #include "plif_cpu.h"
 
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -54,7 +51,7 @@ int64_t num_chunks(int64_t N) { return (N + kChunk - 1) / kChunk; }
 
 // Chunks [c_begin, c_end). Everything by value with __restrict__ pointers, so the
 // scalars stay in registers and the inner loop vectorises (see lif_cpu_kernels.h).
-template <typename scalar_t, bool DecayInput, bool SoftReset, bool Save, bool SaveVSeq>
+template <typename scalar_t, bool DecayInput, bool Save, bool SaveVSeq>
 TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
                    scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
                    scalar_t* __restrict__ v_seq, scalar_t* __restrict__ saved, int64_t T,
@@ -62,7 +59,9 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t
                    int64_t c_end) {
   using acc_t = acc_type_t<scalar_t>;
   const acc_t vth = p.v_threshold, vr = p.v_reset;
+  const bool SoftReset = p.soft_reset;  // a loop invariant: a select, not an instance
   const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
+  const bool at_threshold = p.fire_at_threshold;
   acc_t v[kChunk];
   for (int64_t c = c_begin; c < c_end; ++c) {
     const int64_t n0 = c * kChunk;
@@ -75,7 +74,7 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
         const acc_t h = lif::charge_k<acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), k, vr_charge, DecayInput);
-        const acc_t s = lif::fire<acc_t>(h, vth);
+        const acc_t s = lif::fire<acc_t>(h, vth, at_threshold);
         const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
         spikes[off + i] = Storage<scalar_t>::store(s);
         if (Save) saved[off + i] = SavedValue<scalar_t>::store(h, h - vth);
@@ -87,13 +86,13 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t
   }
 }
 
-template <typename scalar_t, bool DecayInput, bool SoftReset, bool Save, bool SaveVSeq>
+template <typename scalar_t, bool DecayInput, bool Save, bool SaveVSeq>
 void forward_impl(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes, scalar_t* v_last,
                   scalar_t* v_seq, scalar_t* saved, int64_t T, int64_t N, double k,
                   const lif::Params& p) {
   const acc_type_t<scalar_t> kc = static_cast<acc_type_t<scalar_t>>(k);
-  at::parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
-    forward_range<scalar_t, DecayInput, SoftReset, Save, SaveVSeq>(x, v_init, spikes, v_last, v_seq,
+  parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
+    forward_range<scalar_t, DecayInput, Save, SaveVSeq>(x, v_init, spikes, v_last, v_seq,
                                                                     saved, T, N, kc, p, begin, end);
   });
 }
@@ -101,16 +100,17 @@ void forward_impl(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes, s
 // One reverse step over a chunk. q_cur holds step t's saved value; with First
 // (t = 0) v_{t-1} is v_first (v_init, or the rest potential), else it is recovered
 // from q_prev_row (step t - 1's saved value), which then becomes q_cur.
-template <typename scalar_t, int32_t Kind, bool DecayInput, bool SoftReset, bool DetachReset,
-          bool HasGradVSeq, bool First>
+template <typename scalar_t, int32_t Kind, bool HasGradVSeq, bool First>
 TKS_ALWAYS_INLINE void backward_row(
     const scalar_t* __restrict__ gs_row, const scalar_t* __restrict__ gvs_row,
+    const acc_type_t<scalar_t>* __restrict__ sg_row,
     const scalar_t* __restrict__ q_prev_row, const acc_type_t<scalar_t>* __restrict__ v_first,
     scalar_t* __restrict__ gx_row, acc_type_t<scalar_t>* __restrict__ gv,
     acc_type_t<scalar_t>* __restrict__ q_cur, acc_type_t<scalar_t>* __restrict__ sum,
     const int64_t len, const acc_type_t<scalar_t> k, const acc_type_t<scalar_t> x_scale,
     const acc_type_t<scalar_t> vth, const acc_type_t<scalar_t> vr,
-    const acc_type_t<scalar_t> alpha) {
+    const acc_type_t<scalar_t> alpha, const bool at_threshold, const bool DecayInput,
+    const bool SoftReset, const bool DetachReset) {
   using acc_t = acc_type_t<scalar_t>;
   constexpr bool kIsH = SavedValue<scalar_t>::kIsH;
 #pragma omp simd
@@ -126,30 +126,39 @@ TKS_ALWAYS_INLINE void backward_row(
     } else {
       const acc_t qp = Storage<scalar_t>::load(q_prev_row[i]);
       v_prev = lif::v_from_saved<acc_t>(lif::saved_to_charge<acc_t>(qp, vth, kIsH),
-                                        lif::saved_to_distance<acc_t>(qp, vth, kIsH), vth, vr, SoftReset);
+                                        lif::saved_to_distance<acc_t>(qp, vth, kIsH), vth, vr, SoftReset,
+                                        at_threshold);
       q_cur[i] = qp;
     }
-    const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+    acc_t sg;
+    if constexpr (Kind == lif::kExternalSurrogate) {
+      sg = sg_row[i];
+    } else {
+      sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+    }
     const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(gs_row[i]), g, sg, vth, vr,
-                                               SoftReset, DetachReset);
+                                               SoftReset, DetachReset, at_threshold);
     gx_row[i] = Storage<scalar_t>::store(lif::grad_x_from_h_k<acc_t>(gh, x_scale));
     gv[i] = lif::grad_v_prev_from_h_k<acc_t>(gh, k);
     sum[i] += gh * lif::charge_k_term<acc_t>(h, v_prev, vr, DecayInput);
   }
 }
 
-template <typename scalar_t, int32_t Kind, bool DecayInput, bool SoftReset, bool DetachReset,
-          bool HasGradVSeq>
+template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
 TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
                     const scalar_t* __restrict__ grad_v_last,
                     const scalar_t* __restrict__ grad_v_seq,
                     const scalar_t* __restrict__ saved, const scalar_t* __restrict__ v_init,
+                    const acc_type_t<scalar_t>* __restrict__ sg_ext,
                     scalar_t* __restrict__ grad_x, scalar_t* __restrict__ grad_v_init,
                     double* __restrict__ partials, int64_t T, int64_t N,
                     const acc_type_t<scalar_t> k, const lif::Params p, const float alpha_f,
                     int64_t c_begin, int64_t c_end) {
   using acc_t = acc_type_t<scalar_t>;
   const acc_t alpha = alpha_f, vth = p.v_threshold, vr = p.v_reset;  // v_reset: 0 for soft reset
+  const bool at_threshold = p.fire_at_threshold;
+  // Run-time options: loop invariants the compiler turns into selects.
+  const bool DecayInput = p.decay_input, SoftReset = p.soft_reset, DetachReset = p.detach_reset;
   const acc_t x_scale = lif::input_scale_k<acc_t>(k, DecayInput);
   acc_t gv[kChunk], q_cur[kChunk], v_first[kChunk], sum[kChunk];
   for (int64_t c = c_begin; c < c_end; ++c) {
@@ -165,14 +174,15 @@ TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t off = t * N + n0;
       const scalar_t* gvs_row = HasGradVSeq ? grad_v_seq + off : nullptr;
+      const acc_t* sg_row = sg_ext ? sg_ext + off : nullptr;
       if (t > 0) {
-        backward_row<scalar_t, Kind, DecayInput, SoftReset, DetachReset, HasGradVSeq, false>(
-            grad_spikes + off, gvs_row, saved + off - N, v_first, grad_x + off, gv, q_cur, sum, len,
-            k, x_scale, vth, vr, alpha);
+        backward_row<scalar_t, Kind, HasGradVSeq, false>(
+            grad_spikes + off, gvs_row, sg_row, saved + off - N, v_first, grad_x + off, gv, q_cur, sum,
+            len, k, x_scale, vth, vr, alpha, at_threshold, DecayInput, SoftReset, DetachReset);
       } else {
-        backward_row<scalar_t, Kind, DecayInput, SoftReset, DetachReset, HasGradVSeq, true>(
-            grad_spikes + off, gvs_row, nullptr, v_first, grad_x + off, gv, q_cur, sum, len, k,
-            x_scale, vth, vr, alpha);
+        backward_row<scalar_t, Kind, HasGradVSeq, true>(
+            grad_spikes + off, gvs_row, sg_row, nullptr, v_first, grad_x + off, gv, q_cur, sum, len, k,
+            x_scale, vth, vr, alpha, at_threshold, DecayInput, SoftReset, DetachReset);
       }
     }
     double chunk_sum = 0.0;
@@ -187,25 +197,15 @@ TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
 template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
 double backward_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
                      const scalar_t* grad_v_seq, const scalar_t* saved, const scalar_t* v_init,
-                     scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N, double k,
-                     const lif::Params& p, float alpha) {
+                     const acc_type_t<scalar_t>* sg_ext, scalar_t* grad_x, scalar_t* grad_v_init,
+                     int64_t T, int64_t N, double k, const lif::Params& p, float alpha) {
   using acc_t = acc_type_t<scalar_t>;
   const acc_t kc = static_cast<acc_t>(k);
   std::vector<double> partials(static_cast<size_t>(num_chunks(N)));
   double* part = partials.data();
-  at::parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
-#define TKS_PLIF_BWD_RANGE(DI, SR, DR)                                                        \
-  backward_range<scalar_t, Kind, DI, SR, DR, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, \
-                                                          saved, v_init, grad_x, grad_v_init, \
-                                                          part, T, N, kc, p, alpha, begin, end)
-#define TKS_PLIF_BWD_DR(DI, SR) \
-  if (p.detach_reset) { TKS_PLIF_BWD_RANGE(DI, SR, true); } else { TKS_PLIF_BWD_RANGE(DI, SR, false); }
-#define TKS_PLIF_BWD_SR(DI) \
-  if (p.soft_reset) { TKS_PLIF_BWD_DR(DI, true) } else { TKS_PLIF_BWD_DR(DI, false) }
-    if (p.decay_input) { TKS_PLIF_BWD_SR(true) } else { TKS_PLIF_BWD_SR(false) }
-#undef TKS_PLIF_BWD_SR
-#undef TKS_PLIF_BWD_DR
-#undef TKS_PLIF_BWD_RANGE
+  parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
+    backward_range<scalar_t, Kind, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, sg_ext,
+                                                grad_x, grad_v_init, part, T, N, kc, p, alpha, begin, end);
   });
   double total = 0.0;
   for (const double s : partials) total += s;
@@ -218,17 +218,14 @@ template <typename scalar_t>
 void plif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
                   scalar_t* v_last, scalar_t* v_seq, scalar_t* saved, int64_t T, int64_t N,
                   double k, const lif::Params& p) {
-  // Four run-time flags become template parameters: 16 specialisations.
-#define TKS_FWD(DI, SR, SAVE, SV) \
-  return forward_impl<scalar_t, DI, SR, SAVE, SV>(x, v_init, spikes, v_last, v_seq, saved, T, N, k, p)
-#define TKS_FWD_SV(DI, SR, SAVE) \
-  if (v_seq) { TKS_FWD(DI, SR, SAVE, true); } else { TKS_FWD(DI, SR, SAVE, false); }
-#define TKS_FWD_SAVE(DI, SR) \
-  if (saved) { TKS_FWD_SV(DI, SR, true) } else { TKS_FWD_SV(DI, SR, false) }
-#define TKS_FWD_SR(DI) \
-  if (p.soft_reset) { TKS_FWD_SAVE(DI, true) } else { TKS_FWD_SAVE(DI, false) }
-  if (p.decay_input) { TKS_FWD_SR(true) } else { TKS_FWD_SR(false) }
-#undef TKS_FWD_SR
+  // Three run-time flags become template parameters: 8 specialisations.
+#define TKS_FWD(DI, SAVE, SV) \
+  return forward_impl<scalar_t, DI, SAVE, SV>(x, v_init, spikes, v_last, v_seq, saved, T, N, k, p)
+#define TKS_FWD_SV(DI, SAVE) \
+  if (v_seq) { TKS_FWD(DI, SAVE, true); } else { TKS_FWD(DI, SAVE, false); }
+#define TKS_FWD_SAVE(DI) \
+  if (saved) { TKS_FWD_SV(DI, true) } else { TKS_FWD_SV(DI, false) }
+  if (p.decay_input) { TKS_FWD_SAVE(true) } else { TKS_FWD_SAVE(false) }
 #undef TKS_FWD_SAVE
 #undef TKS_FWD_SV
 #undef TKS_FWD
@@ -237,17 +234,19 @@ void plif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
 template <typename scalar_t>
 double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
                      const scalar_t* grad_v_seq, const scalar_t* saved,
-                     const scalar_t* v_init, scalar_t* grad_x, scalar_t* grad_v_init,
-                     int64_t T, int64_t N, double k, const lif::Params& p, int32_t surrogate,
-                     float alpha) {
+                     const scalar_t* v_init, const acc_type_t<scalar_t>* sg_ext,
+                     scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N, double k,
+                     const lif::Params& p, int32_t surrogate, float alpha) {
 #define TKS_BWD(K)                                                                          \
   case K:                                                                                   \
     if (grad_v_seq) {                                                                       \
       return backward_impl<scalar_t, K, true>(grad_spikes, grad_v_last, grad_v_seq, saved, \
-                                              v_init, grad_x, grad_v_init, T, N, k, p, alpha); \
+                                              v_init, sg_ext, grad_x, grad_v_init, T, N, k, p, \
+                                              alpha);                                       \
     }                                                                                       \
     return backward_impl<scalar_t, K, false>(grad_spikes, grad_v_last, grad_v_seq, saved,  \
-                                             v_init, grad_x, grad_v_init, T, N, k, p, alpha);
+                                             v_init, sg_ext, grad_x, grad_v_init, T, N, k, p, \
+                                             alpha);
   switch (surrogate) {
     TKS_BWD(lif::kSigmoid)
     TKS_BWD(lif::kAtan)
@@ -256,6 +255,7 @@ double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
     TKS_BWD(lif::kSoftSign)
     TKS_BWD(lif::kSuperSpike)
     TKS_BWD(lif::kErf)
+    TKS_BWD(lif::kExternalSurrogate)
     default:
       break;
   }
@@ -274,5 +274,6 @@ double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
   template void tks::cpu::plif_forward<S>(const S*, const S*, S*, S*, S*, S*, int64_t, int64_t, \
                                           double, const tks::lif::Params&);                     \
   template double tks::cpu::plif_backward<S>(const S*, const S*, const S*, const S*, const S*,  \
-                                             S*, S*, int64_t, int64_t, double,                  \
-                                             const tks::lif::Params&, int32_t, float);
+                                             const tks::cpu::acc_type_t<S>*, S*, S*, int64_t,   \
+                                             int64_t, double, const tks::lif::Params&, int32_t, \
+                                             float);

@@ -8,9 +8,9 @@
 // the gradient buffer, so the gradient costs no second exp.
 #include "tks_cpu.h"
 
-#include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
+#include "../half_types.h"
+#include "parallel.h"
+
 
 #include <algorithm>
 #include <cmath>
@@ -502,12 +502,12 @@ void run(const loss::Problem& P) {
   if (lanes) {
     const int64_t groups = (P.batch + kLanes - 1) / kLanes;
     const int64_t grain = std::max<int64_t>(1, grain_size(P.steps, P.classes) / kLanes);
-    at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
+    parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> buf(lane_buffer_size(P.steps, P.classes));
       solve(P, begin, end, true, buf.data());
     });
   } else {
-    at::parallel_for(0, P.batch, grain_size(P.steps, P.classes), [&](int64_t begin, int64_t end) {
+    parallel_for(0, P.batch, grain_size(P.steps, P.classes), [&](int64_t begin, int64_t end) {
       std::vector<acc_t> buf(4 * P.classes);
       solve(P, begin, end, false, buf.data());
     });
@@ -534,9 +534,9 @@ void tks_loss_forward(const loss::Problem& prob) {
     case loss::kFloat64:
       return run<double>(prob);
     case loss::kFloat16:
-      return run<c10::Half>(prob);
+      return run<Half>(prob);
     case loss::kBFloat16:
-      return run<c10::BFloat16>(prob);
+      return run<BFloat16>(prob);
   }
 }
 

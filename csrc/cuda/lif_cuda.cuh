@@ -44,8 +44,9 @@ struct Storage<__half> {
   static __device__ __forceinline__ float load(__half v) { return __half2float(v); }
   static __device__ __forceinline__ __half store(float v) { return __float2half_rn(v); }
   static __device__ __forceinline__ __half store_d(float d) {
-    const __half r = __float2half_rn(d);
-    // 2^-24, the smallest positive float16 subnormal
+    // Saturated at the largest finite float16 (no inf, so no NaN gradient), then the
+    // sign kept with 2^-24, the smallest positive float16 subnormal.
+    const __half r = __float2half_rn(lif::saturate<float>(d, 65504.0f));
     return __float2half_rn(lif::keep_sign<float>(d, __half2float(r), 5.9604644775390625e-8f));
   }
 };
@@ -56,8 +57,9 @@ struct Storage<__nv_bfloat16> {
   static __device__ __forceinline__ float load(__nv_bfloat16 v) { return __bfloat162float(v); }
   static __device__ __forceinline__ __nv_bfloat16 store(float v) { return __float2bfloat16_rn(v); }
   static __device__ __forceinline__ __nv_bfloat16 store_d(float d) {
-    const __nv_bfloat16 r = __float2bfloat16_rn(d);
-    // 2^-133, the smallest positive bfloat16 subnormal
+    // Saturated at the largest finite bfloat16, then the sign kept with 2^-133, the
+    // smallest positive bfloat16 subnormal.
+    const __nv_bfloat16 r = __float2bfloat16_rn(lif::saturate<float>(d, 3.3895313892515355e38f));
     return __float2bfloat16_rn(lif::keep_sign<float>(d, __bfloat162float(r), 9.183549615799121e-41f));
   }
 };

@@ -62,7 +62,8 @@ __global__ void __launch_bounds__(detail::kThreads)
       A g = gv[k];
       if (has_gvs) g += gvs[k];
       const A sg = lif::surrogate_grad_t<Kind, A>(d[k], alpha);
-      const A gh = lif::step_backward<A>(d[k], gs[k], g, sg, vth, vr, p.soft_reset, p.detach_reset);
+      const A gh = lif::step_backward<A>(d[k], gs[k], g, sg, vth, vr, p.soft_reset, p.detach_reset,
+                                         p.fire_at_threshold);
       gx[k] = lif::grad_x_from_h<A>(gh, input_div);
       gv[k] = lif::grad_v_prev_from_h<A>(gh, tau);
     }

@@ -46,7 +46,7 @@ __global__ void __launch_bounds__(detail::kThreads)
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const A h = lif::charge<A>(v[k], xt[k], tau, vr_charge, DecayInput);
-      s[k] = lif::fire<A>(h, vth);
+      s[k] = lif::fire<A>(h, vth, p.fire_at_threshold);
       d[k] = h - vth;
       v[k] = lif::reset<A>(h, s[k], vth, vr, SoftReset);
     }

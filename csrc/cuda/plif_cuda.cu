@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       const A h = lif::charge_k<A>(v[j], xt[j], k, vr_charge, DecayInput);
-      s[j] = lif::fire<A>(h, vth);
+      s[j] = lif::fire<A>(h, vth, p.fire_at_threshold);
       q[j] = kSavedIsH<S> ? h : h - vth;
       v[j] = lif::reset<A>(h, s[j], vth, vr, SoftReset);
     }
@@ -83,12 +83,13 @@ __global__ void __launch_bounds__(kThreads)
 // v_{t-1} for the lanes of one thread from step t-1's saved values.
 template <typename S, int V>
 __device__ __forceinline__ void v_from_saved_row(const acc_t<S> (&q)[V], acc_t<S> vth, acc_t<S> vr,
-                                                 bool soft_reset, acc_t<S> (&v)[V]) {
+                                                 bool soft_reset, bool at_threshold, acc_t<S> (&v)[V]) {
   using A = acc_t<S>;
 #pragma unroll
   for (int j = 0; j < V; ++j) {
     v[j] = lif::v_from_saved<A>(lif::saved_to_charge<A>(q[j], vth, kSavedIsH<S>),
-                                lif::saved_to_distance<A>(q[j], vth, kSavedIsH<S>), vth, vr, soft_reset);
+                                lif::saved_to_distance<A>(q[j], vth, kSavedIsH<S>), vth, vr, soft_reset,
+                                at_threshold);
   }
 }
 
@@ -138,7 +139,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t t = T - 1; t >= 0; --t) {
       A q[V], v_prev[V], gs[V], gvs[V];
       if (t > 0) {
-        v_from_saved_row<S, V>(q_prev, vth, vr, p.soft_reset, v_prev);
+        v_from_saved_row<S, V>(q_prev, vth, vr, p.soft_reset, p.fire_at_threshold, v_prev);
       } else if (v_init != nullptr) {
         tile.load(v_init, v_prev);  // read at the last step: no registers held meanwhile
       } else {
@@ -166,7 +167,8 @@ __global__ void __launch_bounds__(kThreads)
         A g = gv[j];
         if (has_gvs) g += gvs[j];
         const A sg = lif::surrogate_grad_t<Kind, A>(d, alpha);
-        const A gh = lif::step_backward<A>(d, gs[j], g, sg, vth, vr, p.soft_reset, p.detach_reset);
+        const A gh = lif::step_backward<A>(d, gs[j], g, sg, vth, vr, p.soft_reset, p.detach_reset,
+                                             p.fire_at_threshold);
         gx[j] = lif::grad_x_from_h_k<A>(gh, x_scale);
         gv[j] = lif::grad_v_prev_from_h_k<A>(gh, k);
         sum += gh * lif::charge_k_term<A>(h, v_prev[j], vr, p.decay_input);

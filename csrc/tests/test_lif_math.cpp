@@ -247,7 +247,15 @@ void test_keep_sign() {
   // Everything else is the rounded value itself.
   EXACT(keep_sign<T>(T(-0.5), T(-0.5), half_tiny), -0.5);
   EXACT(keep_sign<T>(T(-1e-5), T(-1.0013580322265625e-05), half_tiny), -1.0013580322265625e-05);
-  EXACT(keep_sign<T>(T(1e-9), T(0), half_tiny), 0.0);  // positive d: 0 is still a spike
+  EXACT(keep_sign<T>(T(1e-9), T(0), half_tiny), half_tiny);  // positive d stays positive (strict rule)
+  EXACT(saturate<T>(T(1e6), T(65504)), 65504.0);
+  EXACT(saturate<T>(T(-1e6), T(65504)), -65504.0);
+  EXACT(saturate<T>(T(-3), T(65504)), -3.0);
+  check_true("saturate(nan) stays nan", std::isnan(saturate<T>(std::nanf(""), T(65504))), __LINE__);
+  EXACT(fire<T>(T(1), T(1), false), 0.0);  // strict rule: a tie does not fire
+  EXACT(fire<T>(std::nextafter(T(1), T(2)), T(1), false), 1.0);
+  EXACT(fired<T>(T(0), false), 0.0);
+  EXACT(fired<T>(T(0), true), 1.0);
   EXACT(keep_sign<T>(T(0), T(0), half_tiny), 0.0);
   EXACT(keep_sign<T>(T(0.75), T(0.75), bf16_tiny), 0.75);
   check_true("keep_sign(nan) stays nan",

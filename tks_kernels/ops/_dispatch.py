@@ -30,7 +30,6 @@ def backend_loader(package: str, modules: Dict[str, ModuleType]) -> Callable[[st
 def constant_resolver(backend_module: Callable[[str], ModuleType]) -> Callable[[str, str], str]:
     """``resolve(backend, device_type)``: the backend a call runs with, its module imported."""
 
-    @torch.compiler.assume_constant_result
     def resolve(backend: str, device_type: str) -> str:
         # Runs eagerly even under torch.compile (its result is a constant of the graph), so
         # the availability checks and the import stay out of the traced code.
@@ -38,4 +37,16 @@ def constant_resolver(backend_module: Callable[[str], ModuleType]) -> Callable[[
         backend_module(name)
         return name
 
-    return resolve
+    return assume_constant_result(resolve)
+
+
+def assume_constant_result(fn: Callable) -> Callable:
+    """``torch.compiler.assume_constant_result(fn)`` without importing ``torch._dynamo`` at
+    ``import tks_kernels`` (1.3 s): that function only marks fn with the attribute that
+    Dynamo reads when it meets the call. When Dynamo is already loaded, its own API is used."""
+    import sys
+
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True  # what torch._dynamo.decorators.assume_constant_result sets
+    return fn

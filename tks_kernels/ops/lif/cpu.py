@@ -1,57 +1,154 @@
-"""The C++ LIF kernels (``tks_kernels._C``: CPU, and CUDA when built) as torch.library
-ops with fake implementations and autograd, so ``torch.compile(fullgraph=True)``
-traces through them. ``cuda.py`` uses the same ops on CUDA tensors.
+"""The native LIF kernels (``libtks_kernels``: CPU; ``libtks_kernels_cuda``: CUDA) as the
+``torch.library`` custom ops ``tks_kernels::lif_forward`` / ``lif_backward``, with fake
+implementations and autograd, so ``torch.compile(fullgraph=True)`` traces through them.
+This module defines the ops and their CPU kernels; ``cuda.py`` registers the CUDA ones.
 
-Forward saves one tensor for backward: d = h - v_threshold per neuron and step, in
-x's dtype with its sign kept (so backward's spikes, d >= 0, equal forward's): 4 bytes
-per neuron and step in fp32, 2 in fp16/bf16, nothing when no gradient is needed.
+Forward saves one tensor for backward: d = h - v_threshold per neuron and step, in x's
+dtype; in fp16/bf16 it saturates at the dtype's largest finite value and keeps its sign
+(so backward's spikes equal forward's under both firing rules): 4 bytes per neuron and
+step in fp32, 2 in fp16/bf16, nothing when no gradient is needed.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
-from ..._backends import extension_error
+from ... import _native
+from .._layout import (check_float, check_step_tensor, check_steps, grad_like, like_layout, surrogate_grad_like,
+                       time_major_dense)
 from . import LIFConfig
 
-if extension_error() is None:
+_LIB = torch.library.Library("tks_kernels", "FRAGMENT")
+_LIB.define(
+    "lif_forward(Tensor x, Tensor? v_init, float tau, bool decay_input, float v_threshold, float v_reset, "
+    "bool soft_reset, int surrogate, float alpha, bool detach_reset, bool save_for_backward, bool return_v_seq, "
+    "bool fire_at_threshold=True) -> (Tensor spikes, Tensor v_last, Tensor v_seq, Tensor d_saved)"
+)
+_LIB.define(
+    "lif_backward(Tensor grad_spikes, Tensor? grad_v_last, Tensor? grad_v_seq, Tensor d_saved, float tau, "
+    "bool decay_input, float v_threshold, float v_reset, bool soft_reset, int surrogate, float alpha, "
+    "bool detach_reset, bool fire_at_threshold=True, Tensor? surrogate_grad=None) -> (Tensor grad_x, Tensor grad_v_init)"
+)
 
-    @torch.library.register_fake("tks_kernels::lif_forward")
-    def _lif_forward_fake(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha,
-                          detach_reset, save_for_backward, return_v_seq):
-        return (
-            torch.empty_like(x),
-            torch.empty_like(x[0]),
-            torch.empty_like(x) if return_v_seq else x.new_empty((0,)),
-            torch.empty_like(x) if save_for_backward else x.new_empty((0,)),
-        )
+# launch(dtype_code, *pointers, T, N, flags): the device's C function, partially applied.
+Launch = Callable[..., None]
 
-    @torch.library.register_fake("tks_kernels::lif_backward")
-    def _lif_backward_fake(grad_spikes, grad_v_last, grad_v_seq, d_saved, *scalars):
-        return torch.empty_like(d_saved), torch.empty_like(d_saved[0])
 
-    def _setup_context(ctx, inputs, output):
-        (x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
-         save, return_v_seq) = inputs
-        if not save:
-            raise RuntimeError("tks_kernels::lif_forward needs save_for_backward=True to be differentiated")
-        ctx.save_for_backward(output[3])
-        ctx.set_materialize_grads(False)  # no zero-filled gradients for unused outputs
-        ctx.scalars = (tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset)
-        ctx.has_v_seq = return_v_seq
-        ctx.has_v_init = v_init is not None
+def run_forward(x_in, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, save, return_v_seq,
+                fire_at_threshold, launch: Launch):
+    """Checks, layout and outputs of lif_forward; ``launch`` runs the device's kernel."""
+    check_float(x_in, "x")
+    check_steps(x_in, "x")
+    check_step_tensor(v_init, x_in, "v_init")
+    x = time_major_dense(x_in)
+    x0 = x[0]
+    v0 = like_layout(v_init, x0) if v_init is not None else None
+    spikes = torch.empty_like(x)
+    v_last = torch.empty_like(x0)
+    v_seq = torch.empty_like(x) if return_v_seq else None
+    d_saved = torch.empty_like(x) if save else None
+    if x.numel() > 0:
+        launch(_native.dtype_code(x.dtype), x.data_ptr(), _native.ptr(v0), spikes.data_ptr(), v_last.data_ptr(),
+               _native.ptr(v_seq), _native.ptr(d_saved), x.shape[0], x0.numel(), tau, v_threshold, v_reset,
+               _native.lif_flags(decay_input, soft_reset, False, fire_at_threshold))
+    # Absent outputs are distinct empty tensors: a custom op's outputs may not alias.
+    return (spikes, v_last, v_seq if return_v_seq else x.new_empty((0,)),
+            d_saved if save else x.new_empty((0,)))
 
-    def _backward(ctx, grad_spikes, grad_v_last, grad_v_seq, _grad_d_saved):
-        (d_saved,) = ctx.saved_tensors
-        if grad_spikes is None:
-            grad_spikes = torch.zeros_like(d_saved)
-        grad_x, grad_v_init = torch.ops.tks_kernels.lif_backward(
-            grad_spikes, grad_v_last, grad_v_seq if ctx.has_v_seq else None, d_saved, *ctx.scalars
-        )
-        return (grad_x, grad_v_init if ctx.has_v_init else None) + (None,) * 10
 
-    torch.library.register_autograd("tks_kernels::lif_forward", _backward, setup_context=_setup_context)
+def run_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_input, v_threshold, v_reset, soft_reset,
+                 surrogate, alpha, detach_reset, fire_at_threshold, surrogate_grad, launch: Launch):
+    """Checks, layout and outputs of lif_backward; ``launch`` runs the device's kernel."""
+    check_float(d_saved, "d_saved")
+    check_steps(d_saved, "d_saved")
+    if grad_spikes.shape != d_saved.shape:
+        raise RuntimeError(f"tks_kernels: grad_spikes has shape {tuple(grad_spikes.shape)} but the saved state has "
+                           f"{tuple(d_saved.shape)}")
+    d = time_major_dense(d_saved)
+    d0 = d[0]
+    gs = like_layout(grad_spikes.to(d.dtype), d)
+    gvl = grad_like(grad_v_last, d0, "grad_v_last")
+    gvs = grad_like(grad_v_seq, d, "grad_v_seq")
+    sg = surrogate_grad_like(surrogate_grad, d)
+    grad_x = torch.empty_like(d)
+    grad_v_init = torch.empty_like(d0)
+    if d.numel() > 0:
+        launch(_native.dtype_code(d.dtype, "d_saved"), gs.data_ptr(), _native.ptr(gvl), _native.ptr(gvs),
+               d.data_ptr(), _native.ptr(sg), grad_x.data_ptr(), grad_v_init.data_ptr(), d.shape[0], d0.numel(),
+               tau, v_threshold, v_reset, _native.lif_flags(decay_input, soft_reset, detach_reset, fire_at_threshold),
+               _native.SURROGATE_EXTERNAL if sg is not None else surrogate, alpha)
+    return grad_x, grad_v_init
+
+
+def _cpu_forward(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+                 save_for_backward, return_v_seq, fire_at_threshold=True):
+    lib = _native.cpu_lib
+
+    def launch(*args):
+        _native.check(lib, lib.tks_lif_forward_cpu(*args, torch.get_num_threads()))
+
+    return run_forward(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, save_for_backward,
+                       return_v_seq, fire_at_threshold, launch)
+
+
+def _cpu_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_input, v_threshold, v_reset, soft_reset,
+                  surrogate, alpha, detach_reset, fire_at_threshold=True, surrogate_grad=None):
+    lib = _native.cpu_lib
+
+    def launch(*args):
+        _native.check(lib, lib.tks_lif_backward_cpu(*args, torch.get_num_threads()))
+
+    return run_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_input, v_threshold, v_reset,
+                        soft_reset, surrogate, alpha, detach_reset, fire_at_threshold, surrogate_grad, launch)
+
+
+if _native.cpu_lib is not None:
+    _LIB.impl("lif_forward", _cpu_forward, "CPU")
+    _LIB.impl("lif_backward", _cpu_backward, "CPU")
+
+
+@torch.library.register_fake("tks_kernels::lif_forward")
+def _lif_forward_fake(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+                      save_for_backward, return_v_seq, fire_at_threshold=True):
+    return (
+        torch.empty_like(x),
+        torch.empty_like(x[0]),
+        torch.empty_like(x) if return_v_seq else x.new_empty((0,)),
+        torch.empty_like(x) if save_for_backward else x.new_empty((0,)),
+    )
+
+
+@torch.library.register_fake("tks_kernels::lif_backward")
+def _lif_backward_fake(grad_spikes, grad_v_last, grad_v_seq, d_saved, *scalars, **kwargs):
+    return torch.empty_like(d_saved), torch.empty_like(d_saved[0])
+
+
+def _setup_context(ctx, inputs, output):
+    (x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+     save, return_v_seq, *rest) = inputs
+    if not save:
+        raise RuntimeError("tks_kernels::lif_forward needs save_for_backward=True to be differentiated")
+    ctx.save_for_backward(output[3])
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for unused outputs
+    fire_at_threshold = rest[0] if rest else True
+    ctx.scalars = (tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+                   fire_at_threshold)
+    ctx.has_v_seq = return_v_seq
+    ctx.has_v_init = v_init is not None
+
+
+def _backward(ctx, grad_spikes, grad_v_last, grad_v_seq, _grad_d_saved):
+    (d_saved,) = ctx.saved_tensors
+    if grad_spikes is None:
+        grad_spikes = torch.zeros_like(d_saved)
+    grad_x, grad_v_init = torch.ops.tks_kernels.lif_backward(
+        grad_spikes, grad_v_last, grad_v_seq if ctx.has_v_seq else None, d_saved, *ctx.scalars
+    )
+    return (grad_x, grad_v_init if ctx.has_v_init else None) + (None,) * 11
+
+
+torch.library.register_autograd("tks_kernels::lif_forward", _backward, setup_context=_setup_context)
 
 
 def forward_op(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool):
@@ -59,10 +156,36 @@ def forward_op(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, 
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or (v_init is not None and v_init.requires_grad))
     spikes, v_last, v_seq, _ = torch.ops.tks_kernels.lif_forward(
         x, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
-        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq,
+        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq, cfg.fire_at_threshold,
     )
     return (spikes, v_last, v_seq) if return_v_seq else (spikes, v_last)
 
 
 def lif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool = False):
     return forward_op(x, v_init, cfg, return_v_seq)
+
+
+# Any surrogate, fused (the generic autograd wrapper is in ops/lif/__init__.py): the
+# forward as above, saving d; the backward kernel reads g' = sg instead of computing it.
+
+def forward_saved(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool):
+    """(spikes, v_last, v_seq or None, saved) with no autograd; saved is d = h - v_threshold."""
+    with torch.no_grad():
+        spikes, v_last, v_seq, saved = torch.ops.tks_kernels.lif_forward(
+            x, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
+            cfg.alpha, cfg.detach_reset, True, return_v_seq, cfg.fire_at_threshold,
+        )
+    return spikes, v_last, v_seq if return_v_seq else None, saved
+
+
+def backward_sg(grad_spikes, grad_v_last, grad_v_seq, saved, sg, cfg: LIFConfig):
+    """(grad_x, grad_v_init) with g'(h_t - v_threshold) = sg ([T, *], compute dtype)."""
+    return torch.ops.tks_kernels.lif_backward(
+        grad_spikes, grad_v_last, grad_v_seq, saved, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest,
+        cfg.soft_reset, cfg.surrogate_id, cfg.alpha, cfg.detach_reset, cfg.fire_at_threshold, sg,
+    )
+
+
+def saved_distance(saved: torch.Tensor, cfg: LIFConfig) -> torch.Tensor:
+    """d = h - v_threshold from what forward saved, in the compute dtype."""
+    return saved.to(torch.float64 if saved.dtype == torch.float64 else torch.float32)

@@ -1,11 +1,8 @@
-"""The CUDA LIF kernels (``csrc/cuda/lif_cuda_{fwd,bwd}.cu``, registered for the CUDA
-dispatch key in ``csrc/torch/lif_cuda_ops.cpp``).
-
-They sit behind the same ``tks_kernels::lif_forward`` / ``lif_backward`` ops as the CPU
-kernels: ``torch.library`` dispatches by the tensors' device, and the fake
-implementations and autograd registered in ``cpu.py`` serve both. What forward saves
-is the same too: d = h - v_threshold per neuron and step, in x's dtype with its sign
-kept; nothing under no_grad or when no input requires a gradient.
+"""The CUDA LIF kernels (``csrc/cuda/lif_cuda_{fwd,bwd}.cu`` in ``libtks_kernels_cuda``)
+as the CUDA kernels of the ``tks_kernels::lif_forward`` / ``lif_backward`` ops that
+``cpu.py`` defines: ``torch.library`` dispatches by the tensors' device, and the fake
+implementations and autograd registered there serve both. What forward saves is the
+same too (see ``cpu.py``). Kernels run on the tensors' device and its current stream.
 """
 from __future__ import annotations
 
@@ -13,8 +10,64 @@ from typing import Optional
 
 import torch
 
+from ... import _native
 from . import LIFConfig
-from .cpu import forward_op
+from .cpu import _LIB, forward_op, run_backward, run_forward
+from .cpu import forward_saved, saved_distance  # noqa: F401  (the same ops on CUDA tensors)
+
+
+def _on_device(device: torch.device):
+    """A guard that makes device current (nothing when it already is)."""
+    if device.index is None or device.index == torch.cuda.current_device():
+        return _NoGuard
+    return torch.cuda.device(device)
+
+
+class _NoGuardType:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NoGuard = _NoGuardType()
+
+
+def _cuda_forward(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+                  save_for_backward, return_v_seq, fire_at_threshold=True):
+    lib = _native.cuda_lib
+    if v_init is not None and v_init.device != x.device:
+        raise RuntimeError(f"tks_kernels: v_init is on {v_init.device} but x is on {x.device}")
+    with _on_device(x.device):
+        stream = _native.cuda_stream(x.device)
+
+        def launch(*args):
+            _native.check(lib, lib.tks_lif_forward_cuda(*args, stream))
+
+        return run_forward(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, save_for_backward,
+                           return_v_seq, fire_at_threshold, launch)
+
+
+def _cuda_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_input, v_threshold, v_reset,
+                   soft_reset, surrogate, alpha, detach_reset, fire_at_threshold=True, surrogate_grad=None):
+    lib = _native.cuda_lib
+    for name, t in (("grad_spikes", grad_spikes), ("grad_v_last", grad_v_last), ("grad_v_seq", grad_v_seq)):
+        if t is not None and t.device != d_saved.device:
+            raise RuntimeError(f"tks_kernels: {name} is on {t.device} but the op runs on {d_saved.device}")
+    with _on_device(d_saved.device):
+        stream = _native.cuda_stream(d_saved.device)
+
+        def launch(*args):
+            _native.check(lib, lib.tks_lif_backward_cuda(*args, stream))
+
+        return run_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_input, v_threshold, v_reset,
+                            soft_reset, surrogate, alpha, detach_reset, fire_at_threshold, surrogate_grad, launch)
+
+
+if _native.cuda_lib is not None:
+    _LIB.impl("lif_forward", _cuda_forward, "CUDA")
+    _LIB.impl("lif_backward", _cuda_backward, "CUDA")
 
 
 def lif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool = False):
@@ -22,3 +75,10 @@ def lif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfi
     if x.device.type != "cuda":
         raise RuntimeError(f"the cuda LIF backend runs on CUDA tensors, but x is on {x.device}")
     return forward_op(x, v_init, cfg, return_v_seq)
+
+
+def backward_sg(grad_spikes, grad_v_last, grad_v_seq, saved, sg, cfg: LIFConfig):
+    raise NotImplementedError(
+        "the cuda backend has no fused backward for a surrogate without a built-in derivative yet; "
+        "use backend='triton' (or 'torch') for it"
+    )

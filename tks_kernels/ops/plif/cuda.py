@@ -1,11 +1,9 @@
-"""The CUDA parametric LIF kernels (``csrc/cuda/plif_cuda.cu``, registered for the CUDA
-dispatch key in ``csrc/torch/plif_cuda_ops.cpp``).
-
-They sit behind the same ``tks_kernels::plif_forward`` / ``plif_backward`` ops as the
-CPU kernels: ``torch.library`` dispatches by the tensors' device, and the fake
-implementations and autograd registered in ``cpu.py`` serve both. What forward saves
-is the same too (see ``cpu.py``); dL/dk is summed per block and the partials added in
-a fixed order by one more block, so it is deterministic.
+"""The CUDA parametric LIF kernels (``csrc/cuda/plif_cuda.cu`` in ``libtks_kernels_cuda``)
+as the CUDA kernels of the ``tks_kernels::plif_forward`` / ``plif_backward`` ops that
+``cpu.py`` defines: ``torch.library`` dispatches by the tensors' device, and the fake
+implementations and autograd registered there serve both. What forward saves is the
+same too; k is read from device memory (no host sync), and dL/dk is summed per block
+with the partials added in a fixed order by one more block, so it is deterministic.
 """
 from __future__ import annotations
 
@@ -13,9 +11,54 @@ from typing import Optional
 
 import torch
 
-from ..._backends import _has_kernel
+from ... import _native
+from ..lif.cuda import _on_device
 from . import PLIFConfig
-from .cpu import forward_op
+from .cpu import _LIB, forward_op, run_backward, run_forward
+from .cpu import forward_saved, saved_distance  # noqa: F401  (the same ops on CUDA tensors)
+
+
+def _cuda_forward(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+                  save_for_backward, return_v_seq, fire_at_threshold=True):
+    lib = _native.cuda_lib
+    with _on_device(x.device):
+        stream = _native.cuda_stream(x.device)
+
+        def launch(k, dtype, x, v0, spikes, v_last, v_seq, saved, T, N, *rest):
+            _native.check(lib, lib.tks_plif_forward_cuda(dtype, x, v0, k.data_ptr(), spikes, v_last, v_seq, saved,
+                                                         T, N, *rest, stream))
+
+        return run_forward(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, save_for_backward,
+                           return_v_seq, fire_at_threshold, launch)
+
+
+def _cuda_backward(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, decay_input, v_threshold, v_reset,
+                   soft_reset, surrogate, alpha, detach_reset, fire_at_threshold=True, surrogate_grad=None):
+    lib = _native.cuda_lib
+    for name, t in (("grad_spikes", grad_spikes), ("grad_v_last", grad_v_last), ("grad_v_seq", grad_v_seq)):
+        if t is not None and t.device != saved.device:
+            raise RuntimeError(f"tks_kernels: {name} is on {t.device} but the op runs on {saved.device}")
+    with _on_device(saved.device):
+        stream = _native.cuda_stream(saved.device)
+
+        def launch(k, dtype, gs, gvl, gvs, d, v0, sg, grad_x, grad_v_init, T, N, *rest):
+            grad_k = torch.zeros((), dtype=k.dtype, device=k.device)
+            # Per-block partial sums of dL/dk; freed to the caching allocator on this stream.
+            workspace = torch.empty(lib.tks_plif_backward_cuda_workspace(dtype, N), dtype=torch.float64,
+                                    device=saved.device)
+            _native.check(lib, lib.tks_plif_backward_cuda(dtype, gs, gvl, gvs, d, v0, k.data_ptr(), sg, grad_x,
+                                                          grad_v_init, grad_k.data_ptr(), workspace.data_ptr(), T,
+                                                          N, *rest, stream))
+            return grad_k
+
+        return run_backward(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, decay_input, v_threshold,
+                            v_reset, soft_reset, surrogate, alpha, detach_reset, fire_at_threshold, surrogate_grad,
+                            launch)
+
+
+if _native.cuda_lib is not None:
+    _LIB.impl("plif_forward", _cuda_forward, "CUDA")
+    _LIB.impl("plif_backward", _cuda_backward, "CUDA")
 
 
 def plif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tensor, cfg: PLIFConfig,
@@ -23,7 +66,11 @@ def plif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Ten
     """x: [T, *] on a CUDA device -> spikes [T, *], v_last [*] (and v_seq [T, *])."""
     if x.device.type != "cuda":
         raise RuntimeError(f"the cuda PLIF backend runs on CUDA tensors, but x is on {x.device}")
-    if not _has_kernel("tks_kernels::plif_forward", "CUDA"):
-        raise RuntimeError("backend='cuda' cannot run ParametricLIF here: tks_kernels._C was built without the "
-                           "CUDA PLIF kernels (csrc/cuda/plif_cuda.cu); rebuild the extension")
     return forward_op(x, v_init, k, cfg, return_v_seq)
+
+
+def backward_sg(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, sg, cfg: PLIFConfig):
+    raise NotImplementedError(
+        "the cuda backend has no fused backward for a surrogate without a built-in derivative yet; "
+        "use backend='triton' (or 'torch') for it"
+    )

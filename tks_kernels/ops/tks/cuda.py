@@ -1,11 +1,30 @@
-"""The fused CUDA TKS loss: the same torch.library op as ``cpu.py``
-(``tks_kernels::tks_loss_forward``, with its fake implementation and autograd), whose
-CUDA kernel (``csrc/cuda/tks_cuda.cu``) is registered for CUDA tensors by
-``csrc/torch/tks_cuda_ops.cpp``. One block per sample; the loss and dL/dlogits in one
-forward pass, the gradient kept for backward.
+"""The fused CUDA TKS loss (``csrc/cuda/tks_cuda.cu`` in ``libtks_kernels_cuda``) as the
+CUDA kernel of the ``tks_kernels::tks_loss_forward`` op that ``cpu.py`` defines (its fake
+implementation and autograd serve both). One block per sample; the loss and dL/dlogits
+in one forward pass, the gradient kept for backward.
 """
 from __future__ import annotations
 
-from .cpu import tks_loss  # noqa: F401  (the op dispatches on the tensors' device)
+import torch
+
+from ... import _native
+from ..lif.cuda import _on_device
+from .cpu import _LIB, run_forward, tks_loss  # noqa: F401  (the op dispatches on the tensors' device)
+
+
+def _cuda_forward(logits, target, lam, temperature, teacher_mean, detach_teacher, label_smoothing, compute_grad):
+    lib = _native.cuda_lib
+    with _on_device(logits.device):
+        stream = _native.cuda_stream(logits.device)
+
+        def launch(*args):
+            _native.check(lib, lib.tks_loss_forward_cuda(*args, stream))
+
+        return run_forward(logits, target, lam, temperature, teacher_mean, detach_teacher, label_smoothing,
+                           compute_grad, launch)
+
+
+if _native.cuda_lib is not None:
+    _LIB.impl("tks_loss_forward", _cuda_forward, "CUDA")
 
 __all__ = ["tks_loss"]

@@ -1,0 +1,232 @@
+// The C API of the CPU kernels (csrc/tks_capi.h): checks, dispatch on the storage
+// dtype, and the thread count of the call.
+#include <string>
+
+#include "../cpu/lif_cpu.h"
+#include "../cpu/parallel.h"
+#include "../cpu/plif_cpu.h"
+#include "../cpu/tks_cpu.h"
+#include "../half_types.h"
+#include "../tks_capi.h"
+#include "../tks_math.h"
+#include "capi_common.h"
+
+namespace tks {
+namespace capi {
+
+namespace {
+thread_local std::string g_error;
+}
+
+void set_error(const std::string& message) { g_error = message; }
+
+namespace {
+
+// f(scalar_t*) for the storage type of `dtype`.
+template <typename F>
+void dispatch(int dtype, const F& f) {
+  switch (dtype) {
+    case TKS_FLOAT32:
+      return f(static_cast<float*>(nullptr));
+    case TKS_FLOAT64:
+      return f(static_cast<double*>(nullptr));
+    case TKS_FLOAT16:
+      return f(static_cast<Half*>(nullptr));
+    case TKS_BFLOAT16:
+      return f(static_cast<BFloat16*>(nullptr));
+    default:
+      check_dtype(dtype);
+  }
+}
+
+template <typename S>
+const S* in(const void* p) {
+  return static_cast<const S*>(p);
+}
+template <typename S>
+S* out(void* p) {
+  return static_cast<S*>(p);
+}
+
+void check_threads(int num_threads) {
+  require(num_threads >= 1, "num_threads must be >= 1, got " + std::to_string(num_threads));
+}
+
+}  // namespace
+}  // namespace capi
+
+namespace cpu {
+namespace {
+thread_local int g_num_threads = 1;
+}
+int num_threads() { return g_num_threads; }
+ThreadCountScope::ThreadCountScope(int n) : previous_(g_num_threads) { g_num_threads = n; }
+ThreadCountScope::~ThreadCountScope() { g_num_threads = previous_; }
+}  // namespace cpu
+}  // namespace tks
+
+using namespace tks;         // NOLINT
+using namespace tks::capi;   // NOLINT
+
+extern "C" {
+
+TKS_API int tks_abi_version(void) { return TKS_ABI_VERSION; }
+TKS_API const char* tks_last_error(void) { return g_error.c_str(); }
+TKS_API int tks_has_cuda(void) { return 0; }
+
+TKS_API int tks_lif_forward_cpu(int dtype, const void* x, const void* v_init, void* spikes,
+                                void* v_last, void* v_seq, void* saved, int64_t T, int64_t N,
+                                double tau, double v_threshold, double v_reset, int flags,
+                                int num_threads) {
+  return guarded([&] {
+    check_dtype(dtype);
+    check_sizes(T, N);
+    check_threads(num_threads);
+    if (N == 0) return;
+    check_ptr(x, "x");
+    check_ptr(spikes, "spikes");
+    check_ptr(v_last, "v_last");
+    const lif::Params p = make_params(tau, v_threshold, v_reset, flags);
+    cpu::ThreadCountScope threads(num_threads);
+    dispatch(dtype, [&](auto* tag) {
+      using S = std::remove_pointer_t<decltype(tag)>;
+      cpu::lif_forward<S>(in<S>(x), in<S>(v_init), out<S>(spikes), out<S>(v_last), out<S>(v_seq),
+                          out<S>(saved), T, N, p);
+    });
+  });
+}
+
+TKS_API int tks_lif_backward_cpu(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                 const void* grad_v_seq, const void* saved, const void* sg,
+                                 void* grad_x, void* grad_v_init, int64_t T, int64_t N,
+                                 double tau, double v_threshold, double v_reset, int flags,
+                                 int surrogate, double alpha, int num_threads) {
+  return guarded([&] {
+    check_dtype(dtype);
+    check_sizes(T, N);
+    check_threads(num_threads);
+    check_surrogate(surrogate, sg);
+    if (N == 0) return;
+    check_ptr(grad_spikes, "grad_spikes");
+    check_ptr(saved, "saved");
+    check_ptr(grad_x, "grad_x");
+    check_ptr(grad_v_init, "grad_v_init");
+    const lif::Params p = make_params(tau, v_threshold, v_reset, flags);
+    cpu::ThreadCountScope threads(num_threads);
+    dispatch(dtype, [&](auto* tag) {
+      using S = std::remove_pointer_t<decltype(tag)>;
+      cpu::lif_backward<S>(in<S>(grad_spikes), in<S>(grad_v_last), in<S>(grad_v_seq), in<S>(saved),
+                           static_cast<const cpu::acc_type_t<S>*>(sg), out<S>(grad_x),
+                           out<S>(grad_v_init), T, N, p, kernel_surrogate(surrogate),
+                           static_cast<float>(alpha));
+    });
+  });
+}
+
+TKS_API int tks_plif_forward_cpu(int dtype, const void* x, const void* v_init, void* spikes,
+                                 void* v_last, void* v_seq, void* saved, int64_t T, int64_t N,
+                                 double k, double v_threshold, double v_reset, int flags,
+                                 int num_threads) {
+  return guarded([&] {
+    check_dtype(dtype);
+    check_sizes(T, N);
+    check_threads(num_threads);
+    if (N == 0) return;
+    check_ptr(x, "x");
+    check_ptr(spikes, "spikes");
+    check_ptr(v_last, "v_last");
+    const lif::Params p = make_params(/*tau, unused: the decay is k*/ 0.0, v_threshold, v_reset, flags);
+    cpu::ThreadCountScope threads(num_threads);
+    dispatch(dtype, [&](auto* tag) {
+      using S = std::remove_pointer_t<decltype(tag)>;
+      cpu::plif_forward<S>(in<S>(x), in<S>(v_init), out<S>(spikes), out<S>(v_last), out<S>(v_seq),
+                           out<S>(saved), T, N, k, p);
+    });
+  });
+}
+
+TKS_API int tks_plif_backward_cpu(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                  const void* grad_v_seq, const void* saved, const void* v_init,
+                                  const void* sg, void* grad_x, void* grad_v_init, double* grad_k,
+                                  int64_t T, int64_t N, double k, double v_threshold,
+                                  double v_reset, int flags, int surrogate, double alpha,
+                                  int num_threads) {
+  return guarded([&] {
+    check_dtype(dtype);
+    check_sizes(T, N);
+    check_threads(num_threads);
+    check_surrogate(surrogate, sg);
+    check_ptr(grad_k, "grad_k");
+    *grad_k = 0.0;
+    if (N == 0) return;
+    check_ptr(grad_spikes, "grad_spikes");
+    check_ptr(saved, "saved");
+    check_ptr(grad_x, "grad_x");
+    check_ptr(grad_v_init, "grad_v_init");
+    const lif::Params p = make_params(0.0, v_threshold, v_reset, flags);
+    cpu::ThreadCountScope threads(num_threads);
+    dispatch(dtype, [&](auto* tag) {
+      using S = std::remove_pointer_t<decltype(tag)>;
+      *grad_k = cpu::plif_backward<S>(in<S>(grad_spikes), in<S>(grad_v_last), in<S>(grad_v_seq),
+                                      in<S>(saved), in<S>(v_init),
+                                      static_cast<const cpu::acc_type_t<S>*>(sg), out<S>(grad_x),
+                                      out<S>(grad_v_init), T, N, k, p, kernel_surrogate(surrogate),
+                                      static_cast<float>(alpha));
+    });
+  });
+}
+
+TKS_API int tks_loss_forward_cpu(int dtype, const void* logits, void* grad, const int64_t* labels,
+                                 const void* probs, void* terms, void* loss, void* parts,
+                                 int64_t T, int64_t B, int64_t C, int64_t stride_t,
+                                 int64_t stride_b, double lam, double temperature,
+                                 double label_smoothing, int teacher_mean, int detach_teacher,
+                                 int num_threads) {
+  return guarded([&] {
+    check_dtype(dtype);
+    check_threads(num_threads);
+    require(T >= 1 && T <= loss::kMaxSteps && B >= 1 && C >= 1,
+            "logits must be [T, B, C] with 1 <= T <= " + std::to_string(loss::kMaxSteps) +
+                " and B, C >= 1, got [" + std::to_string(T) + ", " + std::to_string(B) + ", " +
+                std::to_string(C) + "]");
+    require(temperature > 0, "temperature must be > 0, got " + std::to_string(temperature));
+    require((labels == nullptr) != (probs == nullptr), "exactly one of labels and probs must be given");
+    check_ptr(logits, "logits");
+    check_ptr(terms, "terms");
+    check_ptr(loss, "loss");
+    check_ptr(parts, "parts");
+    if (labels != nullptr) {
+      for (int64_t b = 0; b < B; ++b) {
+        // The message is the Python API's: the caller's ValueError shows it as is.
+        if (labels[b] < 0 || labels[b] >= C) {
+          throw ValueError{"target must hold classes in [0, " + std::to_string(C) +
+                           ") (C = logits.shape[2]); target[" + std::to_string(b) +
+                           "] = " + std::to_string(labels[b])};
+        }
+      }
+    }
+    loss::Problem prob;
+    prob.logits = logits;
+    prob.grad = grad;
+    prob.labels = labels;
+    prob.probs = probs;
+    prob.terms = terms;
+    prob.loss = loss;
+    prob.parts = parts;
+    prob.steps = T;
+    prob.batch = B;
+    prob.classes = C;
+    prob.stride_t = stride_t;
+    prob.stride_b = stride_b;
+    prob.dtype = static_cast<loss::DType>(dtype);
+    prob.p.lam = lam;
+    prob.p.temperature = temperature;
+    prob.p.label_smoothing = label_smoothing;
+    prob.p.teacher_mean = teacher_mean != 0;
+    prob.p.detach_teacher = detach_teacher != 0;
+    cpu::ThreadCountScope threads(num_threads);
+    cpu::tks_loss_forward(prob);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,182 @@
+// The C API of the CUDA kernels (csrc/tks_capi.h): checks and the raw-pointer launchers
+// of csrc/cuda on the caller's stream. Built into libtks_kernels_cuda with the CUDA
+// runtime linked statically, so the library needs only the driver at run time.
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "../cuda/lif_cuda.h"
+#include "../cuda/plif_cuda.h"
+#include "../cuda/tks_cuda.h"
+#include "../tks_capi.h"
+#include "../tks_math.h"
+#include "capi_common.h"
+
+namespace tks {
+namespace capi {
+
+namespace {
+thread_local std::string g_error;
+
+cuda::DType cuda_dtype(int dtype) {
+  check_dtype(dtype);
+  return static_cast<cuda::DType>(dtype);
+}
+
+void check_cuda(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) {
+    throw RuntimeError{std::string("tks_kernels native: ") + what + " failed: " + cudaGetErrorName(err) + ": " +
+                       cudaGetErrorString(err)};
+  }
+}
+
+cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
+
+// The CUDA kernels compute g' themselves: the external-surrogate backward is CPU and
+// Triton only for now, and says so instead of computing something else.
+void check_cuda_surrogate(int surrogate, const void* sg) {
+  require(surrogate != TKS_SURROGATE_EXTERNAL,
+          "the CUDA kernels have no external-surrogate backward (surrogate=TKS_SURROGATE_EXTERNAL); "
+          "use the triton backend for a surrogate without a built-in derivative");
+  check_surrogate(surrogate, sg);
+}
+}  // namespace
+
+void set_error(const std::string& message) { g_error = message; }
+
+}  // namespace capi
+}  // namespace tks
+
+using namespace tks;        // NOLINT
+using namespace tks::capi;  // NOLINT
+
+extern "C" {
+
+TKS_API int tks_abi_version(void) { return TKS_ABI_VERSION; }
+TKS_API const char* tks_last_error(void) { return g_error.c_str(); }
+TKS_API int tks_has_cuda(void) { return 1; }
+
+TKS_API int tks_lif_forward_cuda(int dtype, const void* x, const void* v_init, void* spikes,
+                                 void* v_last, void* v_seq, void* saved, int64_t T, int64_t N,
+                                 double tau, double v_threshold, double v_reset, int flags,
+                                 void* stream) {
+  return guarded([&] {
+    const cuda::DType dt = cuda_dtype(dtype);
+    check_sizes(T, N);
+    if (N == 0) return;
+    check_ptr(x, "x");
+    check_ptr(spikes, "spikes");
+    check_ptr(v_last, "v_last");
+    check_cuda(cuda::lif_forward_cuda(dt, x, v_init, spikes, v_last, v_seq, saved, T, N,
+                                      make_params(tau, v_threshold, v_reset, flags), as_stream(stream)),
+               "lif_forward_cuda");
+  });
+}
+
+TKS_API int tks_lif_backward_cuda(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                  const void* grad_v_seq, const void* saved, const void* sg,
+                                  void* grad_x, void* grad_v_init, int64_t T, int64_t N,
+                                  double tau, double v_threshold, double v_reset, int flags,
+                                  int surrogate, double alpha, void* stream) {
+  return guarded([&] {
+    const cuda::DType dt = cuda_dtype(dtype);
+    check_sizes(T, N);
+    check_cuda_surrogate(surrogate, sg);
+    if (N == 0) return;
+    check_ptr(grad_spikes, "grad_spikes");
+    check_ptr(saved, "saved");
+    check_ptr(grad_x, "grad_x");
+    check_ptr(grad_v_init, "grad_v_init");
+    check_cuda(cuda::lif_backward_cuda(dt, grad_spikes, grad_v_last, grad_v_seq, saved, grad_x, grad_v_init, T, N,
+                                       make_params(tau, v_threshold, v_reset, flags), surrogate,
+                                       static_cast<float>(alpha), as_stream(stream)),
+               "lif_backward_cuda");
+  });
+}
+
+TKS_API int tks_plif_forward_cuda(int dtype, const void* x, const void* v_init, const void* k,
+                                  void* spikes, void* v_last, void* v_seq, void* saved, int64_t T,
+                                  int64_t N, double v_threshold, double v_reset, int flags,
+                                  void* stream) {
+  return guarded([&] {
+    const cuda::DType dt = cuda_dtype(dtype);
+    check_sizes(T, N);
+    if (N == 0) return;
+    check_ptr(x, "x");
+    check_ptr(k, "k");
+    check_ptr(spikes, "spikes");
+    check_ptr(v_last, "v_last");
+    check_cuda(cuda::plif_forward_cuda(dt, x, v_init, k, spikes, v_last, v_seq, saved, T, N,
+                                       make_params(0.0, v_threshold, v_reset, flags), as_stream(stream)),
+               "plif_forward_cuda");
+  });
+}
+
+TKS_API int64_t tks_plif_backward_cuda_workspace(int dtype, int64_t N) {
+  if (dtype < TKS_FLOAT32 || dtype > TKS_BFLOAT16 || N < 0) return -1;
+  return cuda::plif_backward_cuda_workspace(static_cast<cuda::DType>(dtype), N);
+}
+
+TKS_API int tks_plif_backward_cuda(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                   const void* grad_v_seq, const void* saved, const void* v_init,
+                                   const void* k, const void* sg, void* grad_x, void* grad_v_init,
+                                   void* grad_k, double* workspace, int64_t T, int64_t N,
+                                   double v_threshold, double v_reset, int flags, int surrogate,
+                                   double alpha, void* stream) {
+  return guarded([&] {
+    const cuda::DType dt = cuda_dtype(dtype);
+    check_sizes(T, N);
+    check_cuda_surrogate(surrogate, sg);
+    check_ptr(grad_k, "grad_k");
+    check_ptr(k, "k");
+    if (N == 0) return;  // the caller zero-fills grad_k
+    check_ptr(grad_spikes, "grad_spikes");
+    check_ptr(saved, "saved");
+    check_ptr(grad_x, "grad_x");
+    check_ptr(grad_v_init, "grad_v_init");
+    check_ptr(workspace, "workspace");
+    check_cuda(cuda::plif_backward_cuda(dt, grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, grad_x,
+                                        grad_v_init, grad_k, workspace, T, N,
+                                        make_params(0.0, v_threshold, v_reset, flags), surrogate,
+                                        static_cast<float>(alpha), as_stream(stream)),
+               "plif_backward_cuda");
+  });
+}
+
+TKS_API int tks_loss_forward_cuda(int dtype, const void* logits, void* grad, const int64_t* labels,
+                                  const void* probs, void* terms, void* loss, void* parts,
+                                  int64_t T, int64_t B, int64_t C, int64_t stride_t,
+                                  int64_t stride_b, double lam, double temperature,
+                                  double label_smoothing, int teacher_mean, int detach_teacher,
+                                  void* stream) {
+  return guarded([&] {
+    check_dtype(dtype);
+    require(T >= 1 && T <= loss::kMaxSteps && B >= 1 && C >= 1,
+            "logits must be [T, B, C] with 1 <= T <= " + std::to_string(loss::kMaxSteps) + " and B, C >= 1");
+    require(temperature > 0, "temperature must be > 0, got " + std::to_string(temperature));
+    require((labels == nullptr) != (probs == nullptr), "exactly one of labels and probs must be given");
+    check_ptr(logits, "logits");
+    loss::Problem prob;
+    prob.logits = logits;
+    prob.grad = grad;
+    prob.labels = labels;
+    prob.probs = probs;
+    prob.terms = terms;
+    prob.loss = loss;
+    prob.parts = parts;
+    prob.steps = T;
+    prob.batch = B;
+    prob.classes = C;
+    prob.stride_t = stride_t;
+    prob.stride_b = stride_b;
+    prob.dtype = static_cast<loss::DType>(dtype);
+    prob.p.lam = lam;
+    prob.p.temperature = temperature;
+    prob.p.label_smoothing = label_smoothing;
+    prob.p.teacher_mean = teacher_mean != 0;
+    prob.p.detach_teacher = detach_teacher != 0;
+    check_cuda(cuda::tks_loss_forward_cuda(prob, as_stream(stream)), "tks_loss_forward_cuda");
+  });
+}
+
+}  // extern "C"

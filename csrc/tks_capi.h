@@ -1,0 +1,124 @@
+/* The C interface of the native library: plain C types, raw pointers, sizes, a thread
+ * count (CPU) or a stream (CUDA); no torch, ATen or c10. Python binds it with ctypes
+ * (tks_kernels/_native.py) and wraps every function in a torch.library custom op.
+ *
+ * Tensors are seen as [T, N] with N contiguous elements per step in one memory order
+ * (the caller gives every [T, *] tensor of a call the same layout, and every [*]
+ * tensor the layout of one step). Optional pointers are NULL when absent.
+ *
+ * Every function returns TKS_OK, or an error code with a message that
+ * tks_last_error() returns (per thread, valid until the next call on that thread).
+ */
+#ifndef TKS_CAPI_H_
+#define TKS_CAPI_H_
+
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define TKS_API __declspec(dllexport)
+#else
+#define TKS_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a signature below changes; Python refuses a library of another one. */
+#define TKS_ABI_VERSION 1
+
+enum { TKS_OK = 0, TKS_ERR_VALUE = 1, TKS_ERR_RUNTIME = 2 };
+
+/* Storage dtype of every tensor of one call (arithmetic: fp32; fp64 for TKS_FLOAT64). */
+enum { TKS_FLOAT32 = 0, TKS_FLOAT64 = 1, TKS_FLOAT16 = 2, TKS_BFLOAT16 = 3 };
+
+/* Option bits of the LIF family. */
+enum {
+  TKS_DECAY_INPUT = 1,
+  TKS_SOFT_RESET = 2,      /* v_reset = None: v_reset is taken as 0 in the charge */
+  TKS_DETACH_RESET = 4,    /* backward only */
+  TKS_FIRE_AT_THRESHOLD = 8 /* fire on h >= v_threshold; without it on h > v_threshold */
+};
+
+/* Surrogate ids 0..6 as tks_kernels.ops.lif.SURROGATES; TKS_SURROGATE_EXTERNAL: the
+ * backward reads g'(h - v_threshold) from `sg` ([T, N], compute dtype). */
+#define TKS_SURROGATE_EXTERNAL 100
+
+TKS_API int tks_abi_version(void);
+TKS_API const char* tks_last_error(void);
+/* Whether this library holds the CUDA kernels (the CUDA library) or not. */
+TKS_API int tks_has_cuda(void);
+
+/* LIF, CPU. x, spikes, v_seq, saved: [T, N]; v_init, v_last: [N]. saved receives
+ * d = h - v_threshold (16-bit storage: saturated, sign kept). v_seq, saved, v_init may
+ * be NULL. */
+TKS_API int tks_lif_forward_cpu(int dtype, const void* x, const void* v_init, void* spikes,
+                                void* v_last, void* v_seq, void* saved, int64_t T, int64_t N,
+                                double tau, double v_threshold, double v_reset, int flags,
+                                int num_threads);
+/* grad_spikes, saved, grad_x, grad_v_seq, sg: [T, N]; grad_v_last, grad_v_init: [N]. */
+TKS_API int tks_lif_backward_cpu(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                 const void* grad_v_seq, const void* saved, const void* sg,
+                                 void* grad_x, void* grad_v_init, int64_t T, int64_t N,
+                                 double tau, double v_threshold, double v_reset, int flags,
+                                 int surrogate, double alpha, int num_threads);
+
+/* Parametric LIF, CPU: the decay k = 1/tau a value; saved holds h (fp32/fp64) or d
+ * (16-bit). Backward writes dL/dk to *grad_k (the same bits for any thread count). */
+TKS_API int tks_plif_forward_cpu(int dtype, const void* x, const void* v_init, void* spikes,
+                                 void* v_last, void* v_seq, void* saved, int64_t T, int64_t N,
+                                 double k, double v_threshold, double v_reset, int flags,
+                                 int num_threads);
+TKS_API int tks_plif_backward_cpu(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                  const void* grad_v_seq, const void* saved, const void* v_init,
+                                  const void* sg, void* grad_x, void* grad_v_init, double* grad_k,
+                                  int64_t T, int64_t N, double k, double v_threshold,
+                                  double v_reset, int flags, int surrogate, double alpha,
+                                  int num_threads);
+
+/* TKS loss, CPU (csrc/tks_math.h). logits [T, B, C] with unit class stride and the given
+ * step/batch strides; labels int64 [B] or probs [B, C] (compute dtype, contiguous); terms
+ * [2, B], loss [], parts [2] in the compute dtype; grad [T, B, C] contiguous in the
+ * logits' dtype or NULL. Labels must be in [0, C): checked, TKS_ERR_VALUE otherwise. */
+TKS_API int tks_loss_forward_cpu(int dtype, const void* logits, void* grad, const int64_t* labels,
+                                 const void* probs, void* terms, void* loss, void* parts,
+                                 int64_t T, int64_t B, int64_t C, int64_t stride_t,
+                                 int64_t stride_b, double lam, double temperature,
+                                 double label_smoothing, int teacher_mean, int detach_teacher,
+                                 int num_threads);
+
+/* CUDA (libtks_kernels_cuda): as the CPU functions, on device pointers, enqueued on
+ * `stream` (a cudaStream_t). PLIF: k, grad_k are one compute-dtype element in device
+ * memory; workspace holds tks_plif_backward_cuda_workspace(dtype, N) doubles. */
+TKS_API int tks_lif_forward_cuda(int dtype, const void* x, const void* v_init, void* spikes,
+                                 void* v_last, void* v_seq, void* saved, int64_t T, int64_t N,
+                                 double tau, double v_threshold, double v_reset, int flags,
+                                 void* stream);
+TKS_API int tks_lif_backward_cuda(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                  const void* grad_v_seq, const void* saved, const void* sg,
+                                  void* grad_x, void* grad_v_init, int64_t T, int64_t N,
+                                  double tau, double v_threshold, double v_reset, int flags,
+                                  int surrogate, double alpha, void* stream);
+TKS_API int tks_plif_forward_cuda(int dtype, const void* x, const void* v_init, const void* k,
+                                  void* spikes, void* v_last, void* v_seq, void* saved, int64_t T,
+                                  int64_t N, double v_threshold, double v_reset, int flags,
+                                  void* stream);
+TKS_API int64_t tks_plif_backward_cuda_workspace(int dtype, int64_t N);
+TKS_API int tks_plif_backward_cuda(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                   const void* grad_v_seq, const void* saved, const void* v_init,
+                                   const void* k, const void* sg, void* grad_x, void* grad_v_init,
+                                   void* grad_k, double* workspace, int64_t T, int64_t N,
+                                   double v_threshold, double v_reset, int flags, int surrogate,
+                                   double alpha, void* stream);
+TKS_API int tks_loss_forward_cuda(int dtype, const void* logits, void* grad, const int64_t* labels,
+                                  const void* probs, void* terms, void* loss, void* parts,
+                                  int64_t T, int64_t B, int64_t C, int64_t stride_t,
+                                  int64_t stride_b, double lam, double temperature,
+                                  double label_smoothing, int teacher_mean, int detach_teacher,
+                                  void* stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TKS_CAPI_H_ */
