@@ -87,6 +87,12 @@ TKS_API int tks_loss_forward_cpu(int dtype, const void* logits, void* grad, cons
                                  double label_smoothing, int teacher_mean, int detach_teacher,
                                  int num_threads);
 
+/* The storage conversions the CPU kernels use (csrc/half_types.h), element by element:
+ * `to_16` = 1 converts float -> 16-bit (round to nearest even), 0 converts back. For the
+ * tests that prove them bit-exact with PyTorch's. */
+TKS_API int tks_convert_f16(const void* in, void* out, int64_t n, int to_16);
+TKS_API int tks_convert_bf16(const void* in, void* out, int64_t n, int to_16);
+
 /* CUDA (libtks_kernels_cuda): as the CPU functions, on device pointers, enqueued on
  * `stream` (a cudaStream_t). PLIF: k, grad_k are one compute-dtype element in device
  * memory; workspace holds tks_plif_backward_cuda_workspace(dtype, N) doubles. */

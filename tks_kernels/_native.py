@@ -3,9 +3,9 @@ kernels), plain shared libraries with a C interface (``csrc/tks_capi.h``) and no
 inside, loaded here with ctypes. One build serves every torch version; the ops that
 wrap them are ``torch.library`` custom ops defined in ``ops/<op>/cpu.py`` / ``cuda.py``.
 
-Where the libraries are looked for, in order: ``$TKS_KERNELS_LIB_DIR``, then
-``tks_kernels/lib/`` inside the package (what ``pip install .`` and ``pip install -e .``
-put there).
+The libraries are looked for in ``tks_kernels/lib/`` inside the package (where
+``pip install .`` and ``pip install -e .`` put them), or only in ``$TKS_KERNELS_LIB_DIR``
+when that is set.
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ _CPU_PROTOTYPES = {
                               _INT, _INT, _D, _INT],
     "tks_loss_forward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _D, _D, _D, _INT,
                              _INT, _INT],
+    "tks_convert_f16": [_P, _P, _I64, _INT],
+    "tks_convert_bf16": [_P, _P, _I64, _INT],
 }
 _CUDA_PROTOTYPES = {
     "tks_lif_forward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _I64, _I64, _D, _D, _D, _INT, _P],
@@ -54,9 +56,9 @@ _FIX = ("reinstall with `pip install .` (or `pip install -e .` in a checkout); i
 
 def _lib_dirs():
     env = os.environ.get("TKS_KERNELS_LIB_DIR")
-    if env:
-        yield env
-    yield os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")
+    if env:  # only there: a user who names a folder means that build
+        return [env]
+    return [os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib")]
 
 
 def _lib_file(stem: str) -> Optional[str]:

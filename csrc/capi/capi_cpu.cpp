@@ -229,4 +229,30 @@ TKS_API int tks_loss_forward_cpu(int dtype, const void* logits, void* grad, cons
   });
 }
 
+TKS_API int tks_convert_f16(const void* in, void* out, int64_t n, int to_16) {
+  return guarded([&] {
+    require(n >= 0, "n must be >= 0, got " + std::to_string(n));
+    for (int64_t i = 0; i < n; ++i) {
+      if (to_16) {
+        static_cast<uint16_t*>(out)[i] = float_to_half_bits(static_cast<const float*>(in)[i]);
+      } else {
+        static_cast<float*>(out)[i] = half_bits_to_float(static_cast<const uint16_t*>(in)[i]);
+      }
+    }
+  });
+}
+
+TKS_API int tks_convert_bf16(const void* in, void* out, int64_t n, int to_16) {
+  return guarded([&] {
+    require(n >= 0, "n must be >= 0, got " + std::to_string(n));
+    for (int64_t i = 0; i < n; ++i) {
+      if (to_16) {
+        static_cast<uint16_t*>(out)[i] = float_to_bf16_bits(static_cast<const float*>(in)[i]);
+      } else {
+        static_cast<float*>(out)[i] = bf16_bits_to_float(static_cast<const uint16_t*>(in)[i]);
+      }
+    }
+  });
+}
+
 }  // extern "C"
