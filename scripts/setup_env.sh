@@ -4,6 +4,8 @@
 #   TKS_VENV=path        another venv location
 #   TKS_TORCH="torch==2.13.0"   the torch requirement (default: a CPU build when no GPU)
 #   TKS_PEERS=0          skip SpikingJelly/snnTorch (comparison tests then skip)
+#   TKS_CUDA=0|1|auto    the CUDA kernels (default auto: when nvcc is found)
+#   TKS_BUILD_DIR=path   the CMake build folder (default build/native)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TKS_VENV:-$ROOT/.venv}"
@@ -23,12 +25,18 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "[setup] installing $TORCH_REQ"
   "${PIP[@]}" install "$TORCH_REQ"
 fi
-"${PIP[@]}" install setuptools wheel ninja numpy tqdm scikit-learn matplotlib pytest hypothesis pytest-benchmark "triton>=3.0"
+"${PIP[@]}" install "setuptools>=64" wheel "cmake>=3.18" ninja numpy tqdm scikit-learn matplotlib pytest hypothesis \
+  pytest-benchmark "triton>=3.0"
 if [ "${TKS_PEERS:-1}" = "1" ]; then
   # --no-deps: their declared dependencies would pull a CUDA build of torch.
   "${PIP[@]}" install --no-deps spikingjelly==2.0.0 snntorch==1.0.0 loguru || echo "[setup] peers not installed; their comparisons will be skipped"
 fi
-echo "[setup] building and installing tks_kernels (editable: the extension is built into the source tree,"
-echo "        so \`python -m tks_kernels\` from the repository root and the installed commands agree)"
+# The native library (no torch inside) is built by CMake in one kept folder, with the
+# C++ tests, and the CUDA kernels when nvcc is found: run_main.sh and run_tests.sh share
+# it, and a second run compiles nothing that did not change.
+export TKS_BUILD_DIR="${TKS_BUILD_DIR:-$ROOT/build/native}"
+export TKS_BUILD_TESTS="${TKS_BUILD_TESTS:-1}"
+echo "[setup] building the native library in $TKS_BUILD_DIR and installing tks_kernels (editable, so"
+echo "        \`python -m tks_kernels\` from the repository root and the installed commands agree)"
 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
-(cd / && "$VENV/bin/python" -c "import tks_kernels, pprint; pprint.pprint(tks_kernels.available_backends())")
+(cd / && "$VENV/bin/python" -c "import tks_kernels, pprint; print('tks_kernels', tks_kernels.__version__); pprint.pprint(tks_kernels.available_backends())")

@@ -17,6 +17,7 @@ import torch
 from ... import _native
 from .._layout import (check_float, check_step_tensor, check_steps, grad_like, like_layout, surrogate_grad_like,
                        time_major_dense)
+from .._native_op import NativeOp
 from . import LIFConfig
 
 _LIB = torch.library.Library("tks_kernels", "FRAGMENT")
@@ -103,11 +104,6 @@ def _cpu_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_inpu
                         soft_reset, surrogate, alpha, detach_reset, fire_at_threshold, surrogate_grad, launch)
 
 
-if _native.cpu_lib is not None:
-    _LIB.impl("lif_forward", _cpu_forward, "CPU")
-    _LIB.impl("lif_backward", _cpu_backward, "CPU")
-
-
 @torch.library.register_fake("tks_kernels::lif_forward")
 def _lif_forward_fake(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
                       save_for_backward, return_v_seq, fire_at_threshold=True):
@@ -142,21 +138,25 @@ def _backward(ctx, grad_spikes, grad_v_last, grad_v_seq, _grad_d_saved):
     (d_saved,) = ctx.saved_tensors
     if grad_spikes is None:
         grad_spikes = torch.zeros_like(d_saved)
-    grad_x, grad_v_init = torch.ops.tks_kernels.lif_backward(
+    grad_x, grad_v_init = LIF_BACKWARD(
         grad_spikes, grad_v_last, grad_v_seq if ctx.has_v_seq else None, d_saved, *ctx.scalars
     )
     return (grad_x, grad_v_init if ctx.has_v_init else None) + (None,) * 11
 
 
-torch.library.register_autograd("tks_kernels::lif_forward", _backward, setup_context=_setup_context)
+LIF_FORWARD = NativeOp(_LIB, "lif_forward", _setup_context, _backward)
+LIF_BACKWARD = NativeOp(_LIB, "lif_backward")
+if _native.cpu_lib is not None:
+    LIF_FORWARD.register("cpu", _cpu_forward)
+    LIF_BACKWARD.register("cpu", _cpu_backward)
 
 
 def forward_op(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool):
     """Calls ``tks_kernels::lif_forward``, saving for backward only when a gradient is needed."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or (v_init is not None and v_init.requires_grad))
-    spikes, v_last, v_seq, _ = torch.ops.tks_kernels.lif_forward(
+    spikes, v_last, v_seq, _ = LIF_FORWARD(
         x, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
-        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq, cfg.fire_at_threshold,
+        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq, cfg.fire_at_threshold, grad=needs_grad,
     )
     return (spikes, v_last, v_seq) if return_v_seq else (spikes, v_last)
 
@@ -171,7 +171,7 @@ def lif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfi
 def forward_saved(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool):
     """(spikes, v_last, v_seq or None, saved) with no autograd; saved is d = h - v_threshold."""
     with torch.no_grad():
-        spikes, v_last, v_seq, saved = torch.ops.tks_kernels.lif_forward(
+        spikes, v_last, v_seq, saved = LIF_FORWARD(
             x, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
             cfg.alpha, cfg.detach_reset, True, return_v_seq, cfg.fire_at_threshold,
         )
@@ -180,7 +180,7 @@ def forward_saved(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfi
 
 def backward_sg(grad_spikes, grad_v_last, grad_v_seq, saved, sg, cfg: LIFConfig):
     """(grad_x, grad_v_init) with g'(h_t - v_threshold) = sg ([T, *], compute dtype)."""
-    return torch.ops.tks_kernels.lif_backward(
+    return LIF_BACKWARD(
         grad_spikes, grad_v_last, grad_v_seq, saved, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest,
         cfg.soft_reset, cfg.surrogate_id, cfg.alpha, cfg.detach_reset, cfg.fire_at_threshold, sg,
     )

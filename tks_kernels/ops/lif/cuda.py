@@ -12,7 +12,7 @@ import torch
 
 from ... import _native
 from . import LIFConfig
-from .cpu import _LIB, forward_op, run_backward, run_forward
+from .cpu import LIF_BACKWARD, LIF_FORWARD, forward_op, run_backward, run_forward
 from .cpu import forward_saved, saved_distance  # noqa: F401  (the same ops on CUDA tensors)
 
 
@@ -66,8 +66,8 @@ def _cuda_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_inp
 
 
 if _native.cuda_lib is not None:
-    _LIB.impl("lif_forward", _cuda_forward, "CUDA")
-    _LIB.impl("lif_backward", _cuda_backward, "CUDA")
+    LIF_FORWARD.register("cuda", _cuda_forward)
+    LIF_BACKWARD.register("cuda", _cuda_backward)
 
 
 def lif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool = False):

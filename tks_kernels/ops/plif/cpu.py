@@ -20,6 +20,7 @@ import torch
 from ... import _native
 from .._layout import (check_float, check_same_device, check_step_tensor, check_steps, compute_dtype, grad_like,
                        like_layout, surrogate_grad_like, time_major_dense)
+from .._native_op import NativeOp
 from . import PLIFConfig
 
 _LIB = torch.library.Library("tks_kernels", "FRAGMENT")
@@ -133,11 +134,6 @@ def _cpu_backward(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, decay_
                         soft_reset, surrogate, alpha, detach_reset, fire_at_threshold, surrogate_grad, launch)
 
 
-if _native.cpu_lib is not None:
-    _LIB.impl("plif_forward", _cpu_forward, "CPU")
-    _LIB.impl("plif_backward", _cpu_backward, "CPU")
-
-
 @torch.library.register_fake("tks_kernels::plif_forward")
 def _plif_forward_fake(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
                        save_for_backward, return_v_seq, fire_at_threshold=True):
@@ -172,13 +168,17 @@ def _backward(ctx, grad_spikes, grad_v_last, grad_v_seq, _grad_saved):
     saved, v_init, k = ctx.saved_tensors
     if grad_spikes is None:
         grad_spikes = torch.zeros_like(saved)
-    grad_x, grad_v_init, grad_k = torch.ops.tks_kernels.plif_backward(
+    grad_x, grad_v_init, grad_k = PLIF_BACKWARD(
         grad_spikes, grad_v_last, grad_v_seq if ctx.has_v_seq else None, saved, v_init, k, *ctx.scalars
     )
     return (grad_x, grad_v_init if v_init is not None else None, grad_k) + (None,) * 10
 
 
-torch.library.register_autograd("tks_kernels::plif_forward", _backward, setup_context=_setup_context)
+PLIF_FORWARD = NativeOp(_LIB, "plif_forward", _setup_context, _backward)
+PLIF_BACKWARD = NativeOp(_LIB, "plif_backward")
+if _native.cpu_lib is not None:
+    PLIF_FORWARD.register("cpu", _cpu_forward)
+    PLIF_BACKWARD.register("cpu", _cpu_backward)
 
 
 def forward_op(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tensor, cfg: PLIFConfig,
@@ -187,9 +187,9 @@ def forward_op(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tensor,
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or k.requires_grad or (v_init is not None and v_init.requires_grad)
     )
-    spikes, v_last, v_seq, _ = torch.ops.tks_kernels.plif_forward(
+    spikes, v_last, v_seq, _ = PLIF_FORWARD(
         x, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
-        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq, cfg.fire_at_threshold,
+        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq, cfg.fire_at_threshold, grad=needs_grad,
     )
     return (spikes, v_last, v_seq) if return_v_seq else (spikes, v_last)
 
@@ -205,7 +205,7 @@ def forward_saved(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tens
                   return_v_seq: bool):
     """(spikes, v_last, v_seq or None, saved) with no autograd."""
     with torch.no_grad():
-        spikes, v_last, v_seq, saved = torch.ops.tks_kernels.plif_forward(
+        spikes, v_last, v_seq, saved = PLIF_FORWARD(
             x, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
             cfg.alpha, cfg.detach_reset, True, return_v_seq, cfg.fire_at_threshold,
         )
@@ -214,7 +214,7 @@ def forward_saved(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tens
 
 def backward_sg(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, sg, cfg: PLIFConfig):
     """(grad_x, grad_v_init, grad_k) with g'(h_t - v_threshold) = sg ([T, *], compute dtype)."""
-    return torch.ops.tks_kernels.plif_backward(
+    return PLIF_BACKWARD(
         grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest,
         cfg.soft_reset, cfg.surrogate_id, cfg.alpha, cfg.detach_reset, cfg.fire_at_threshold, sg,
     )

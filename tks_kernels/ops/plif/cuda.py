@@ -14,7 +14,7 @@ import torch
 from ... import _native
 from ..lif.cuda import _on_device
 from . import PLIFConfig
-from .cpu import _LIB, forward_op, run_backward, run_forward
+from .cpu import PLIF_BACKWARD, PLIF_FORWARD, forward_op, run_backward, run_forward
 from .cpu import forward_saved, saved_distance  # noqa: F401  (the same ops on CUDA tensors)
 
 
@@ -57,8 +57,8 @@ def _cuda_backward(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, decay
 
 
 if _native.cuda_lib is not None:
-    _LIB.impl("plif_forward", _cuda_forward, "CUDA")
-    _LIB.impl("plif_backward", _cuda_backward, "CUDA")
+    PLIF_FORWARD.register("cuda", _cuda_forward)
+    PLIF_BACKWARD.register("cuda", _cuda_backward)
 
 
 def plif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tensor, cfg: PLIFConfig,

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from ... import _native
+from .._native_op import NativeOp
 from . import TKSConfig
 
 _LIB = torch.library.Library("tks_kernels", "FRAGMENT")
@@ -84,10 +85,6 @@ def _cpu_forward(logits, target, lam, temperature, teacher_mean, detach_teacher,
                        compute_grad, launch)
 
 
-if _native.cpu_lib is not None:
-    _LIB.impl("tks_loss_forward", _cpu_forward, "CPU")
-
-
 @torch.library.register_fake("tks_kernels::tks_loss_forward")
 def _tks_loss_forward_fake(logits, target, lam, temperature, teacher_mean, detach_teacher, label_smoothing,
                            compute_grad):
@@ -98,6 +95,8 @@ def _tks_loss_forward_fake(logits, target, lam, temperature, teacher_mean, detac
 
 def _setup_context(ctx, inputs, output):
     logits, target, lam, _, _, _, label_smoothing, compute_grad = inputs
+    if not compute_grad and not (target.is_floating_point() and target.requires_grad):
+        raise RuntimeError("tks_kernels::tks_loss_forward needs compute_grad=True to be differentiated")
     _, parts, grad = output
     ctx.mark_non_differentiable(parts, grad)
     ctx.set_materialize_grads(False)  # no logits-sized zeros for the unused grad output
@@ -123,7 +122,9 @@ def _backward(ctx, grad_loss, _grad_parts, _grad_grad):
     return (grad_logits, grad_target) + (None,) * 6
 
 
-torch.library.register_autograd("tks_kernels::tks_loss_forward", _backward, setup_context=_setup_context)
+TKS_LOSS_FORWARD = NativeOp(_LIB, "tks_loss_forward", _setup_context, _backward)
+if _native.cpu_lib is not None:
+    TKS_LOSS_FORWARD.register("cpu", _cpu_forward)
 
 
 def _tracing(t: torch.Tensor) -> bool:
@@ -146,8 +147,9 @@ def needs_grad(logits: torch.Tensor) -> bool:
 
 
 def tks_loss(logits: torch.Tensor, target: torch.Tensor, cfg: TKSConfig):
-    loss, parts, _ = torch.ops.tks_kernels.tks_loss_forward(
+    grad = needs_grad(logits)
+    loss, parts, _ = TKS_LOSS_FORWARD(
         logits, target, cfg.lam, cfg.temperature, cfg.teacher_mean, cfg.detach_teacher, cfg.label_smoothing,
-        needs_grad(logits),
+        grad, grad=grad or (torch.is_grad_enabled() and target.requires_grad),
     )
     return loss, parts

@@ -9,7 +9,7 @@ import torch
 
 from ... import _native
 from ..lif.cuda import _on_device
-from .cpu import _LIB, run_forward, tks_loss  # noqa: F401  (the op dispatches on the tensors' device)
+from .cpu import TKS_LOSS_FORWARD, run_forward, tks_loss  # noqa: F401  (the op dispatches on the tensors' device)
 
 
 def _cuda_forward(logits, target, lam, temperature, teacher_mean, detach_teacher, label_smoothing, compute_grad):
@@ -25,6 +25,6 @@ def _cuda_forward(logits, target, lam, temperature, teacher_mean, detach_teacher
 
 
 if _native.cuda_lib is not None:
-    _LIB.impl("tks_loss_forward", _cuda_forward, "CUDA")
+    TKS_LOSS_FORWARD.register("cuda", _cuda_forward)
 
 __all__ = ["tks_loss"]
