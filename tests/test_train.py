@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 import tks_kernels
-from tks_kernels import models, train
+from tks_kernels import checkpoint, models, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_CPU = tks_kernels.available_backends()["cpu"][0]
@@ -21,7 +21,7 @@ TINY = ["--model", "cnn", "--width", "0.25", "-T", "3", "--epochs", "2", "--batc
 
 
 def _weights(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return checkpoint.load(path)["model"]
 
 
 def assert_same_weights(a, b):
@@ -65,8 +65,8 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     resumed = train.run(["--resume", str(tmp_path / "part"), "--no-progress"])
     assert not resumed.stopped
     assert_same_weights(_weights(tmp_path / "full" / train.CHECKPOINT), _weights(tmp_path / "part" / train.CHECKPOINT))
-    full_ckpt = torch.load(tmp_path / "full" / train.CHECKPOINT, weights_only=False)
-    part_ckpt = torch.load(tmp_path / "part" / train.CHECKPOINT, weights_only=False)
+    full_ckpt = checkpoint.load(tmp_path / "full" / train.CHECKPOINT)
+    part_ckpt = checkpoint.load(tmp_path / "part" / train.CHECKPOINT)
     assert full_ckpt["scheduler"] == part_ckpt["scheduler"]
     for sa, sb in zip(full_ckpt["optimizer"]["state"].values(), part_ckpt["optimizer"]["state"].values()):
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
