@@ -1,6 +1,11 @@
 """Event-camera data sets: readers for the raw files, integration into T frames by event
 count (SpikingJelly's split_by='number'), resizing, and a per-sample on-disk cache.
 
+The cache holds one ``<stem>.<size>-<mtime_ns>.npz`` per sample (one array ``frames``):
+the name carries the source file's size and modification time, so a replaced source is
+integrated again; the zip's CRC-32, the shape and the dtype are checked on every read,
+and a damaged entry is rebuilt from its source (with one warning).
+
 An event stream is Events(x, y, t, p), int64 arrays [N] in file order; a sample becomes
 frames float32 [T, 2, H, W]: channel 0 counts the OFF events (p <= 0), channel 1 the ON
 events (p > 0), slice j the events [j*(N//T), (j+1)*(N//T)), the last slice up to N.
@@ -9,7 +14,9 @@ events (p > 0), slice j the events [j*(N//T), (j+1)*(N//T)), the last slice up t
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence, Union
 
@@ -46,6 +53,10 @@ def read_aedat(path: os.PathLike | str) -> Events:
     (the recordings are rotated and their polarity inverted).
     """
     data = Path(path).read_bytes()
+    if not data.startswith(b"#"):
+        raise ValueError(f"CIFAR10-DVS: {path} is not an AEDAT 2.0 file: it does not start "
+                         f"with the '#!AER-DAT2.0' header line"
+                         + (" (the file is empty)" if not data else ""))
     start = 0
     while data.startswith(b"#", start):
         end = data.find(b"\n", start)
@@ -157,13 +168,55 @@ def random_flip_roll(x: torch.Tensor, max_shift: int = 5) -> torch.Tensor:
     return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
 
 
+# A cache entry's name: the source's stem, byte size and modification time (ns).
+_CACHE_ENTRY = re.compile(r"(?P<stem>.*)\.(?P<size>\d+)-(?P<mtime>\d+)\.npz\Z")
+
+
+def cache_entry_name(source: Path) -> str:
+    """The cache file name of the event file ``source``: ``<stem>.<size>-<mtime_ns>.npz``,
+    so a source replaced after caching is integrated again."""
+    try:
+        st = os.stat(source)
+    except OSError as e:
+        raise FileNotFoundError(f"cannot read the event file {source}: {e.strerror}") from e
+    return f"{source.stem}.{st.st_size}-{st.st_mtime_ns}.npz"
+
+
+class CacheEntryError(ValueError):
+    """A frame-cache file that cannot be used (missing, truncated, corrupted, wrong shape
+    or dtype); the dataset rebuilds it from the event file."""
+
+
+def load_cached_frames(path: Path, shape: Sequence[int]) -> np.ndarray:
+    """A cache file -> frames float32 ``shape``; :class:`CacheEntryError` (naming the file
+    and why) unless it is a .npz holding exactly that array with a matching CRC-32."""
+    shape = tuple(int(s) for s in shape)
+    try:
+        obj = np.load(path, allow_pickle=False)
+        if not isinstance(obj, np.lib.npyio.NpzFile):
+            raise CacheEntryError(f"the frame cache {path} is not a .npz file")
+        with obj as z:
+            if z.files != ["frames"]:
+                raise CacheEntryError(f"the frame cache {path} holds the arrays {z.files}, not one "
+                                      f"array 'frames'")
+            frames = z["frames"]  # reading the member checks its CRC-32
+    except CacheEntryError:
+        raise
+    except Exception as e:  # truncated, not a zip, bad CRC, unreadable: all mean "rebuild"
+        raise CacheEntryError(f"the frame cache {path} cannot be read ({type(e).__name__}: {e})") from None
+    if frames.dtype != np.float32 or frames.shape != shape:
+        raise CacheEntryError(f"the frame cache {path} holds {frames.dtype} {list(frames.shape)}, not "
+                              f"float32 {list(shape)}")
+    return frames
+
+
 def _save_atomic(path: Path, array: np.ndarray) -> None:
     # Write to a temporary file in the same folder, then rename: an interrupted run or a
     # concurrent reader never sees half a file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
+            np.savez(f, frames=array)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared cache must be readable
         os.replace(tmp, path)
     except BaseException:
@@ -175,11 +228,14 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
 
 
 class EventFrames(Dataset):
-    """Event samples integrated into frames, cached on disk as one .npy per sample.
+    """Event samples integrated into frames, cached on disk as one .npz per sample.
 
-    Returns (x float32 [T, 2, H, W], y int64 []). Missing cache files are written at
+    Returns (x float32 [T, 2, H, W], y int64 []). Missing or out-of-date cache files
+    (their source changed: another size or modification time) are written at
     construction (with a progress bar); later constructions with the same T, sensor size,
-    frame size and resize mode read them back.
+    frame size and resize mode read them back. A cache file found damaged when read
+    (truncated, corrupted, wrong shape or dtype) is rebuilt from its source, with one
+    warning per dataset.
     """
 
     def __init__(self, title: str, files: Sequence[Path], labels: Sequence[int],
@@ -197,9 +253,18 @@ class EventFrames(Dataset):
         self.resize_mode = resize_mode
         self.cache_folder = cache_folder
         self.augment = augment
-        self.cache_files = [cache_folder / self.classes[int(y)] / (f.stem + ".npy")
+        self.reader = reader
+        self.frame_shape = (T, 2) + self.size
+        self._warned = False
+        self.cache_files = [cache_folder / self.classes[int(y)] / cache_entry_name(f)
                             for f, y in zip(self.files, self.targets)]
         todo = [(f, c) for f, c in zip(self.files, self.cache_files) if not c.is_file()]
+        listings: dict = {}
+        stale = sum(bool(self._stale_entries(f, c, listings)) for f, c in todo)
+        if stale:
+            warnings.warn(f"{title}: {stale} cached frame files in {cache_folder} are out of date "
+                          f"(their event files changed since) or in an older format; integrating "
+                          f"them again", stacklevel=2)
         for source, cached in tqdm(todo, disable=not progress or not todo, unit="file",
                                    desc=f"{title}: integrating events into T={T} frames"):
             try:
@@ -207,9 +272,42 @@ class EventFrames(Dataset):
             except OSError as e:
                 raise OSError(f"{title}: cannot create the frame cache {cached.parent} "
                               f"({e}); pass cache_dir= a writable folder") from e
-            frames = torch.from_numpy(integrate_by_count(reader(source), T, self.sensor_size))
-            frames = resize_frames(frames, self.size, resize_mode)
-            _save_atomic(cached, frames.numpy().astype(np.float32, copy=False))
+            self._write_entry(source, cached, listings)
+
+    @staticmethod
+    def _stale_entries(source: Path, cached: Path, listings: dict) -> list:
+        """Other cache files of ``source``'s sample: older keys, or the older .npy format."""
+        folder = cached.parent
+        if folder not in listings:
+            listings[folder] = os.listdir(folder) if folder.is_dir() else []
+        out = []
+        for name in listings[folder]:
+            m = _CACHE_ENTRY.match(name)
+            if name != cached.name and ((m and m["stem"] == source.stem) or name == source.stem + ".npy"):
+                out.append(folder / name)
+        return out
+
+    def _integrate(self, source: Path) -> np.ndarray:
+        events = self.reader(source)
+        if len(events.x) == 0:
+            raise ValueError(f"{self.title}: {source} holds no events")
+        try:
+            counts = integrate_by_count(events, self.T, self.sensor_size)
+        except ValueError as e:
+            raise ValueError(f"{self.title}: {source}: {e}") from None
+        frames = resize_frames(torch.from_numpy(counts), self.size, self.resize_mode)
+        return frames.numpy().astype(np.float32, copy=False)
+
+    def _write_entry(self, source: Path, cached: Path, listings: Optional[dict] = None) -> np.ndarray:
+        frames = self._integrate(source)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        _save_atomic(cached, frames)
+        for old in self._stale_entries(source, cached, {} if listings is None else listings):
+            try:
+                os.unlink(old)
+            except OSError:  # another process removed it first
+                pass
+        return frames
 
     @property
     def num_classes(self) -> int:
@@ -219,7 +317,15 @@ class EventFrames(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.load(self.cache_files[i]))
+        try:
+            frames = load_cached_frames(self.cache_files[i], self.frame_shape)
+        except CacheEntryError as e:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"{self.title}: {e}; rebuilding it from {self.files[i]} (later rebuilds "
+                              f"of this data set are not reported)", stacklevel=2)
+            frames = self._write_entry(self.files[i], self.cache_files[i])
+        x = torch.from_numpy(frames)
         if self.augment:
             x = random_flip_roll(x)
         return x, self.targets[i]
