@@ -3,6 +3,7 @@ ImageNet from an ImageFolder tree. Each sample is (x float32 [C, H, W], y int64 
 
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 from pathlib import Path
@@ -138,11 +139,43 @@ def _find_cifar_folder(spec: dict, root: Path, files: list[str]) -> Path:
         f"found: {_listing(where)}")
 
 
+_NP_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core to numpy._core
+
+
+def _cifar_globals() -> dict:
+    """The only globals a CIFAR python batch (or one re-pickled by Python 3 or numpy 2)
+    refers to: numpy's array reconstructors, ndarray, dtype, array scalars, and
+    _codecs.encode (how protocol 2 stores bytes). Anything else, os.system say, is refused."""
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("_codecs", "encode"): codecs.encode}
+    for sub, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")):
+        fn = getattr(getattr(_NP_CORE, sub), name, None)
+        if fn is not None:
+            for core in ("numpy.core", "numpy._core"):
+                allowed[(f"{core}.{sub}", name)] = fn
+    return allowed
+
+
+_CIFAR_GLOBALS = _cifar_globals()
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Resolves only the globals of _CIFAR_GLOBALS: a crafted batch cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"it refers to {module}.{name}, which a CIFAR batch never holds (only numpy "
+                f"arrays, lists, bytes, str and numbers); refusing to load it") from None
+
+
 def _unpickle(path: Path) -> dict:
     # The batches were pickled by Python 2; encoding='bytes' is what the CIFAR page
     # prescribes. Keys come back as bytes (or str if re-pickled by Python 3): accept both.
     with open(path, "rb") as f:
-        obj = pickle.load(f, encoding="bytes")
+        obj = _CifarUnpickler(f, encoding="bytes").load()
     if not isinstance(obj, dict):
         raise ValueError(f"a pickled {type(obj).__name__}, not a dict")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
@@ -167,6 +200,10 @@ def read_cifar_batch(path: Path, label_key: str, num_classes: int,
                          f"found keys {sorted(batch)}")
     data = np.asarray(batch["data"])
     labels = np.asarray(batch[label_key])
+    if labels.size and labels.dtype.kind not in "iu":
+        # Truncating 3.7 to 3 would train on made-up labels: refuse.
+        raise ValueError(f"{title}: {path} is not a python batch: {expected}; its "
+                         f"b'{label_key}' are {labels.dtype} (e.g. {labels.flat[0].item()!r}), not integers")
     if (data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
             or labels.shape != (data.shape[0],)
             or (labels.size and not (0 <= labels.min() and labels.max() < num_classes))):
