@@ -7,8 +7,8 @@ A file is one header line, then the bytes of ``torch.save(payload)``::
 
 - :func:`save` refuses a payload holding a non-finite float (tensor or Python float),
   naming the first one (``model.fc.weight``), or an object that ``torch.load`` with
-  ``weights_only=True`` could not read back (a NumPy array, a Path, a class: convert it
-  to a tensor, list or str first). It writes a temporary file in the same folder,
+  ``weights_only=True`` could not read back (a NumPy array, bytes, a Path, a class:
+  convert it to a tensor, list or str first). It writes a temporary file in the same folder,
   fsyncs it, keeps the current file as ``<stem>.prev<suffix>`` (a hard link, so the
   name ``path`` always exists), renames the temporary file over ``path`` and fsyncs the
   folder. On any error (ENOSPC, EIO, an interrupt) the temporary file is removed and
@@ -45,7 +45,8 @@ _HEADER_MAX = 256  # the header line is about 110 bytes
 PathLike = Union[str, "os.PathLike[str]"]
 
 # What torch.load(weights_only=True) reads back as itself.
-_ATOMS = (str, bytes, int, float, bool, complex, type(None), torch.dtype, torch.device)
+# (Not bytes: protocol 2 pickles b"" as a call of the global `bytes`, which weights_only refuses.)
+_ATOMS = (str, int, float, bool, complex, type(None), torch.dtype, torch.device)
 
 
 class CheckpointError(ValueError):
@@ -118,6 +119,11 @@ def _containers(obj: Any, key: str) -> Iterator[Tuple[str, dict]]:
 def first_nonfinite(obj: Any, prefix: str = "") -> Optional[str]:
     """The dotted key of the first NaN or infinite float in a nested dict/list of
     tensors and numbers, or None. One device sync for all tensors together."""
+    found = _first_nonfinite_leaf(obj, prefix)
+    return None if found is None else found[0]
+
+
+def _first_nonfinite_leaf(obj: Any, prefix: str = "") -> Optional[Tuple[str, Any]]:
     tensors, keys = [], []
     for key, leaf in _walk(obj, prefix):
         if isinstance(leaf, torch.Tensor):
@@ -125,9 +131,9 @@ def first_nonfinite(obj: Any, prefix: str = "") -> Optional[str]:
                 tensors.append(leaf)
                 keys.append(key)
         elif isinstance(leaf, float) and not math.isfinite(leaf):
-            return key
+            return key, leaf
         elif isinstance(leaf, complex) and not (math.isfinite(leaf.real) and math.isfinite(leaf.imag)):
-            return key
+            return key, leaf
     if not tensors:
         return None
     # One flag per tensor, grouped by device, then one read: no sync per tensor.
@@ -135,19 +141,15 @@ def first_nonfinite(obj: Any, prefix: str = "") -> Optional[str]:
     for i, t in enumerate(tensors):
         by_device[t.device].append(i)
     bad = []
-    for device, idx in by_device.items():
+    for idx in by_device.values():
         flags = torch.stack([torch.isfinite(tensors[i].detach()).all() for i in idx])
         bad += [idx[j] for j in (~flags).nonzero().flatten().tolist()]
-    return keys[min(bad)] if bad else None
+    if not bad:
+        return None
+    return keys[min(bad)], tensors[min(bad)]
 
 
-def _nonfinite_message(key: str, obj: Any) -> str:
-    leaf = obj
-    for part in key.split("."):
-        if isinstance(leaf, dict):
-            leaf = leaf[part] if part in leaf else leaf[int(part)]
-        else:
-            leaf = leaf[int(part)]
+def _nonfinite_message(key: str, leaf: Any) -> str:
     if isinstance(leaf, torch.Tensor):
         t = leaf.detach()
         nan = int(torch.isnan(t).sum())
@@ -181,7 +183,7 @@ def _describe_os_error(e: OSError) -> str:
 
 def save(path: PathLike, payload: Dict[str, Any], *, keep_previous: bool = True,
          check_finite: bool = True) -> Path:
-    """Write ``payload`` (a dict of tensors, numbers, str, bytes, None and nested
+    """Write ``payload`` (a dict of tensors, numbers, str, None and nested
     dicts/lists/tuples of them) to ``path`` atomically and durably; returns ``path``.
 
     Raises :class:`NonFiniteError` (naming the first bad value, before anything is
@@ -194,10 +196,10 @@ def save(path: PathLike, payload: Dict[str, Any], *, keep_previous: bool = True,
         raise TypeError(f"checkpoint payload must be a dict, got {type(payload).__name__}")
     _check_plain(payload)
     if check_finite:
-        bad = first_nonfinite(payload)
-        if bad is not None:
-            raise NonFiniteError(f"refusing to save the checkpoint {path}: {_nonfinite_message(bad, payload)}",
-                                 bad, path)
+        found = _first_nonfinite_leaf(payload)
+        if found is not None:
+            raise NonFiniteError(f"refusing to save the checkpoint {path}: {_nonfinite_message(*found)}",
+                                 found[0], path)
     buf = io.BytesIO()
     torch.save(payload, buf)
     body = buf.getbuffer()
@@ -346,6 +348,8 @@ def load(path: PathLike, *, map_location: Any = "cpu", required: Sequence[str] =
         body = _read_verified(path)
     except _Bad as e:
         raise _fault(path, str(e)) from None
+    if not body.startswith(b"PK\x03\x04"):  # what torch.save writes; anything else is damage
+        raise _fault(path, "the checkpoint's content cannot be read: it is not a torch.save archive")
     try:
         payload = torch.load(io.BytesIO(body), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -365,8 +369,8 @@ def load(path: PathLike, *, map_location: Any = "cpu", required: Sequence[str] =
         raise _fault(path, f"the checkpoint lacks {', '.join(map(repr, missing))} (it has "
                            f"{', '.join(map(repr, sorted(map(str, payload)))) or 'no keys'})")
     if check_finite:
-        bad = first_nonfinite(payload)
-        if bad is not None:
-            err = _fault(path, f"the checkpoint holds non-finite values: {_nonfinite_message(bad, payload)}")
-            raise NonFiniteError(str(err), bad, path)
+        found = _first_nonfinite_leaf(payload)
+        if found is not None:
+            err = _fault(path, f"the checkpoint holds non-finite values: {_nonfinite_message(*found)}")
+            raise NonFiniteError(str(err), found[0], path)
     return payload
