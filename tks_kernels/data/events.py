@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from .. import _numbers
 from .splits import natural_key, ordered_split, stratified_split
 
 CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -421,7 +422,7 @@ class EventFrames(Dataset):
 def _as_size(size: Size, sensor_size: Sequence[int]) -> tuple[int, int]:
     if size is None:
         return int(sensor_size[0]), int(sensor_size[1])
-    if isinstance(size, int):
+    if _numbers.is_integer(size):
         size = (size, size)
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) <= 0:
