@@ -18,7 +18,7 @@ from torch import nn
 
 from .ops import tks as _tks
 
-SCHEDULES = ("linear", "static")
+SCHEDULES = ("linear", "static", "constant")
 
 
 class TKSLossParts(NamedTuple):
@@ -41,10 +41,13 @@ class TKSLoss(nn.Module):
     """``(1 - lam) * CE(mean_t o_t, y) + lam * tau² * CE_soft(o_t, teacher)``.
 
     Args:
-        alpha: the largest weight of the soft loss (the paper's 0.7).
+        alpha: the schedule's parameter (the paper's 0.7), in [0, 1].
         temperature: the teacher's temperature tau (> 0).
-        schedule: ``"linear"``: ``lam = alpha * epoch / epochs`` (``epochs`` required,
-            ``epoch`` passed to every call); ``"static"``: ``lam = alpha``.
+        schedule: as the authors' ``train_main.py``: ``"linear"`` (their default):
+            ``lam = alpha * epoch / epochs`` (``epochs`` required, ``epoch`` passed to every
+            call); ``"static"`` (their ``--staticalpha``): ``loss = alpha * CE + (1 - alpha)
+            * soft``, i.e. ``lam = 1 - alpha``; ``"constant"``: ``lam = alpha``, the soft
+            loss weighted by alpha at every epoch.
         epochs: the number of training epochs E, for the linear schedule.
         teacher, detach_teacher, label_smoothing, backend: as
             :func:`tks_kernels.functional.tks_loss`.
@@ -66,7 +69,7 @@ class TKSLoss(nn.Module):
     ) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be 'linear' or 'static', got {schedule!r}")
+            raise ValueError(f"schedule must be 'linear', 'static' or 'constant', got {schedule!r}")
         if schedule == "linear":
             if epochs is None:
                 raise ValueError("schedule='linear' needs epochs (lam = alpha * epoch / epochs), got epochs=None")
@@ -86,8 +89,10 @@ class TKSLoss(nn.Module):
         self.backend = backend
 
     def lam(self, epoch: Optional[float] = None) -> float:
-        """The soft loss's weight at ``epoch`` (clamped to [0, alpha])."""
+        """The soft loss's weight at ``epoch`` (linear: clamped to [0, alpha])."""
         if self.schedule == "static":
+            return 1.0 - self.alpha
+        if self.schedule == "constant":
             return self.alpha
         if epoch is None:
             raise ValueError("TKSLoss(schedule='linear') needs the epoch: call loss(logits, target, epoch=e)")

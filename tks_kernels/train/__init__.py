@@ -19,10 +19,8 @@ training loop), :mod:`.evaluate` (accuracy by T, table, metrics.json, plot),
 from .args import LOSSES, RECIPES, TRAINING_KEYS, build_parser
 from .checkpoint import CHECKPOINT
 from .evaluate import METRICS, PLOT, evaluate, format_table, plot_accuracy_by_T
-from .loop import Result, lr_lambda, main, make_loss, run
-
-# The names the single-module command had (tests and scripts use them).
-_lr_lambda = lr_lambda
+from .loop import Result, build_optimizer, build_scheduler, cosine_lr, main, make_loss, model_config, run
 
 __all__ = ["CHECKPOINT", "LOSSES", "METRICS", "PLOT", "RECIPES", "TRAINING_KEYS", "Result", "build_parser",
-           "evaluate", "format_table", "lr_lambda", "main", "make_loss", "plot_accuracy_by_T", "run"]
+           "build_optimizer", "build_scheduler", "cosine_lr", "evaluate", "format_table", "main", "make_loss",
+           "model_config", "plot_accuracy_by_T", "run"]

@@ -48,14 +48,27 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def prefix_mean_logits(logits: torch.Tensor, steps: Sequence[int]) -> Dict[int, torch.Tensor]:
+    """logits ``[T, B, C]`` -> for each t in ``steps`` (1 <= t <= T) the mean of the first t
+    steps' logits, ``[B, C]`` (one cumulative sum, in fp32)."""
+    csum = logits.float().cumsum(0)
+    return {t: csum[t - 1] / t for t in steps}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, steps: Sequence[int], is_event: bool, device: torch.device,
              args: argparse.Namespace, d: Dist) -> Dict[int, float]:
     """Test accuracy (prediction: argmax of the logits averaged over steps) at each T in ``steps``.
 
-    Static inputs are repeated t times; event sequences give their first t frames.
-    Counts are summed over the ranks.
+    One forward of max(steps) steps per batch: the models are causal in time (step t's
+    output depends on steps <= t only; batch norm uses its running statistics in eval
+    mode), so the first t steps of that forward are a t-step run. Static inputs are
+    repeated; event sequences give their first frames. Counts are summed over the ranks.
     """
+    steps = sorted({int(t) for t in steps})
+    if not steps or steps[0] < 1:
+        raise ValueError(f"steps must be positive numbers of time steps, got {steps}")
+    longest = steps[-1]
     was_training = model.training
     model.eval()
     correct = [0] * len(steps)
@@ -63,10 +76,13 @@ def evaluate(model: nn.Module, loader: DataLoader, steps: Sequence[int], is_even
     for x, y in loader:
         x = to_input(x, is_event, device, args.channels_last)
         y = y.to(device)
+        if is_event and x.shape[0] < longest:
+            raise ValueError(f"cannot test at T={longest}: the event samples have {x.shape[0]} frames")
+        with autocast(args, device):
+            logits = model(x[:longest]) if is_event else model(x, T=longest)
+        means = prefix_mean_logits(logits, steps)
         for i, t in enumerate(steps):
-            with autocast(args, device):
-                logits = model(x[:t]) if is_event else model(x, T=t)
-            correct[i] += int((logits.float().mean(0).argmax(-1) == y).sum())
+            correct[i] += int((means[t].argmax(-1) == y).sum())
         total += y.numel()
     model.train(was_training)
     sums = all_sum(correct + [total], d, device)

@@ -4,6 +4,7 @@ tests at every T at the end."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -21,7 +22,7 @@ from .. import data as _data
 from .. import models as _models
 from . import distributed as _dist
 from .args import build_parser, default_out, fill_defaults
-from .checkpoint import CHECKPOINT, load_resume, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT, checkpoint_path, load_resume, rng_state, save_checkpoint, set_rng_state
 from .distributed import Dist
 from .evaluate import METRICS, PLOT, autocast, evaluate, format_table, plot_accuracy_by_T, to_input, write_json_atomic
 
@@ -41,7 +42,7 @@ def make_loss(args: argparse.Namespace, name: str) -> nn.Module:
 
     if name == "tks":
         return _loss.TKSLoss(alpha=args.alpha, temperature=args.temperature, schedule=args.schedule,
-                             epochs=args.epochs, teacher=args.teacher, detach_teacher=args.detach_teacher,
+                             epochs=int(getattr(args, "schedule_epochs", None) or args.epochs), teacher=args.teacher, detach_teacher=args.detach_teacher,
                              label_smoothing=args.label_smoothing, backend=args.loss_backend or args.backend)
     if name == "tet":
         return _loss.TETLoss(lamb=args.tet_lambda, means=args.tet_phi, label_smoothing=args.label_smoothing)
@@ -53,8 +54,11 @@ def _datasets(args: argparse.Namespace, d: Dist):
     kw = dict(args.data_option)
     if d.on and not d.main:
         _dist.barrier(d)  # rank 0 writes the event-frame cache first; the others read it
-    train_set = _data.create(args.data, args.data_root, train=True, T=args.T if info.is_event else None,
-                             augment=bool(args.augment), **kw)
+    try:
+        train_set = _data.create(args.data, args.data_root, train=True, T=args.T if info.is_event else None,
+                                 augment=bool(args.augment), **kw)
+    except ImportError as e:  # an optional package the recipe's augmentation needs
+        raise SystemExit(f"tks-train: {e}") from None
     test_set = _data.create(args.data, args.data_root, train=False, T=args.T if info.is_event else None,
                             augment=False, **kw)
     if d.main:
@@ -75,17 +79,63 @@ def _build_model(args: argparse.Namespace, num_classes: int, shape: tuple) -> _m
         kw["input_size"] = (shape[1], shape[2])
     if args.width is not None:
         kw["width"] = args.width
+    kw.update(getattr(args, "model_option", None) or {})
     return _models.create(args.model, num_classes=num_classes, in_channels=shape[0], T=args.T,
                           neuron=args.neuron or None, backend=args.backend, **kw)
 
 
-def lr_lambda(total_steps: int, warmup_steps: int):
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return f
+def model_config(args: argparse.Namespace, num_classes: int, shape: tuple) -> Dict[str, Any]:
+    """What ``tks-eval`` needs to rebuild the model, as plain Python values."""
+    kw: Dict[str, Any] = {}
+    if len(shape) == 3:
+        kw["input_size"] = [int(shape[1]), int(shape[2])]
+    if args.width is not None:
+        kw["width"] = float(args.width)
+    kw.update(getattr(args, "model_option", None) or {})
+    return {"name": args.model, "num_classes": int(num_classes), "in_channels": int(shape[0]), "T": int(args.T),
+            "neuron": _models.neuron_options(args.neuron or None), "options": kw,
+            "data": args.data, "is_event": bool(_data.info(args.data).is_event)}
+
+
+def cosine_lr(t: float, base_lr: float, epochs: float, warmup_epochs: float, warmup_lr: float,
+              min_lr: float) -> float:
+    """The learning rate at epoch ``t`` (fractional with ``--lr-interval step``), as timm's
+    ``CosineLRScheduler`` (t_initial=epochs, warmup_t, warmup_lr_init, lr_min; warm-up not a
+    prefix, one cycle): linear from ``warmup_lr`` for ``warmup_epochs``, then
+    ``min_lr + (base_lr - min_lr) * (1 + cos(pi * t / epochs)) / 2``, then ``min_lr``."""
+    if t < warmup_epochs:
+        return warmup_lr + t * (base_lr - warmup_lr) / warmup_epochs
+    if t >= epochs:
+        return min_lr
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * t / epochs))
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, decay_1d: bool = False) -> torch.optim.AdamW:
+    """AdamW; as timm's ``create_optimizer`` (the authors'), 1-D parameters (batch norm,
+    learnt neuron constants) and biases get no weight decay unless ``decay_1d``."""
+    if decay_1d or weight_decay == 0:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return torch.optim.AdamW([{"params": no_decay, "weight_decay": 0.0},
+                              {"params": decay, "weight_decay": weight_decay}], lr=lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, lr: float,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per training step; with ``--lr-interval epoch`` the value changes only at
+    epoch boundaries, as timm's scheduler stepped per epoch."""
+    epochs = float(getattr(args, "schedule_epochs", None) or args.epochs)
+
+    def factor(step: int) -> float:
+        t = step // steps_per_epoch if args.lr_interval == "epoch" else step / steps_per_epoch
+        value = cosine_lr(float(t), lr, epochs, float(args.warmup_epochs), args.warmup_lr, args.min_lr)
+        return value / lr if lr > 0 else 0.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @dataclass
@@ -117,10 +167,8 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
                                  drop_last=False)
     drop_last = len(sampler) > args.batch_size
     steps_per_epoch = len(sampler) // args.batch_size if drop_last else math.ceil(len(sampler) / args.batch_size)
-    total_steps = steps_per_epoch * args.epochs
-    warmup_steps = min(total_steps, int(round(args.warmup_epochs * steps_per_epoch)))
-    optimizer = torch.optim.AdamW(base.parameters(), lr=lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, warmup_steps))
+    optimizer = build_optimizer(base, lr, args.weight_decay, bool(getattr(args, "decay_1d", False)))
+    scheduler = build_scheduler(optimizer, args, lr, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if (args.amp and device.type == "cuda") else None
     criterion = make_loss(args, loss_name)
 
@@ -168,6 +216,7 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
         loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
                             drop_last=drop_last, generator=gen, pin_memory=device.type == "cuda")
         model.train()
+        epoch_lr = optimizer.param_groups[-1]["lr"]
         # Running sums stay on the device: reading them every step would wait for the GPU.
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -201,7 +250,7 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
                                      f"try a smaller --lr (now {lr:.3g})")
         _dist.sync_buffers_from_rank0(base, d)
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                 "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+                 "lr": epoch_lr, "seconds": time.perf_counter() - t0}
         last = epoch + 1 == args.epochs
         if args.eval_every and ((epoch + 1) % args.eval_every == 0 or last):
             entry["test_accuracy"] = evaluate(eval_model, test_loader, [args.T], is_event, device, args, d)[args.T]
@@ -216,6 +265,7 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
                 "model": base.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch + 1,
                 "rng": rngs, "args": vars(args), "loss": loss_name, "history": history,
+                "model_config": model_config(args, num_classes, shape),
             }, out / CHECKPOINT)
 
     metrics: Dict[str, Any] = {"model": args.model, "data": args.data, "loss": loss_name, "T": args.T,
@@ -249,6 +299,21 @@ def run(argv: Optional[Sequence[str]] = None) -> Result:
                              "on its own (--resume OUT/tks/checkpoint.pt)")
         args, ckpt = load_resume(args, parser)
         args.compare = False
+        done = int(ckpt["epoch"])
+        if args.extend_epochs is not None:
+            if isinstance(args.extend_epochs, bool) or args.extend_epochs < 1:
+                raise SystemExit(f"tks-train: --extend-epochs must be >= 1, got {args.extend_epochs}")
+            # The lr and TKS schedules keep their length: the extra epochs run at the floor.
+            args.schedule_epochs = args.schedule_epochs or args.epochs
+            args.epochs = done + args.extend_epochs
+        elif done >= args.epochs:
+            out = Path(args.out)
+            print(f"tks-train: {checkpoint_path(args.resume)} is a finished run ({done} of {args.epochs} epochs); "
+                  f"nothing to do, {out / METRICS} is left as it is. To train more epochs pass --extend-epochs N.")
+            metrics = json.loads((out / METRICS).read_text()) if (out / METRICS).is_file() else {}
+            return Result(metrics, {}, out, False)
+    elif args.extend_epochs is not None:
+        raise SystemExit("tks-train: --extend-epochs continues a run: give it with --resume PATH")
     args = fill_defaults(args)
     d, device = _dist.init_distributed(args.device)
     if device.type == "cpu" and d.on and "OMP_NUM_THREADS" not in os.environ:
