@@ -345,3 +345,30 @@ def test_paper_scripts_run_on_tiny_fake_data(tmp_path, monkeypatch):
     assert metrics["args"]["data_option"] == dict(frames_by="time", resize_mode="align_corners",
                                                   augment_policy="crop_flip_rotate", split="ordered",
                                                   progress=False, test_fraction=0.5)
+
+
+def test_tks_eval_tests_a_checkpoint_at_any_T(tmp_path, capsys):
+    from tks_kernels.train import tks_eval
+
+    out = tmp_path / "run"
+    trained = train.run(TINY + ["--out", str(out)])
+    before = (out / train.METRICS).read_bytes()
+    from tks_kernels.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(out / train.CHECKPOINT)
+    assert ckpt["model_config"]["name"] == "cnn" and ckpt["model_config"]["in_channels"] == 1
+    assert ckpt["model_config"]["options"] == {"input_size": [8, 8], "width": 0.25}
+    assert ckpt["model_config"]["neuron"]["fire_at_threshold"] is False
+    metrics = tks_eval.run([str(out), "-T", "1", "2", "3", "6", "--limit-test", "64"])
+    assert set(metrics["accuracy_by_T"]) == {"1", "2", "3", "6"}
+    for t in ("1", "2", "3"):  # the same model and test set as training's last evaluation
+        assert metrics["accuracy_by_T"][t] == trained.metrics["accuracy_by_T"][t]
+    assert metrics["trained_T"] == 3 and metrics["epoch"] == 2 and metrics["test_samples"] == 64
+    assert json.loads((out / "eval" / train.METRICS).read_text()) == metrics
+    assert (out / "eval" / train.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / train.METRICS).read_bytes() == before  # the run's own metrics are left alone
+    assert "test accuracy by T" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="tks-eval: no checkpoint at"):
+        tks_eval.run([str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit, match="-T takes positive numbers"):
+        tks_eval.run([str(out), "-T", "0"])
