@@ -249,3 +249,281 @@ def test_event_errors_name_the_file(tmp_path, kind):
         data.create(name, root, T=2, test_fraction=0, cache_dir=tmp_path / "cache",
                     **{"progress": False, **kw})
     assert str(bad) in str(e.value)
+
+
+# ----------------------------------------------------------------------------- NumPy scalars (9)
+
+
+def test_numpy_scalars_are_accepted_where_python_numbers_are(tmp_path):
+    from tks_kernels.ops import tks
+
+    cfg = tks.make_config(np.float32(0.5), np.float64(3.0), label_smoothing=np.float32(0.0))
+    assert cfg.lam == 0.5 and cfg.temperature == 3.0 and type(cfg.lam) is float
+    make_npz_tree(tmp_path / "ev")
+    ds = data.create("events_npz", tmp_path / "ev", T=np.int64(2), sensor_size=(4, 6), size=np.int64(2),
+                     progress=False, cache_dir=tmp_path / "cache")
+    assert ds[0][0].shape == (2, 2, 2, 2)
+    with pytest.raises(ValueError, match="T must be a positive integer"):
+        data.create("events_npz", tmp_path / "ev", T=np.float32(2.0), sensor_size=(4, 6))
+    with pytest.raises(TypeError, match="lam must be a real number"):
+        tks.make_config(np.bool_(True))
+
+
+# ----------------------------------------------------------------------------- training (1, 2, 7, 8, 9, 10)
+
+TINY = ["--model", "mlp", "--width", "0.25", "-T", "2", "--epochs", "3", "--batch-size", "32",
+        "--limit-train", "64", "--limit-test", "32", "--no-progress", "--seed", "1", "--backend", "torch"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run stopped after 2 of 3 epochs: checkpoint.pt (epoch 2) and checkpoint.prev.pt (epoch 1)."""
+    from tks_kernels import train
+
+    out = tmp_path_factory.mktemp("run") / "part"
+    train.run(TINY + ["--out", str(out), "--stop-after", "2"])
+    return out
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst / "checkpoint.pt"
+
+
+def test_resuming_a_checkpoint_with_overwritten_bytes_is_refused(trained, tmp_path):
+    from tks_kernels import train
+
+    path = _copy_run(trained, tmp_path / "r")
+    body_start = path.read_bytes().index(b"\n") + 1
+    good = path.read_bytes()
+    # Overwrite 64 bytes in the middle of the tensor data, as a bad disk or copy would.
+    pos = body_start + (len(good) - body_start) // 2
+    path.write_bytes(good[:pos] + bytes(64) + good[pos + 64:])
+    with pytest.raises(SystemExit) as e:
+        train.run(["--resume", str(path), "--no-progress"])
+    msg = str(e.value)
+    assert "\n" not in msg and f"{path}: the checkpoint is corrupted" in msg
+    prev = path.parent / "checkpoint.prev.pt"
+    assert f"the previous checkpoint {prev} is intact" in msg
+    assert not (path.parent / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "keyless", "plain_torch"])
+def test_malformed_checkpoints_give_one_line_on_resume(trained, tmp_path, kind):
+    from tks_kernels import train
+
+    path = _copy_run(trained, tmp_path / "r")
+    good = path.read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) - 1000])
+    elif kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(len(good)))
+    elif kind == "keyless":
+        ck.save(path, {"model": ck.load(path)["model"]}, keep_previous=False)
+    else:
+        torch.save(ck.load(path), path)
+    with pytest.raises(SystemExit) as e:
+        train.run(["--resume", str(path), "--no-progress"])
+    msg = str(e.value)
+    assert msg.startswith(f"tks-train: --resume: {path}: ") and "\n" not in msg
+    if kind == "keyless":
+        assert "lacks 'optimizer', 'scheduler', 'epoch', 'rng', 'args', 'loss', 'history'" in msg
+
+
+def test_a_crafted_checkpoint_runs_no_code_on_resume(trained, tmp_path):
+    from tks_kernels import train
+
+    marker = tmp_path / f"ran-{uuid.uuid4().hex}"
+    path = _copy_run(trained, tmp_path / "r")
+    state = ck.load(path)
+    state["args"] = _WritesAFile(marker)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    body = buf.getvalue()
+    for data_ in (body, b"TKS-CHECKPOINT 1 sha256=%s size=%d\n" % (hashlib.sha256(body).hexdigest().encode(),
+                                                                  len(body)) + body):
+        path.write_bytes(data_)
+        with pytest.raises(SystemExit, match="tks-train: --resume: .*checkpoint.pt: "):
+            train.run(["--resume", str(path), "--no-progress"])
+        assert not marker.exists()
+
+
+def test_resuming_from_nan_weights_stops_with_a_clear_error(trained, tmp_path):
+    from tks_kernels import train
+
+    path = _copy_run(trained, tmp_path / "r")
+    state = ck.load(path)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name].view(-1)[3] = float("nan")
+    ck.save(path, state, check_finite=False, keep_previous=False)
+    with pytest.raises(SystemExit) as e:
+        train.run(["--resume", str(path), "--no-progress"])
+    assert f"the checkpoint holds non-finite values: model.{name} holds 1 NaN" in str(e.value)
+
+
+def test_nan_weights_during_training_stop_before_they_are_saved(tmp_path, monkeypatch):
+    """A NaN weight feeding a LIF layer gives "no spike", so the loss stays finite: the
+    run must still stop, naming the tensor and the epoch, and save nothing of it."""
+    from tks_kernels import train
+    from tks_kernels.train.guards import TrainingStopped
+
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 4:  # the 2nd step of epoch 2 (2 steps an epoch)
+            with torch.no_grad():
+                self.param_groups[-1]["params"][0].view(-1)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingStopped, match=r"non-finite values in epoch 2 of the tks run: .* is NaN or infinite; "
+                                              r"stopped before saving this epoch") as e:
+        train.run(TINY + ["--out", str(out)])
+    saved = ck.load(out / "checkpoint.pt")  # epoch 1's, finite (load checks)
+    assert saved["epoch"] == 1
+    name = str(e.value).split(": ", 1)[1]
+    assert "model." in name
+
+
+def test_the_watch_names_the_first_non_finite_gradient_and_its_step():
+    from tks_kernels.train.guards import NonFiniteWatch, TrainingStopped
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    watch = NonFiniteWatch(model)
+    watch.start_epoch()
+    for step in range(4):
+        model(torch.randn(5, 3)).sum().backward()
+        if step == 2:
+            model[1].weight.grad[0, 1] = float("inf")
+        watch.after_backward()
+        model.zero_grad()
+    with pytest.raises(TrainingStopped, match=r"epoch 7 of the ce run: the gradient of 1.weight became NaN or "
+                                              r"infinite first at step 3"):
+        watch.check(7, "ce", model, opt)
+    watch.start_epoch()  # a clean epoch passes
+    model(torch.randn(5, 3)).sum().backward()
+    watch.after_backward()
+    watch.check(8, "ce", model, opt)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--label-smoothing", "-1"], "--label-smoothing must be in \\[0.0, 1.0\\), got -1.0"),
+    (["--label-smoothing", "nan"], "--label-smoothing must be a finite number, got nan"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs must be >= 0.0, got -1.0"),
+    (["--eval-every", "-1"], "--eval-every must be >= 0, got -1"),
+    (["--limit-train", "0"], "--limit-train must be >= 1, got 0"),
+    (["--limit-test", "0"], "--limit-test must be >= 1, got 0"),
+    (["--stop-after", "0"], "--stop-after must be >= 1, got 0"),
+    (["--temperature", "0"], "--temperature must be > 0.0, got 0.0"),
+    (["--alpha", "1.5"], "--alpha must be in \\[0.0, 1.0\\], got 1.5"),
+    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--lr", "-0.1"], "--lr must be > 0.0, got -0.1"),
+    (["--weight-decay", "-1"], "--weight-decay must be >= 0.0"),
+    (["--width", "0"], "--width must be > 0.0, got 0.0"),
+    (["--seed", "-3"], "--seed must be in \\[0, "),
+    (["--workers", "-1"], "--workers must be >= 0"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["-T", "0"], "-T must be >= 1, got 0"),
+])
+def test_nonsense_arguments_are_refused_naming_them(tmp_path, monkeypatch, argv, match):
+    from tks_kernels import train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=match):
+        train.run(TINY + argv)
+    assert os.listdir(tmp_path) == []  # nothing written, no runs/<time>/
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, monkeypatch):
+    from tks_kernels import train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="--device cuda: CUDA is not available .*; use --device cpu"):
+        train.run(TINY + ["--device", "cuda"])
+    with pytest.raises(SystemExit, match="--device 'gpu0' is not a device name"):
+        train.run(TINY + ["--device", "gpu0"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_run_leaves_no_empty_run_folder(tmp_path, monkeypatch):
+    from tks_kernels import train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="CIFAR-10: expected"):
+        train.run(["--data", "cifar10", "--data-root", str(tmp_path / "nothing"), "--no-progress"])
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "runs").mkdir()  # a folder that was there before stays
+    with pytest.raises(FileNotFoundError):
+        train.run(["--data", "cifar10", "--data-root", str(tmp_path / "nothing"), "--no-progress"])
+    assert os.listdir(tmp_path / "runs") == []
+
+
+def test_main_prints_one_line_for_a_stopped_run(tmp_path, monkeypatch, capsys):
+    from tks_kernels import train
+
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        out = real_step(self, *a, **k)
+        with torch.no_grad():
+            self.param_groups[-1]["params"][0].view(-1)[0] = float("inf")
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    assert train.main(TINY + ["--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tks-train: non-finite values in epoch 1 of the tks run") and "\n" not in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # it had nothing in it: removed
+
+
+def _train_cmd(*argv):
+    return [sys.executable, "-m", "tks_kernels.train", *argv]
+
+
+def test_sigint_exits_with_a_short_message_and_a_resumable_checkpoint(tmp_path):
+    """Ctrl-C during epoch k: exit status 130, one line naming the checkpoint, no
+    traceback; --resume from it gives the weights of an uninterrupted run."""
+    from tks_kernels import train
+
+    argv = TINY[:]
+    argv[argv.index("--epochs") + 1] = "400"  # long enough to be interrupted
+    out = tmp_path / "int"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(_train_cmd(*argv, "--out", str(out)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = stderr.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    line = [ln for ln in err.splitlines() if "interrupted" in ln]
+    assert len(line) == 1 and f"continue with --resume {out / 'checkpoint.pt'}" in line[0], err
+    saved = ck.load(out / "checkpoint.pt")
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    k = saved["epoch"] + 1
+    # Resume for one more epoch; an uninterrupted run stopped at the same epoch matches it.
+    resumed = train.run(["--resume", str(out), "--stop-after", str(k), "--no-progress"])
+    full = train.run(argv + ["--out", str(tmp_path / "full"), "--stop-after", str(k)])
+    assert resumed.stopped and full.stopped
+    a, b = ck.load(out / "checkpoint.pt")["model"], ck.load(tmp_path / "full" / "checkpoint.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)

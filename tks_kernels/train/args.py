@@ -10,6 +10,7 @@ from typing import Any, Dict
 
 from .. import data as _data
 from .. import models as _models
+from .guards import check_arguments
 
 LOSSES = ("tks", "ce", "tet")
 
@@ -147,10 +148,7 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, key, recipe[key])
     if args.workers is None:
         args.workers = 0 if args.data == "digits" else min(4, os.cpu_count() or 1)
-    if args.T < 1:
-        raise SystemExit(f"tks-train: -T must be >= 1, got {args.T}")
-    if args.epochs < 1 or args.batch_size < 1:
-        raise SystemExit("tks-train: --epochs and --batch-size must be >= 1")
+    check_arguments(args)  # every number within its meaning, naming the option (-T, --epochs, ...)
     args.neuron = dict(args.neuron) if isinstance(args.neuron, list) else dict(args.neuron or {})
     given = dict(args.data_option) if isinstance(args.data_option, list) else dict(args.data_option or {})
     # A resumed run's options are complete already; only a fresh run gets the recipe's.

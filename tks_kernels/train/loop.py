@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from .. import data as _data
 from .. import models as _models
+from .. import checkpoint as _ckpt
 from . import distributed as _dist
+from . import guards as _guards
 from .args import build_parser, default_out, fill_defaults
 from .checkpoint import CHECKPOINT, checkpoint_path, load_resume, rng_state, save_checkpoint, set_rng_state
 from .distributed import Dist
@@ -171,6 +174,10 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
     scheduler = build_scheduler(optimizer, args, lr, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if (args.amp and device.type == "cuda") else None
     criterion = make_loss(args, loss_name)
+    # With a GradScaler, overflowing fp16 gradients are expected (the step is skipped).
+    watch = _guards.NonFiniteWatch(base, check_grads=scaler is None)
+    progress = _guards.PROGRESS
+    progress.loss, progress.epochs, progress.epoch, progress.checkpoint = loss_name, args.epochs, None, None
 
     start_epoch, history = 0, []
     if resume is not None:
@@ -183,6 +190,7 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
         set_rng_state(resume["rng"][min(d.rank, len(resume["rng"]) - 1)] if isinstance(resume["rng"], list)
                        else resume["rng"])
         log(f"resumed {loss_name} at epoch {start_epoch}/{args.epochs} from {args.resume}")
+        progress.checkpoint, progress.saved_epoch = checkpoint_path(args.resume), start_epoch
 
     model = base
     if d.on:
@@ -216,6 +224,8 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
         loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
                             drop_last=drop_last, generator=gen, pin_memory=device.type == "cuda")
         model.train()
+        watch.start_epoch()
+        progress.epoch = epoch + 1
         epoch_lr = optimizer.param_groups[-1]["lr"]
         # Running sums stay on the device: reading them every step would wait for the GPU.
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -235,6 +245,7 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
                 scaler.update()
             else:
                 loss.backward()
+                watch.after_backward()  # device-side flags only: no sync
                 optimizer.step()
             scheduler.step()
             n = y.numel()
@@ -245,9 +256,12 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
                 bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{100 * int(correct) / seen:.2f}%",
                                 refresh=False)
         loss_sum, correct, seen = _dist.all_sum([float(loss_sum), int(correct), seen], d, device)
+        kept = (f"; the last checkpoint is {progress.checkpoint} (epoch {progress.saved_epoch})"
+                if progress.checkpoint is not None else "")
+        watch.check(epoch + 1, loss_name, base, optimizer, hint=f"{kept}; try a smaller --lr (now {lr:.3g})")
         if not math.isfinite(loss_sum):
-            raise FloatingPointError(f"tks-train: the {loss_name} loss became {loss_sum} in epoch {epoch + 1}; "
-                                     f"try a smaller --lr (now {lr:.3g})")
+            raise _guards.TrainingStopped(f"the {loss_name} loss became {loss_sum} in epoch {epoch + 1}{kept}; "
+                                          f"try a smaller --lr (now {lr:.3g})")
         _dist.sync_buffers_from_rank0(base, d)
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                  "lr": epoch_lr, "seconds": time.perf_counter() - t0}
@@ -267,6 +281,7 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
                 "rng": rngs, "args": vars(args), "loss": loss_name, "history": history,
                 "model_config": model_config(args, num_classes, shape),
             }, out / CHECKPOINT)
+        progress.checkpoint, progress.saved_epoch = out / CHECKPOINT, epoch + 1
 
     metrics: Dict[str, Any] = {"model": args.model, "data": args.data, "loss": loss_name, "T": args.T,
                                "history": history}
@@ -288,8 +303,10 @@ def _progress(loader, desc: str, disable: bool):
     return tqdm(loader, desc=desc, disable=disable, leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
+@_guards.remove_empty_dirs_on_failure
 def run(argv: Optional[Sequence[str]] = None) -> Result:
     """Parse ``argv`` (default ``sys.argv[1:]``), train, test at every T, write the outputs."""
+    _guards.PROGRESS.reset()
     parser = build_parser()
     args = parser.parse_args(argv)
     ckpt = None
@@ -315,13 +332,14 @@ def run(argv: Optional[Sequence[str]] = None) -> Result:
     elif args.extend_epochs is not None:
         raise SystemExit("tks-train: --extend-epochs continues a run: give it with --resume PATH")
     args = fill_defaults(args)
+    _guards.check_device(args.device)
     d, device = _dist.init_distributed(args.device)
     if device.type == "cpu" and d.on and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
     out = Path(_dist.broadcast_object(args.out or default_out(), d))
     args.out = str(out)
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
+        _guards.make_dirs(out)
     _dist.barrier(d)
 
     t0 = time.perf_counter()
@@ -332,7 +350,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Result:
     for name in losses:
         sub = out / name if args.compare else out
         if d.main:
-            sub.mkdir(parents=True, exist_ok=True)
+            _guards.make_dirs(sub)
         metrics, model, stopped_one = train_one(args, name, sub, d, device, resume=ckpt)
         stopped = stopped or stopped_one
         metrics["args"] = {k: v for k, v in vars(args).items()}
@@ -366,9 +384,16 @@ def run(argv: Optional[Sequence[str]] = None) -> Result:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The ``tks-train`` command; returns the exit status."""
+    """The ``tks-train`` command; returns the exit status (1: stopped with a message,
+    130: interrupted by Ctrl-C, each reported in one line without a traceback)."""
     try:
         run(argv)
+    except KeyboardInterrupt:
+        print(_guards.interrupted_message(), file=sys.stderr)
+        return 130
+    except (_guards.TrainingStopped, _ckpt.CheckpointError) as e:
+        print(f"tks-train: {e}", file=sys.stderr)
+        return 1
     finally:
         _dist.shutdown()
     return 0
