@@ -32,6 +32,19 @@ _INTERPRETED = tl.constexpr(INTERPRETED)
 
 
 @triton.jit
+def trip_count(n):
+    """The run-time scalar n as a loop bound: ``for t in range(trip_count(T))``.
+    Compiled, n itself (T stays a run-time argument: no recompile per length). Under the
+    interpreter a Python int: there every scalar argument is a 1-element array, and
+    triton 3.6's interpreter takes range()'s bound with int(array), which numpy >= 2.4
+    refuses ("only 0-dimensional arrays can be converted to Python scalars")."""
+    if _INTERPRETED:
+        return int(n.handle.data.reshape(-1)[0])  # plain Python: the interpreter runs it as such
+    else:
+        return n
+
+
+@triton.jit
 def widen(q, dt: tl.constexpr):
     """A loaded saved distance q (storage type) in the compute type dt, exactly.
     Under the interpreter bf16 goes through its bits: the interpreter's bf16 -> fp32

@@ -46,6 +46,7 @@ from .._triton_launch import (
     scalar_bits,
     store_distance,
     time_major_dense,
+    trip_count,
     widen,
 )
 from . import LIFConfig
@@ -122,7 +123,7 @@ def _lif_forward_kernel(
     else:
         v = tl.zeros([BLOCK], dtype=dt) + vr
     x_next = tl.load(x_ptr + offs, mask=mask, other=0.0)
-    for t in range(T):
+    for t in range(trip_count(T)):
         base = t * step
         xt = x_next.to(dt)
         # Prefetch the next step's input before this step's stores: twice the bytes
@@ -183,7 +184,7 @@ def _lif_backward_kernel(
         gs_next = tl.load(grad_spikes_ptr + last + offs, mask=mask, other=0.0)
     if HAS_GRAD_V_SEQ:
         gq_next = tl.load(grad_v_seq_ptr + last + offs, mask=mask, other=0.0)
-    for i in range(T):
+    for i in range(trip_count(T)):
         t = T - 1 - i
         base = t * step
         prev = base - step
