@@ -348,6 +348,11 @@ class BaseNode(MemoryModule):
         # SpikingJelly's scale for its Lava conversion (kept so the attribute exists)
         self.lava_s_cale = 1 << 6
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "surrogate_function" and isinstance(value, str):
+            value = _surrogate.from_name(value)  # a name becomes its object (nn.Module children take no str)
+        super().__setattr__(name, value)
+
     # --- SpikingJelly's attributes
     @property
     def store_v_seq(self) -> bool:
@@ -410,6 +415,18 @@ class BaseNode(MemoryModule):
     def _run(self, x_seq: torch.Tensor, v: Any, return_v_seq: bool):  # pragma: no cover - subclasses
         raise NotImplementedError
 
+    def _check_not_recomputed(self) -> None:
+        # A forward inside backward is activation checkpointing's recomputation: it would
+        # read the membrane already advanced by the first forward (wrong gradients), since
+        # SpikingJelly's memopt saves and restores the state of its own MemoryModules only.
+        if not torch.compiler.is_compiling() and torch.is_grad_enabled() and torch._C._current_graph_task_id() != -1:
+            raise RuntimeError(
+                f"{type(self).__name__} ran again inside backward (activation checkpointing recomputing it): its "
+                f"state is not restored for the recomputation, so the gradients would be wrong. With SpikingJelly's "
+                f"memopt.checkpoint_module use tks_kernels.spikingjelly.{'ParametricLIFNode' if isinstance(self, ParametricLIF) else 'LIFNode'}"
+                f" (a SpikingJelly MemoryModule), or do not checkpoint stateful neurons"
+            )
+
     def single_step_functional_forward(self, inputs, states, **kwargs):
         spikes, v = self._run(inputs[0].unsqueeze(0), states[0], False)
         return (spikes[0],), (v, *states[1:])
@@ -422,6 +439,7 @@ class BaseNode(MemoryModule):
         """x ``[*]`` -> spikes ``[*]``, one step from the kept membrane."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        self._check_not_recomputed()
         spikes, v = self._run(x.unsqueeze(0), self.v, False)
         self.v = v
         if self.store_v_seq:
@@ -435,6 +453,7 @@ class BaseNode(MemoryModule):
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """x ``[T, *]`` -> spikes ``[T, *]``, all steps in one fused kernel."""
+        self._check_not_recomputed()
         out = self._run(x_seq, self.v, self.store_v_seq)
         self.v = out[1]
         self.v_seq = out[2] if self.store_v_seq else None
