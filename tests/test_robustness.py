@@ -269,6 +269,31 @@ def test_numpy_scalars_are_accepted_where_python_numbers_are(tmp_path):
         tks.make_config(np.bool_(True))
 
 
+def test_numpy_scalars_in_the_losses_neurons_and_surrogates():
+    from tks_kernels import LIF, surrogate
+    from tks_kernels.loss import TETLoss, TKSLoss
+
+    loss = TKSLoss(alpha=np.float32(0.5), temperature=np.float64(2.0), epochs=np.int64(10), backend="torch")
+    assert loss.lam(np.int64(5)) == pytest.approx(0.25) and loss.epochs == 10 and type(loss.epochs) is int
+    logits, y = torch.randn(3, 4, 5), torch.randint(0, 5, (4,))
+    assert torch.equal(loss(logits, y, epoch=np.float32(5.0)), loss(logits, y, epoch=5))
+    assert TETLoss(lamb=np.float32(0.5), means=np.float64(1.0)).lamb == 0.5
+    lif = LIF(tau=np.float32(2.0), v_threshold=np.float64(0.5), step_mode="m", backend="torch")
+    ref = LIF(tau=2.0, v_threshold=0.5, step_mode="m", backend="torch")
+    x = torch.randn(4, 3, 5)
+    assert torch.equal(lif(x), ref(x))
+    assert surrogate.Sigmoid(alpha=np.float32(4.0)).alpha == 4.0
+
+
+@pytest.mark.parametrize("epoch", [float("nan"), float("inf"), -1, np.float32("nan"), "3", True])
+def test_nonsense_epochs_are_refused(epoch):
+    from tks_kernels.loss import TKSLoss
+
+    loss = TKSLoss(epochs=10, backend="torch")
+    with pytest.raises(ValueError, match="epoch must be a number >= 0, got"):
+        loss(torch.randn(2, 3, 4), torch.tensor([0, 1, 2]), epoch=epoch)
+
+
 # ----------------------------------------------------------------------------- training (1, 2, 7, 8, 9, 10)
 
 TINY = ["--model", "mlp", "--width", "0.25", "-T", "2", "--epochs", "3", "--batch-size", "32",

@@ -10,12 +10,14 @@ can swap them:
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _numbers
 from .ops import tks as _tks
 
 SCHEDULES = ("linear", "static", "constant")
@@ -73,7 +75,7 @@ class TKSLoss(nn.Module):
         if schedule == "linear":
             if epochs is None:
                 raise ValueError("schedule='linear' needs epochs (lam = alpha * epoch / epochs), got epochs=None")
-            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            if not _numbers.is_integer(epochs) or epochs < 1:
                 raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         # Checks alpha as a lam and every other option once, here.
         _tks.make_config(alpha, temperature, teacher, detach_teacher, label_smoothing)
@@ -82,7 +84,7 @@ class TKSLoss(nn.Module):
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.schedule = schedule
-        self.epochs = epochs
+        self.epochs = None if epochs is None else int(epochs)
         self.teacher = teacher
         self.detach_teacher = detach_teacher
         self.label_smoothing = float(label_smoothing)
@@ -96,7 +98,7 @@ class TKSLoss(nn.Module):
             return self.alpha
         if epoch is None:
             raise ValueError("TKSLoss(schedule='linear') needs the epoch: call loss(logits, target, epoch=e)")
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch < 0:
+        if not _numbers.is_real(epoch) or not math.isfinite(epoch) or epoch < 0:  # NaN would give lam NaN
             raise ValueError(f"epoch must be a number >= 0, got {epoch!r}")
         return self.alpha * min(float(epoch), float(self.epochs)) / self.epochs
 
@@ -125,10 +127,10 @@ class TETLoss(nn.Module):
 
     def __init__(self, lamb: float = 1e-3, means: float = 1.0, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if isinstance(lamb, bool) or not isinstance(lamb, (int, float)) or not 0.0 <= lamb <= 1.0:
+        if not _numbers.is_real(lamb) or not 0.0 <= lamb <= 1.0:
             raise ValueError(f"lamb must be a number in [0, 1], got {lamb!r}")
-        if isinstance(means, bool) or not isinstance(means, (int, float)):
-            raise TypeError(f"means must be a real number, got {means!r}")
+        if not _numbers.is_real(means) or not math.isfinite(means):
+            raise TypeError(f"means must be a finite real number, got {means!r}")
         self.lamb = float(lamb)
         self.means = float(means)
         self.label_smoothing = float(label_smoothing)

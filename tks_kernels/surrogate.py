@@ -21,6 +21,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from . import _numbers
 from .ops.lif import DEFAULT_ALPHA, SURROGATES
 from .ops.lif.reference import surrogate_grad
 
@@ -45,7 +46,7 @@ class _HeavisideWithSurrogate(torch.autograd.Function):
 
 
 def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+    if not _numbers.is_real(alpha):  # NumPy scalars too
         raise TypeError(f"alpha must be a real number, got {alpha!r} of type {type(alpha).__name__}")
     alpha = float(alpha)
     if not (math.isfinite(alpha) and alpha > 0):
@@ -158,7 +159,7 @@ def builtin_of(fn) -> Optional[Tuple[str, float]]:
     alpha = getattr(fn, "alpha", None)
     if ours:  # ours always runs the built-in derivative: a bad alpha is an error
         return name, _check_alpha(alpha)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+    if not _numbers.is_real(alpha):
         return None
     alpha = float(alpha)
     if not (math.isfinite(alpha) and alpha > 0):

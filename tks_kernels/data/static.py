@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import _numbers
 from .splits import stratified_split
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -314,7 +315,7 @@ def imagenet(root: os.PathLike | str, train: bool = True, *, augment: bool = Fal
         raise ImportError(
             "ImageNet: reading the ImageFolder tree needs torchvision "
             f"(pip install torchvision); importing it failed: {e}") from e
-    if isinstance(color_jitter, bool) or not isinstance(color_jitter, (int, float)) or not color_jitter >= 0:
+    if not _numbers.is_real(color_jitter) or not color_jitter >= 0:
         raise ValueError(f"color_jitter must be a number >= 0, got color_jitter={color_jitter!r}")
     split = "train" if train else "val"
     folder = Path(root) / split

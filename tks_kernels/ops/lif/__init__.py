@@ -16,6 +16,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch.autograd.function import once_differentiable
 
+from ... import _numbers
 from ..._backends import BACKENDS
 from .._dispatch import backend_loader, constant_resolver
 
@@ -70,7 +71,7 @@ class LIFConfig(NamedTuple):
 
 
 def _finite_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _numbers.is_real(value):  # NumPy scalars too
         raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):
