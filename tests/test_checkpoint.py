@@ -315,3 +315,19 @@ def test_first_nonfinite_syncs_once_and_names_in_order():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_a_temporary_file_of_a_killed_writer_is_removed_by_the_next_save(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    # A writer killed mid-write (kill -9) leaves its temporary file; a live one's stays.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    host = ck._host()
+    orphan = tmp_path / f".checkpoint.pt.{host}.{dead_pid}.0123abcd.tmp"
+    orphan.write_bytes(b"partial")
+    alive = tmp_path / f".checkpoint.pt.{host}.{os.getppid()}.0123abcd.tmp"
+    alive.write_bytes(b"being written")
+    other_host = tmp_path / f".checkpoint.pt.elsewhere.{dead_pid}.0123abcd.tmp"
+    other_host.write_bytes(b"another machine's")
+    ck.save(path, payload())
+    assert not orphan.exists() and alive.exists() and other_host.exists()

@@ -552,3 +552,29 @@ def test_sigint_exits_with_a_short_message_and_a_resumable_checkpoint(tmp_path):
     assert resumed.stopped and full.stopped
     a, b = ck.load(out / "checkpoint.pt")["model"], ck.load(tmp_path / "full" / "checkpoint.pt")["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+@pytest.mark.gpu
+def test_the_watch_does_not_sync_the_gpu_per_step():
+    """The per-step gradient check only queues device work: under CUDA's sync debug mode
+    "error", a step that waited for the GPU would raise."""
+    from tks_kernels.train.guards import NonFiniteWatch, TrainingStopped
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    watch = NonFiniteWatch(model)
+    watch.start_epoch()
+    for step in range(5):
+        x = torch.randn(8, 64, device="cuda")
+        opt.zero_grad(set_to_none=True)
+        model(x).square().mean().backward()
+        if step == 3:
+            model[2].bias.grad[1] = float("nan")
+        if step:  # the first call builds its index tensor from a list (a host-to-device copy)
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            watch.after_backward()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    with pytest.raises(TrainingStopped, match="the gradient of 2.bias became NaN or infinite first at step 4"):
+        watch.check(1, "tks", model, opt)

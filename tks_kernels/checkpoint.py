@@ -12,7 +12,8 @@ A file is one header line, then the bytes of ``torch.save(payload)``::
   fsyncs it, keeps the current file as ``<stem>.prev<suffix>`` (a hard link, so the
   name ``path`` always exists), renames the temporary file over ``path`` and fsyncs the
   folder. On any error (ENOSPC, EIO, an interrupt) the temporary file is removed and
-  ``path`` (and the previous file) stay byte-identical.
+  ``path`` (and the previous file) stay byte-identical; a temporary file left by a
+  writer killed mid-write (kill -9) is removed by the next save on the same host.
 - :func:`load` checks the header, the size and the checksum before unpickling, then
   unpickles with ``weights_only=True`` (a crafted file cannot run code), checks the
   required keys and that every float is finite. Every failure is a
@@ -28,7 +29,9 @@ import io
 import math
 import os
 import pickle
+import re
 import secrets
+import socket
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
@@ -207,7 +210,8 @@ def save(path: PathLike, payload: Dict[str, Any], *, keep_previous: bool = True,
     header = b"%s %d sha256=%s size=%d\n" % (MAGIC, VERSION, digest.encode(), len(body))
 
     folder = path.parent
-    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    _remove_orphans(folder, path.name)
+    tmp = folder / _temp_name(path.name)
     stage = "creating"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -228,7 +232,7 @@ def save(path: PathLike, payload: Dict[str, Any], *, keep_previous: bool = True,
                 # A hard link keeps the old bytes under the .prev name while `path`
                 # still exists, so a crash between the steps leaves both names valid.
                 prev = previous_path(path)
-                link = folder / f".{prev.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+                link = folder / _temp_name(prev.name)
                 try:
                     os.link(path, link)
                 except OSError as e:  # a file system without hard links: keep no previous file
@@ -253,6 +257,36 @@ def save(path: PathLike, payload: Dict[str, Any], *, keep_previous: bool = True,
         raise OSError(e.errno, f"cannot save the checkpoint {path}: {_describe_os_error(e)} while {stage} "
                                f"{where} (removed); {kept}") from e
     return path
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _temp_name(name: str) -> str:
+    # Host and pid in the name, so that a later save can tell an orphan (its writer was
+    # killed, e.g. kill -9 mid-write) from a file another process is writing right now.
+    return f".{name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def _remove_orphans(folder: Path, name: str) -> None:
+    """Remove temporary files of ``name`` left by dead processes of this host."""
+    pattern = re.compile(re.escape(f".{name}.{_host()}.") + r"(\d+)\.[0-9a-f]{8}\.tmp\Z")
+    prev_pattern = re.compile(re.escape(f".{previous_path(name).name}.{_host()}.") + r"(\d+)\.[0-9a-f]{8}\.tmp\Z")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for entry in names:
+        m = pattern.match(entry) or prev_pattern.match(entry)
+        if not m or int(m[1]) == os.getpid():
+            continue
+        try:
+            os.kill(int(m[1]), 0)
+        except ProcessLookupError:  # its writer is gone: an orphan
+            _unlink_quietly(folder / entry)
+        except (PermissionError, OverflowError, OSError):  # alive (another user's) or unknowable: keep it
+            pass
 
 
 def _unlink_quietly(p: Path) -> None:
