@@ -468,6 +468,14 @@ def test_nonsense_arguments_are_refused_naming_them(tmp_path, monkeypatch, argv,
     assert os.listdir(tmp_path) == []  # nothing written, no runs/<time>/
 
 
+def test_stop_after_an_epoch_the_checkpoint_already_passed_is_refused(trained, tmp_path):
+    from tks_kernels import train
+
+    path = _copy_run(trained, tmp_path / "r")
+    with pytest.raises(SystemExit, match=f"--stop-after 1: {path} is already at epoch 2"):
+        train.run(["--resume", str(path), "--stop-after", "1", "--no-progress"])
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, monkeypatch):
     from tks_kernels import train

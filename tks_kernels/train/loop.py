@@ -317,6 +317,9 @@ def run(argv: Optional[Sequence[str]] = None) -> Result:
         args, ckpt = load_resume(args, parser)
         args.compare = False
         done = int(ckpt["epoch"])
+        if args.stop_after is not None and args.stop_after <= done:
+            raise SystemExit(f"tks-train: --stop-after {args.stop_after}: {checkpoint_path(args.resume)} is already "
+                             f"at epoch {done}; give a later epoch")
         if args.extend_epochs is not None:
             if isinstance(args.extend_epochs, bool) or args.extend_epochs < 1:
                 raise SystemExit(f"tks-train: --extend-epochs must be >= 1, got {args.extend_epochs}")
