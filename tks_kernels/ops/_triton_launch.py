@@ -110,10 +110,15 @@ def scalar_bits(value: float, dtype: torch.dtype) -> int:
 
 def launch_config(n: int, dtype: torch.dtype) -> Tuple[int, int]:
     """(BLOCK, num_warps). On the GPU: two 16-byte accesses per thread and tensor
-    (memory-bound kernels, H100/H200); under the interpreter one large block, as every
+    (memory-bound kernels, H100/H200); when n is not a multiple of 16 (no vector access
+    possible) four elements per thread: each scalar access carries its own 64-bit address,
+    and 16 of them per thread took the 16-bit PLIF forward to 255 registers and a stack
+    spill (tests/test_codegen_triton.py). Under the interpreter one large block, as every
     program costs Python time."""
     if INTERPRETED:
         return max(16, min(triton.next_power_of_2(max(n, 1)), 4096)), 1
+    if n % 16:
+        return 4 * 32 * 4, 4
     elems_16b = 16 // dtype.itemsize
     return 2 * elems_16b * 32 * 4, 4  # fp32: 1024, bf16/fp16: 2048, fp64: 512
 
