@@ -285,6 +285,20 @@ def test_numpy_scalars_in_the_losses_neurons_and_surrogates():
     assert surrogate.Sigmoid(alpha=np.float32(4.0)).alpha == 4.0
 
 
+def test_numpy_integers_as_the_models_time_steps():
+    from tks_kernels import models
+
+    torch.manual_seed(0)
+    a = models.create("mlp", num_classes=3, in_channels=1, T=np.int64(2), input_size=np.int64(4), backend="torch")
+    torch.manual_seed(0)
+    b = models.create("mlp", num_classes=3, in_channels=1, T=2, input_size=4, backend="torch")
+    x = torch.rand(5, 1, 4, 4)
+    assert a.T == 2 and type(a.T) is int
+    assert torch.equal(a(x, T=np.int64(3)), b(x, T=3))
+    with pytest.raises(ValueError, match="T must be a positive int"):
+        a(x, T=np.float32(3.0))
+
+
 @pytest.mark.parametrize("epoch", [float("nan"), float("inf"), -1, np.float32("nan"), "3", True])
 def test_nonsense_epochs_are_refused(epoch):
     from tks_kernels.loss import TKSLoss

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _numbers
 from ..neuron import LIF
 
 # The TKS paper's neuron (BrainCog's LIFNode), in tks_kernels.LIF's arguments. BrainCog
@@ -124,8 +125,8 @@ def scale_channels(c: int, width: float) -> int:
 
 
 def as_size(size: Any) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
+    if _numbers.is_integer(size):
+        return int(size), int(size)
     h, w = (int(s) for s in size)
     return h, w
 
@@ -143,9 +144,9 @@ class SpikingModel(nn.Module):
 
     def __init__(self, T: int, num_classes: int) -> None:
         super().__init__()
-        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        if not _numbers.is_integer(T) or T < 1:  # NumPy integers too
             raise ValueError(f"T must be a positive int number of time steps, got {T!r}")
-        self.T = T
+        self.T = int(T)
         self.num_classes = num_classes
 
     def reset(self) -> None:
@@ -158,9 +159,9 @@ class SpikingModel(nn.Module):
         d = self.sample_dims
         if x.dim() == d + 1:
             steps = self.T if T is None else T
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            if not _numbers.is_integer(steps) or steps < 1:
                 raise ValueError(f"T must be a positive int, got {steps!r}")
-            return x.unsqueeze(0).expand(steps, *x.shape)
+            return x.unsqueeze(0).expand(int(steps), *x.shape)
         if x.dim() == d + 2:
             if T is not None and T != x.shape[0]:
                 raise ValueError(f"got a sequence of {x.shape[0]} steps and T={T}; slice the sequence (x[:T]) instead")
