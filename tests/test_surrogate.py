@@ -249,25 +249,34 @@ def _forbid(monkeypatch, obj, name):
 
 @pytest.mark.parametrize("backend", ["double"] + FUSED)
 @pytest.mark.parametrize("key", list(ALL_SURROGATES))
-def test_multi_step_mode_runs_the_fused_op_for_every_surrogate(key, backend, double, monkeypatch):
+@pytest.mark.parametrize("neuron", ["LIF", "ParametricLIF"])
+def test_multi_step_mode_runs_the_fused_op_for_every_surrogate(neuron, key, backend, double, monkeypatch):
     fn = ALL_SURROGATES[key]()
-    backend_for(backend, fn)
-    from tks_kernels.ops.lif import reference
+    is_lif = neuron == "LIF"
+    ops = lif_ops if is_lif else plif_ops
+    backend_for(backend, fn, "LIF" if is_lif else "PLIF")
+    from tks_kernels.ops.lif import reference as lif_reference
+    from tks_kernels.ops.plif import reference as plif_reference
 
-    _forbid(monkeypatch, reference, "lif_multistep")
-    _forbid(monkeypatch, lif_ops, "reference_any_surrogate")
-    module = lif_ops.backend_module(backend) if backend != "double" else sg_contract_backend.LIF
+    _forbid(monkeypatch, lif_reference, "lif_multistep")
+    _forbid(monkeypatch, plif_reference, "plif_multistep")
+    _forbid(monkeypatch, ops, "reference_any_surrogate")
+    stand_in = sg_contract_backend.LIF if is_lif else sg_contract_backend.PLIF
+    module = ops.backend_module(backend) if backend != "double" else stand_in
     builtin = tks_surrogate.builtin_of(fn) is not None
+    forward = "lif_multistep" if is_lif else "plif_multistep"
     counters = {n: _Counter(monkeypatch, module, n) for n in
-                (("lif_multistep",) if builtin else ("forward_saved", "backward_sg"))}
+                ((forward,) if builtin else ("forward_saved", "backward_sg"))}
     x_seen = []
     if not builtin and isinstance(fn, torch.nn.Module):
         fn.register_forward_hook(lambda m, inp, out: x_seen.append(tuple(inp[0].shape)))
-    lif = tks_kernels.LIF(surrogate_function=fn, step_mode="m", backend=backend)
+    node = getattr(tks_kernels, neuron)(surrogate_function=fn, step_mode="m", backend=backend)
     x = make_input((7, 3, 5), seed=1).requires_grad_()
-    s = lif(x)
-    (s.sum() + lif.v.sum()).backward()
+    s = node(x)
+    (s.sum() + node.v.sum()).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+    if not is_lif:
+        assert node.w.grad is not None and node.w.grad != 0
     for name, c in counters.items():
         assert len(c.calls) == 1, f"{name} ran {len(c.calls)} times for 7 steps"
     if x_seen:  # the surrogate's derivative: one vectorised call over all 7 steps (beside the probe)
@@ -359,3 +368,57 @@ def test_functional_api_takes_surrogate_objects():
     with pytest.raises(ValueError, match="fire_at_threshold=False"):
         f(x, surrogate=lambda d: (d > 0).float(), backend="torch")
     f(x, surrogate=lambda d: (d > 0).float(), fire_at_threshold=False, backend="torch")
+
+
+# --- the generic path over random cases -------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+GENERIC_FNS = [sjs.Rect(alpha=0.7), sjs.S2NN(), sjs.QPseudoSpike(), StraightThroughTanh(), TriangleFn.apply]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)  # the same cases on every run
+@given(
+    shape=st.tuples(st.integers(1, 6), st.lists(st.integers(1, 5), max_size=2)).map(lambda t: (t[0],) + tuple(t[1])),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    fn=st.sampled_from(range(len(GENERIC_FNS))),
+    v_reset=st.sampled_from([0.0, -0.3, None]),
+    decay_input=st.booleans(), detach_reset=st.booleans(), with_v0=st.booleans(), with_seq=st.booleans(),
+    plif=st.booleans(), backend=st.sampled_from(["double"] + FUSED), seed=st.integers(0, 2**16),
+)
+def test_generic_path_equals_the_reference_loop(shape, dtype, fn, v_reset, decay_input, detach_reset, with_v0, with_seq,
+                                                 plif, backend, seed):
+    fn = GENERIC_FNS[fn]
+    module = (sg_contract_backend.PLIF if plif else sg_contract_backend.LIF) if backend == "double" else None
+    if module is None:
+        try:
+            module = lif_ops.sg_backend(backend, op="PLIF" if plif else "LIF",
+                                        loader=plif_ops.backend_module if plif else lif_ops.backend_module)
+        except NotImplementedError:
+            return  # covered once the backend provides the functions
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 0.9 + 0.4).to(dtype).requires_grad_()
+    v0 = (torch.randn(shape[1:], generator=g, dtype=torch.float64) * 0.5).to(dtype).requires_grad_() if with_v0 else None
+    wts = [torch.randn(shape, generator=g, dtype=torch.float64).to(dtype) for _ in range(3)]
+    w = torch.tensor(0.4, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        if plif:
+            cfg = plif_ops.make_config(decay_input, 0.6, v_reset, "sigmoid", None, detach_reset)
+            k = plif_ops.decay_factor(w, dtype)
+            out = (plif_ops._AnySurrogatePLIF.apply(x, v0, k, cfg, fn, module, with_seq) if fused else
+                   plif_ops.reference_any_surrogate(x, v0, k, cfg, fn, with_seq))
+        else:
+            cfg = lif_ops.make_config(2.5, decay_input, 0.6, v_reset, "sigmoid", None, detach_reset)
+            out = (lif_ops._AnySurrogateLIF.apply(x, v0, cfg, fn, module, with_seq) if fused else
+                   lif_ops.reference_any_surrogate(x, v0, cfg, fn, with_seq))
+        loss = sum((o * wt[: o.shape[0]] if o.dim() == x.dim() else o * wt[0]).sum() for o, wt in zip(out, wts))
+        inputs = [x] + ([v0] if with_v0 else []) + ([w] if plif else [])
+        results.append(tuple(out) + torch.autograd.grad(loss, inputs))
+    got, ref = results
+    assert torch.equal(got[0], ref[0])
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for a, b in zip(got[1:], ref[1:]):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert rel_err(a, b) <= tol
