@@ -109,13 +109,24 @@ def state_as_v_init(v: Any, x0: torch.Tensor, v_rest: float) -> Optional[torch.T
     return None if v == v_rest else torch.full_like(x0, v)
 
 
+def _config(node: Any, make: Callable, key: Tuple) -> Any:
+    """``make(*key)``, kept on the node while its options stay the same (a call then skips
+    the checks: they cost more than a small layer's kernel)."""
+    cached = node.__dict__.get("_tks_config")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    cfg = make(*key)
+    node.__dict__["_tks_config"] = (key, cfg)
+    return cfg
+
+
 def run_lif(node: Any, x_seq: torch.Tensor, v: Any, return_v_seq: bool):
     """LIF over ``x_seq`` [T, *] with ``node``'s current options (any object with
     SpikingJelly's LIFNode attributes plus ``backend``/``fire_at_threshold``), from membrane
     ``v``: the fused op of the node's backend. Returns (spikes, v_last[, v_seq])."""
     name, alpha, fn = firing_of(node.surrogate_function)
-    cfg = _lif.make_config(node.tau, node.decay_input, node.v_threshold, node.v_reset, name, alpha, node.detach_reset,
-                           getattr(node, "fire_at_threshold", True))
+    cfg = _config(node, _lif.make_config, (node.tau, node.decay_input, node.v_threshold, node.v_reset, name, alpha,
+                                           node.detach_reset, getattr(node, "fire_at_threshold", True)))
     _lif.check_input(x_seq, None)
     v_init = state_as_v_init(v, x_seq[0], cfg.v_rest)
     backend = backend_name(getattr(node, "backend", "auto"))
@@ -127,8 +138,8 @@ def run_lif(node: Any, x_seq: torch.Tensor, v: Any, return_v_seq: bool):
 def run_plif(node: Any, x_seq: torch.Tensor, v: Any, return_v_seq: bool):
     """As :func:`run_lif` for a PLIF node (its ``w`` the parameter, 1/tau = sigmoid(w))."""
     name, alpha, fn = firing_of(node.surrogate_function)
-    cfg = _plif.make_config(node.decay_input, node.v_threshold, node.v_reset, name, alpha, node.detach_reset,
-                            getattr(node, "fire_at_threshold", True))
+    cfg = _config(node, _plif.make_config, (node.decay_input, node.v_threshold, node.v_reset, name, alpha,
+                                            node.detach_reset, getattr(node, "fire_at_threshold", True)))
     _lif.check_input(x_seq, None)
     v_init = state_as_v_init(v, x_seq[0], cfg.v_rest)
     backend = backend_name(getattr(node, "backend", "auto"))
