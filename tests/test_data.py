@@ -407,7 +407,7 @@ def test_event_cache_is_written_reused_and_keyed_by_T(tmp_path, capsys):
     full = data.integrate_by_count(data.read_events_npz(ds.files[0]), 2, (4, 6))
     assert np.allclose(x.numpy(), full.reshape(2, 2, 2, 2, 3, 2).mean(axis=(3, 5)))
     # Reused: a marked cache file comes back as is, and nothing is integrated again.
-    np.save(ds.cache_files[0], np.full((2, 2, 2, 3), 7.0, np.float32))
+    np.savez(ds.cache_files[0], frames=np.full((2, 2, 2, 3), 7.0, np.float32))
     again = data.create("events_npz", tmp_path / "ev", T=2, **kw)
     assert capsys.readouterr().err == ""
     assert torch.equal(again[0][0], torch.full((2, 2, 2, 3), 7.0))

@@ -127,7 +127,7 @@ def test_same_spikes_as_spikingjelly():
                 s_ref = sj(x)
                 (g_ref,) = torch.autograd.grad((s_ref * torch.linspace(-1, 1, 33)).sum(), x)
                 ours = tks_kernels.LIF(tau=3.0, decay_input=decay_input, v_threshold=0.7, v_reset=v_reset, surrogate=name,
-                                       detach_reset=detach_reset, backend="cpu")
+                                       detach_reset=detach_reset, step_mode="m", backend="cpu")
                 s = ours(x)
                 (g,) = torch.autograd.grad((s * torch.linspace(-1, 1, 33)).sum(), x)
                 assert torch.equal(s, s_ref), name
@@ -213,9 +213,9 @@ class _ConvSNN(torch.nn.Module):
     def __init__(self, backend):
         super().__init__()
         self.conv1 = torch.nn.Conv2d(2, 4, 3, padding=1)
-        self.lif1 = tks_kernels.LIF(tau=2.0, v_threshold=0.5, surrogate="atan", backend=backend)
+        self.lif1 = tks_kernels.LIF(tau=2.0, v_threshold=0.5, surrogate="atan", step_mode="m", backend=backend)
         self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
-        self.lif2 = tks_kernels.LIF(v_reset=None, detach_reset=True, backend=backend)
+        self.lif2 = tks_kernels.LIF(v_reset=None, detach_reset=True, step_mode="m", backend=backend)
         self.fc = torch.nn.Linear(4 * 6 * 6, 3)
 
     def forward(self, x):  # [T, B, C, H, W]

@@ -313,6 +313,93 @@ def test_saved_sign_matches_spikes(device, dtype):
     assert torch.equal((d >= 0).to(dtype), spikes)
 
 
+def _forward_saved(x, v0, cfg):
+    """The forward custom op with save_for_backward: (spikes, v_last, d_saved)."""
+    s, v, _, d = lif_triton.lif_forward_triton(
+        x, v0, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
+        cfg.alpha, cfg.detach_reset, True, False, cfg.fire_at_threshold)
+    return s, v, d
+
+
+def _fires(d: torch.Tensor, fire_at_threshold: bool) -> torch.Tensor:
+    return ((d >= 0) if fire_at_threshold else (d > 0)).to(d.dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fire_at_threshold", [True, False])
+@pytest.mark.parametrize("v_reset,surrogate", [(0.0, "sigmoid"), (None, "piecewise_quadratic"), (-0.25, "atan")])
+def test_fire_at_threshold_exact_ties(device, dtype, fire_at_threshold, v_reset, surrogate):
+    """h == v_threshold exactly (constant input 2 * v_threshold, tau = 2, v starting at
+    v_reset = 0): spikes under fire_at_threshold=True, none under False, equal to the
+    reference's in every step; gradients as the reference's."""
+    vth = 0.625
+    cfg = make_config(tau=2.0, v_threshold=vth, v_reset=v_reset, surrogate=surrogate,
+                      fire_at_threshold=fire_at_threshold)
+    x, _ = _inputs((6, 2, 24), dtype, device)
+    rest = cfg.v_rest
+    x[:, :, :12] = 2 * (vth - rest)  # h_0 = rest + x / 2 = vth exactly
+    s, _, d = _forward_saved(x, None, cfg)
+    assert (d[0, :, :12] == 0).all()  # the ties happen
+    assert (s[0, :, :12] == float(fire_at_threshold)).all()
+    assert torch.equal(_fires(d, fire_at_threshold), s)
+    _check(x, None, cfg, True, _grad_outputs(x, True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fire_at_threshold", [True, False])
+def test_saved_distance_keeps_side_of_zero(device, dtype, fire_at_threshold):
+    """A d too small for the storage type is stored on its side of zero as the rule
+    needs it: negative d as -(smallest subnormal) when firing at the threshold, positive
+    d as +(smallest subnormal) under the strict rule; d == 0 stays 0. Backward's spikes
+    then equal the forward's: gradients as the reference's (hard reset reads them)."""
+    sn = torch.finfo(dtype).smallest_normal
+    tau = 2048.0 if dtype == torch.float16 else 256.0  # d = x_0 / tau: below fp16/bf16's range
+    row = torch.tensor([[sn, -sn, 0.0, 2 * sn, -3 * sn, 1.0, -1.0]], dtype=dtype, device=device)
+    x = torch.cat([row, torch.randn(3, row.shape[1], device=device).to(dtype) * 1e-3])
+    cfg = make_config(tau=tau, v_threshold=0.0, v_reset=0.0, fire_at_threshold=fire_at_threshold)
+    s, _, d = _forward_saved(x, None, cfg)
+    assert torch.equal(_fires(d, fire_at_threshold), s)
+    assert d[0, 2] == 0 and s[0, 2] == float(fire_at_threshold)
+    if dtype != torch.float32:  # the cases the rule is for
+        if fire_at_threshold:
+            assert s[0, 1] == 0 and d[0, 1] < 0
+        else:
+            assert s[0, 0] == 1 and d[0, 0] > 0
+    _check(x, None, cfg, True, _grad_outputs(x, True))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow, under the interpreter
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fire_at_threshold", [True, False])
+@pytest.mark.parametrize("v_reset,surrogate", [(0.0, "sigmoid"), (-0.25, "super_spike"), (None, "atan"),
+                                               (0.0, "piecewise_exp")])
+def test_saved_distance_saturates(device, dtype, fire_at_threshold, v_reset, surrogate):
+    """|h - v_threshold| from small up to past the storage type's largest finite value
+    (finite inputs): the saved d saturates at +-max instead of overflowing (an inf d gave
+    NaN gradients where the reference has finite ones); spikes and gradients as the
+    reference's."""
+    big = torch.finfo(dtype).max
+    # An offset that takes |d| past the largest finite value of the storage type, yet
+    # keeps it finite in fp32. bf16's max is within 0.4% of fp32's: there one step, and
+    # gradients of at most 1/4, else the reference's own fp32 products overflow
+    # (gv * (v_reset - h) = inf, times g' = 0: NaN) in an order the kernels avoid.
+    shift, T, gscale = (64.0, 3, 1.0) if dtype == torch.float16 else (1e36, 1, 0.25)
+    for vth in (-shift, shift):
+        cfg = make_config(tau=2.0, decay_input=False, v_threshold=vth, v_reset=v_reset, surrogate=surrogate,
+                          fire_at_threshold=fire_at_threshold)
+        x, _ = _inputs((T, 40), dtype, device)
+        x[:, :8] = torch.tensor([big, -big, big / 2, -big / 2, big * 0.999, -big * 0.999, 1.0, -1.0])
+        s, _, d = _forward_saved(x[:1], None, cfg)
+        dref = x[:1].float() - vth  # h_0 = x_0 (decay_input=False, v starting at 0)
+        assert d.isfinite().all() and (d.abs() <= big).all()
+        assert torch.equal(d.float().sign(), dref.sign())
+        assert (dref.abs() > big).any()  # the case this is for
+        _check(x, None, cfg, True, [g * gscale for g in _grad_outputs(x, True)])
+
+
 def _saved_storages(fn):
     seen = {}
 

@@ -77,7 +77,8 @@ def test_every_neuron_is_the_papers_and_gets_the_backend():
     for lif in lifs:
         assert lif.step_mode == "m" and lif.backend == model.stem[1].backend
         for key, value in PAPER_NEURON.items():
-            assert getattr(lif, key) == value, key
+            assert getattr(lif.cfg, key) == value, key
+    assert PAPER_NEURON["fire_at_threshold"] is False  # BrainCog's strict h - V_th > 0
     custom, _ = build("mlp", neuron={"tau": 4.0, "surrogate": "atan"})
     lif = next(m for m in custom.modules() if isinstance(m, tks_kernels.LIF))
     assert lif.tau == 4.0 and lif.surrogate == "atan" and lif.v_threshold == 0.5
@@ -111,8 +112,70 @@ def test_resnet19_sizes():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
     assert len(convs) == 1 + 2 * 8  # 19 = 17 convolutions + 2 linear layers
     assert all(isinstance(m, TdBatchNorm2d) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    n = sum(p.numel() for p in model.parameters())
-    assert 12.5e6 < n < 12.8e6, n
+    # BrainCog's resnet19 for CIFAR-10, as the TKS authors train it
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 12_698_250
+    tdbn = models.create("resnet19", num_classes=10, in_channels=3, T=4, style="tdbn")
+    assert sum(p.numel() for p in tdbn.parameters()) == 12_698_250 - 256  # no BN-only shortcut
+
+
+def test_resnet19_is_the_authors_layout_and_init():
+    torch.manual_seed(0)
+    model = models.create("resnet19", num_classes=10, in_channels=3, T=4)
+    s = 1 / math.sqrt(2)
+    stem_bn = model.stem[0][1]
+    assert stem_bn.alpha == pytest.approx(s) and not stem_bn.fixed_scale
+    # layer1[0]: a tdBN-only shortcut with alpha 1/sqrt(2); later blocks of a stage: identity
+    short = model.layers[0].downsample
+    assert len(short) == 1 and isinstance(short[0], TdBatchNorm2d) and short[0].alpha == pytest.approx(s)
+    assert model.layers[1].downsample is None and model.layers[3].downsample is not None
+    for m in model.modules():
+        if isinstance(m, TdBatchNorm2d):  # a plain BN whose weight starts at alpha * V_th
+            torch.testing.assert_close(m.weight.detach(), torch.full_like(m.weight, m.alpha * 0.5))
+            assert not m.bias.detach().any()
+    # convolutions keep PyTorch's default init: kaiming_uniform(a=sqrt(5)), bound 1/sqrt(fan_in)
+    conv = model.layers[0].conv1[0]
+    bound = 1 / math.sqrt(conv.weight[0].numel())
+    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.95 * bound
+    # the other style: weight 1 times a fixed alpha * V_th, Kaiming fan-out (normal, unbounded)
+    tdbn = models.create("resnet19", num_classes=10, in_channels=3, T=4, style="tdbn")
+    assert tdbn.stem[0][1].alpha == 1.0 and tdbn.layers[0].downsample is None
+    bn = tdbn.layers[0].conv2[1]
+    assert bn.fixed_scale and torch.equal(bn.weight.detach(), torch.ones_like(bn.weight))
+    assert tdbn.layers[0].conv1[0].weight.abs().max() > bound
+    with pytest.raises(ValueError, match="style must be one of 'braincog', 'tdbn', got 'x'"):
+        models.create("resnet19", style="x")
+
+
+def test_both_tdbn_forms_compute_the_same_function_at_init():
+    x = torch.randn(32, 6, 4, 4) * 2 + 1
+    a = TdBatchNorm2d(6, alpha=1 / math.sqrt(2), v_threshold=0.5)
+    b = TdBatchNorm2d(6, alpha=1 / math.sqrt(2), v_threshold=0.5, fixed_scale=True)
+    torch.testing.assert_close(a(x), b(x))
+    torch.testing.assert_close(a.weight.detach(), b.weight.detach() * (0.5 / math.sqrt(2)))
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(width=0), "width must be a finite number > 0, got width=0"),
+    (dict(width=float("nan")), "width must be a finite number > 0"),
+    (dict(num_classes=0), "num_classes must be a positive int, got num_classes=0"),
+    (dict(num_classes=2.0), "num_classes must be a positive int, got num_classes=2.0"),
+    (dict(in_channels=0), "in_channels must be a positive int, got in_channels=0"),
+    (dict(input_size=0), "input_size must be a positive int, got input_size=0"),
+    (dict(input_size=(8, 0)), r"input_size must be a positive int or \(H, W\)"),
+    (dict(T=0), "T must be a positive int, got T=0"),
+    (dict(T=True), "T must be a positive int, got T=True"),
+])
+def test_create_rejects_nonsense_naming_the_argument(kw, message):
+    with pytest.raises(ValueError, match=message):
+        models.create("cnn", **kw)
+
+
+def test_create_accepts_numpy_scalars():
+    np = pytest.importorskip("numpy")
+    model = models.create("cnn", num_classes=np.int64(3), in_channels=np.int32(1), T=np.int64(2),
+                          width=np.float32(0.25), input_size=(np.int64(8), np.int64(8)))
+    assert model.T == 2 and type(model.T) is int and model.num_classes == 3
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 2, 3)
 
 
 def test_tdbn_scales_by_alpha_times_threshold():

@@ -91,7 +91,7 @@ def dk_terms(x, v0, w0, seed=1, **opts):
     spikes, v_seq = [], []
     for t in range(x.shape[0]):
         h = reference.charge(v, xc[t], k[t], cfg.v_rest, cfg.decay_input)
-        s = _Fire.apply(h, cfg.v_threshold, cfg.surrogate, cfg.alpha)
+        s = _Fire.apply(h, cfg.v_threshold, cfg.surrogate, cfg.alpha, cfg.fire_at_threshold)
         sr = s.detach() if cfg.detach_reset else s
         v = h - sr * cfg.v_threshold if cfg.v_reset is None else sr * cfg.v_reset + (1 - sr) * h
         spikes.append(s)
@@ -200,6 +200,74 @@ def test_gpu_grad_w_deterministic(backend, device):
     assert torch.equal(a, b)
 
 
+# --- fire_at_threshold and the saved distance (Triton; cpu/cuda join as they have it) ---
+
+TRITON_BACKENDS = [pytest.param("triton", "cpu", marks=needs_interp, id="triton-interp"),
+                   pytest.param("triton", "cuda", marks=pytest.mark.gpu, id="triton-cuda")]
+
+
+@pytest.mark.parametrize("backend,device", TRITON_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("fire_at_threshold", [True, False], ids=lambda f: f"fire_at={f}")
+@pytest.mark.parametrize("v_reset,decay_input", [(0.0, True), (None, False), (-0.25, True)], ids=str)
+def test_fire_at_threshold_exact_ties(backend, device, dtype, fire_at_threshold, v_reset, decay_input):
+    """k = sigmoid(0) = 1/2 and x_0 = 2 (v_threshold - v_rest): h_0 == v_threshold exactly;
+    spikes there only when fire_at_threshold, everything as the reference's."""
+    vth = 0.625
+    rest = 0.0 if v_reset is None else v_reset
+    x, v0 = make_input((5, 2, 24), dtype, device)
+    # h_0 = rest + x_0 / 2 (decay_input) or rest + x_0 (not): the tie, for half the neurons
+    x[0, :, :12] = (2 if decay_input else 1) * (vth - rest)
+    opts = dict(v_threshold=vth, v_reset=v_reset, decay_input=decay_input, fire_at_threshold=fire_at_threshold)
+    s = run(x, None, backend, w0=0.0, **opts)[0]
+    assert (s[0, :, :12] == float(fire_at_threshold)).all()  # the ties happen
+    assert_matches_reference(x, None, backend, w0=0.0, **opts)
+    assert_matches_reference(x, v0, backend, w0=0.0, **opts)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow, under the interpreter
+@pytest.mark.parametrize("backend,device", TRITON_BACKENDS)
+@pytest.mark.parametrize("fire_at_threshold", [True, False], ids=lambda f: f"fire_at={f}")
+@pytest.mark.parametrize("v_reset,surrogate", [(0.0, "sigmoid"), (-0.25, "super_spike"), (None, "atan")], ids=str)
+def test_saved_distance_saturates_fp16(backend, device, fire_at_threshold, v_reset, surrogate):
+    """fp16 with |h - v_threshold| past 65504 (finite inputs): the saved d saturates
+    instead of overflowing to inf (NaN gradients); spikes and gradients as the reference's."""
+    big = torch.finfo(torch.float16).max
+    # (soft reset and a negative threshold: v = h - v_threshold itself overflows, in the
+    # reference too)
+    for vth in (64.0,) if v_reset is None else (-64.0, 64.0):
+        x, _ = make_input((3, 40), torch.float16, device)
+        x[0, :6] = torch.tensor([big, -big, big / 2, -big / 2, 1.0, -1.0])  # later steps: v decays
+        opts = dict(v_threshold=vth, v_reset=v_reset, surrogate=surrogate, decay_input=False,
+                    fire_at_threshold=fire_at_threshold)
+        assert_matches_reference(x, None, backend, w0=0.0, **opts)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("device", [pytest.param("cpu", marks=needs_interp), pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("fire_at_threshold", [True, False], ids=lambda f: f"fire_at={f}")
+def test_triton_saved_distance_side_and_range(device, dtype, fire_at_threshold):
+    """The saved d of the Triton forward: finite and within the type's range, with the
+    sign of h - v_threshold, and read back by the rule it fires it gives the spikes."""
+    from tks_kernels.ops.plif import triton as plif_triton
+    fi = torch.finfo(dtype)
+    sn, big = fi.smallest_normal, fi.max
+    shift = 64.0 if dtype == torch.float16 else 1e36  # |d| past max, finite in fp32
+    x = torch.tensor([[big, -big, sn, -sn, 0.0, 1.0, -1.0]], dtype=dtype, device=device)
+    k = torch.tensor(1 / 4096 if dtype == torch.float16 else 1 / 256, device=device)  # x * k below the range
+    for vth in (-shift, 0.0, shift):
+        s, _, _, d = plif_triton.plif_forward_triton(x, None, k, True, vth, 0.0, False, 0, 4.0, False, True, False,
+                                                     fire_at_threshold)
+        dref = x.float() * k - vth  # h_0 = x_0 * k
+        assert d.isfinite().all() and (d.abs() <= big).all()
+        nonzero = d != 0  # (a d on the harmless side of zero may round to 0)
+        assert torch.equal(d.float().sign()[nonzero], dref.sign()[nonzero]), (vth, d, dref)
+        fired = (d >= 0) if fire_at_threshold else (d > 0)
+        assert torch.equal(fired, (dref >= 0) if fire_at_threshold else (dref > 0))
+        assert torch.equal(fired.to(dtype), s)
+
+
 # --- gradcheck ------------------------------------------------------------------------
 
 def _away_from_threshold(x, v0, w0, cfg, margin=0.02):
@@ -274,7 +342,7 @@ def test_saved_for_backward_one_value_per_neuron_step():
     T, N = 8, 3000
     for dtype in (torch.float32, torch.bfloat16):
         x = make_input((T, N), dtype)[0].requires_grad_()
-        m = tks_kernels.ParametricLIF(backend="cpu")
+        m = tks_kernels.ParametricLIF(step_mode="m", backend="cpu")
         # the saved value per neuron-step, the scalar k (and sigmoid's output)
         assert 0 < saved_bytes(lambda: m(x)) <= x.element_size() * T * N + 64
         with torch.no_grad():
@@ -308,7 +376,7 @@ MODULE_BACKENDS = ["torch"] + (["cpu"] if HAS_CPU else [])
 
 
 def test_parameter_state_dict_and_training_changes_tau():
-    m = tks_kernels.ParametricLIF(init_tau=3.0)
+    m = tks_kernels.ParametricLIF(init_tau=3.0, step_mode="m")
     assert set(m.state_dict()) == {"w"} and isinstance(m.w, torch.nn.Parameter)
     assert m.w.dtype == torch.float32 and m.w.dim() == 0
     assert abs(m.tau - 3.0) < 1e-6 and abs(m.w.item() + torch.log(torch.tensor(2.0)).item()) < 1e-7
@@ -328,10 +396,10 @@ def test_parameter_state_dict_and_training_changes_tau():
 def test_state_carries_over_and_gradients_flow_into_earlier_calls(backend):
     x = make_input((6, 3, 10))[0].requires_grad_()
     wts = torch.randn(6, 3, 10)
-    whole = tks_kernels.ParametricLIF(v_threshold=0.6, surrogate="atan", backend=backend)
+    whole = tks_kernels.ParametricLIF(v_threshold=0.6, surrogate="atan", step_mode="m", backend=backend)
     s = whole(x)
     g_whole = torch.autograd.grad((s * wts).sum() + whole.v.sum(), (x, whole.w))
-    parts = tks_kernels.ParametricLIF(v_threshold=0.6, surrogate="atan", backend=backend)
+    parts = tks_kernels.ParametricLIF(v_threshold=0.6, surrogate="atan", step_mode="m", backend=backend)
     s_parts = torch.cat([parts(x[:2]), parts(x[2:5]), parts(x[5:])])
     g_parts = torch.autograd.grad((s_parts * wts).sum() + parts.v.sum(), (x, parts.w))
     assert torch.equal(s_parts, s)
@@ -342,7 +410,7 @@ def test_state_carries_over_and_gradients_flow_into_earlier_calls(backend):
 @pytest.mark.parametrize("backend", MODULE_BACKENDS)
 def test_single_step_mode_equals_multi_step(backend):
     x = make_input((5, 2, 7))[0].requires_grad_()
-    multi = tks_kernels.ParametricLIF(v_reset=None, backend=backend, store_v_seq=True)
+    multi = tks_kernels.ParametricLIF(v_reset=None, step_mode="m", backend=backend, store_v_seq=True)
     single = tks_kernels.ParametricLIF(v_reset=None, step_mode="s", backend=backend)
     s_m = multi(x)
     s_s = torch.stack([single(x[t]) for t in range(5)])
@@ -354,8 +422,8 @@ def test_single_step_mode_equals_multi_step(backend):
 
 
 def test_reset_net_and_failed_call_leaves_state():
-    net = torch.nn.Sequential(torch.nn.Linear(4, 4), tks_kernels.ParametricLIF(v_reset=-0.5),
-                              tks_kernels.LIF(v_reset=None))
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), tks_kernels.ParametricLIF(v_reset=-0.5, step_mode="m"),
+                              tks_kernels.LIF(v_reset=None, step_mode="m"))
     x = make_input((3, 2, 4))[0]
     first = net(x)
     net(x)
@@ -364,12 +432,13 @@ def test_reset_net_and_failed_call_leaves_state():
     assert torch.equal(net(x), first)
     m = net[1]
     v_before = m.v.clone()
-    for bad in (torch.ones(2, 3, 4), torch.ones(2, 2, 4, dtype=torch.int64), torch.ones(0, 2, 4)):
+    for bad in (torch.ones(2, 2, 4, dtype=torch.int64), torch.ones(0, 2, 4), torch.tensor(1.0)):
         with pytest.raises((ValueError, TypeError)):
             m(bad)
         assert torch.equal(m.v, v_before)
-    with pytest.raises(ValueError, match=r"plif\.reset\(\)"):
-        m(torch.ones(2, 3, 4))
+    # a membrane of another shape restarts from v_reset, as SpikingJelly's materialize_states
+    fresh = tks_kernels.ParametricLIF(v_reset=-0.5, step_mode="m")
+    assert torch.equal(m(torch.ones(2, 3, 4)), fresh(torch.ones(2, 3, 4))) and torch.equal(m.v, fresh.v)
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [
@@ -407,7 +476,7 @@ def test_options_and_repr():
     m = tks_kernels.ParametricLIF(init_tau=4.0, decay_input=False, v_threshold=0.5, v_reset=None, surrogate="erf",
                                   alpha=1.5, detach_reset=True)
     assert (m.decay_input, m.v_threshold, m.v_reset, m.detach_reset, m.surrogate, m.alpha) == (False, 0.5, None, True, "erf", 1.5)
-    assert "init_tau=4.0" in repr(m) and "surrogate=erf(alpha=1.5)" in repr(m)
+    assert m.init_tau == 4.0 and "tau=4.0" in repr(m) and "Erf(alpha=1.5, spiking=True)" in repr(m)
 
 
 # --- torch.compile ----------------------------------------------------------------------
@@ -416,8 +485,9 @@ class _ConvSNN(torch.nn.Module):
     def __init__(self, backend):
         super().__init__()
         self.conv = torch.nn.Conv2d(2, 4, 3, padding=1)
-        self.plif1 = tks_kernels.ParametricLIF(v_threshold=0.5, surrogate="atan", backend=backend)
-        self.plif2 = tks_kernels.ParametricLIF(init_tau=3.0, v_reset=None, detach_reset=True, backend=backend)
+        self.plif1 = tks_kernels.ParametricLIF(v_threshold=0.5, surrogate="atan", step_mode="m", backend=backend)
+        self.plif2 = tks_kernels.ParametricLIF(init_tau=3.0, v_reset=None, detach_reset=True, step_mode="m",
+                                               backend=backend)
         self.fc = torch.nn.Linear(4 * 5 * 5, 3)
 
     def forward(self, x):  # [T, B, C, H, W]
@@ -464,7 +534,7 @@ def test_equals_spikingjelly_plifnode(backend):
             s_ref = sj(x)
             g_ref = torch.autograd.grad((s_ref * wts).sum() + sj.v.sum(), (x, sj.w))
             ours = tks_kernels.ParametricLIF(init_tau=3.0, decay_input=decay_input, v_threshold=0.7, v_reset=v_reset,
-                                             surrogate=name, detach_reset=detach_reset, backend=backend)
+                                             surrogate=name, detach_reset=detach_reset, step_mode="m", backend=backend)
             assert torch.equal(ours.w, sj.w)
             s = ours(x)
             g = torch.autograd.grad((s * wts).sum() + ours.v.sum(), (x, ours.w))

@@ -433,10 +433,10 @@ def test_tks_loss_module_schedules_and_parts():
     assert float(parts.loss) == pytest.approx(float(0.65 * parts.ce + 0.35 * parts.soft), rel=1e-6)
     assert float(crit(o, y, epoch=0)) == pytest.approx(float(parts.ce), rel=1e-6)
     assert crit.lam(25) == pytest.approx(0.7)  # clamped past the last epoch
-    static = TKSLoss(alpha=0.4, schedule="static", backend="torch")
+    constant = TKSLoss(alpha=0.4, schedule="constant", backend="torch")
     want = functional.tks_loss(o, y, lam=0.4, backend="torch")
-    assert float(static(o, y)) == pytest.approx(float(want))
-    assert float(static(o, y, epoch=3)) == pytest.approx(float(want))
+    assert float(constant(o, y)) == pytest.approx(float(want))
+    assert float(constant(o, y, epoch=3)) == pytest.approx(float(want))
 
 
 def test_tet_loss_matches_the_authors_formula():
@@ -521,7 +521,7 @@ def test_bad_module_arguments():
         TKSLoss()
     with pytest.raises(ValueError, match="epochs must be a positive int, got 0"):
         TKSLoss(epochs=0)
-    with pytest.raises(ValueError, match="schedule must be 'linear' or 'static', got 'cosine'"):
+    with pytest.raises(ValueError, match="schedule must be 'linear', 'static' or 'constant', got 'cosine'"):
         TKSLoss(schedule="cosine", epochs=3)
     with pytest.raises(ValueError, match=r"lam must be in \[0, 1\].*got 1.2"):
         TKSLoss(alpha=1.2, schedule="static")

@@ -1,11 +1,14 @@
 """Function API: the fused ops without module state."""
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 
+from .neuron import detach_net, firing_of, reset_net
 from .ops import lif as _lif
+
+__all__ = ["lif_multistep", "tks_loss", "reset_net", "detach_net"]
 
 
 def lif_multistep(
@@ -16,7 +19,7 @@ def lif_multistep(
     decay_input: bool = True,
     v_threshold: float = 1.0,
     v_reset: Optional[float] = 0.0,
-    surrogate: str = "sigmoid",
+    surrogate: Any = "sigmoid",
     alpha: Optional[float] = None,
     detach_reset: bool = False,
     fire_at_threshold: bool = True,
@@ -34,9 +37,12 @@ def lif_multistep(
         v_threshold: firing threshold.
         v_reset: the membrane after a spike (hard reset); ``None`` for soft reset
             (subtract v_threshold).
-        surrogate: derivative used for the spike in backward, one of
-            ``tks_kernels.ops.lif.SURROGATES``; ``alpha`` its sharpness (default per
-            surrogate).
+        surrogate: derivative used for the spike in backward: one of
+            ``tks_kernels.ops.lif.SURROGATES`` with ``alpha`` its sharpness (default per
+            surrogate), or a surrogate object (``tks_kernels.surrogate``, SpikingJelly's,
+            or any spiking ``nn.Module`` / ``autograd.Function`` / callable of
+            x = h - v_threshold; those without a built-in derivative run fused with
+            their derivative computed in one vectorised call).
         detach_reset: treat the spike as a constant inside the reset.
         fire_at_threshold: fire when ``h >= v_threshold`` (SpikingJelly's rule); False:
             ``h > v_threshold`` (BrainCog's, snnTorch's and the TKS paper's).
@@ -46,7 +52,14 @@ def lif_multistep(
     Returns:
         ``(spikes [T, *], v_last [*])``, plus ``v_seq [T, *]`` when asked; all in x's dtype.
     """
+    fn = None
+    if not isinstance(surrogate, str):
+        if alpha is not None:
+            raise TypeError(f"alpha= goes with a surrogate name; set the alpha of surrogate={surrogate!r} itself")
+        surrogate, alpha, fn = firing_of(surrogate)
     cfg = _lif.make_config(tau, decay_input, v_threshold, v_reset, surrogate, alpha, detach_reset, fire_at_threshold)
+    if fn is not None:
+        return _lif.lif_multistep_any(x, v_init, cfg, fn, backend=backend, return_v_seq=return_v_seq)
     return _lif.lif_multistep(x, v_init, cfg, backend=backend, return_v_seq=return_v_seq)
 
 

@@ -10,15 +10,17 @@ can swap them:
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _numbers
 from .ops import tks as _tks
 
-SCHEDULES = ("linear", "static")
+SCHEDULES = ("linear", "static", "constant")
 
 
 class TKSLossParts(NamedTuple):
@@ -41,10 +43,13 @@ class TKSLoss(nn.Module):
     """``(1 - lam) * CE(mean_t o_t, y) + lam * tau² * CE_soft(o_t, teacher)``.
 
     Args:
-        alpha: the largest weight of the soft loss (the paper's 0.7).
+        alpha: the schedule's parameter (the paper's 0.7), in [0, 1].
         temperature: the teacher's temperature tau (> 0).
-        schedule: ``"linear"``: ``lam = alpha * epoch / epochs`` (``epochs`` required,
-            ``epoch`` passed to every call); ``"static"``: ``lam = alpha``.
+        schedule: as the authors' ``train_main.py``: ``"linear"`` (their default):
+            ``lam = alpha * epoch / epochs`` (``epochs`` required, ``epoch`` passed to every
+            call); ``"static"`` (their ``--staticalpha``): ``loss = alpha * CE + (1 - alpha)
+            * soft``, i.e. ``lam = 1 - alpha``; ``"constant"``: ``lam = alpha``, the soft
+            loss weighted by alpha at every epoch.
         epochs: the number of training epochs E, for the linear schedule.
         teacher, detach_teacher, label_smoothing, backend: as
             :func:`tks_kernels.functional.tks_loss`.
@@ -66,11 +71,11 @@ class TKSLoss(nn.Module):
     ) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be 'linear' or 'static', got {schedule!r}")
+            raise ValueError(f"schedule must be 'linear', 'static' or 'constant', got {schedule!r}")
         if schedule == "linear":
             if epochs is None:
                 raise ValueError("schedule='linear' needs epochs (lam = alpha * epoch / epochs), got epochs=None")
-            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            if not _numbers.is_integer(epochs) or epochs < 1:
                 raise ValueError(f"epochs must be a positive int, got {epochs!r}")
         # Checks alpha as a lam and every other option once, here.
         _tks.make_config(alpha, temperature, teacher, detach_teacher, label_smoothing)
@@ -79,19 +84,21 @@ class TKSLoss(nn.Module):
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.schedule = schedule
-        self.epochs = epochs
+        self.epochs = None if epochs is None else int(epochs)
         self.teacher = teacher
         self.detach_teacher = detach_teacher
         self.label_smoothing = float(label_smoothing)
         self.backend = backend
 
     def lam(self, epoch: Optional[float] = None) -> float:
-        """The soft loss's weight at ``epoch`` (clamped to [0, alpha])."""
+        """The soft loss's weight at ``epoch`` (linear: clamped to [0, alpha])."""
         if self.schedule == "static":
+            return 1.0 - self.alpha
+        if self.schedule == "constant":
             return self.alpha
         if epoch is None:
             raise ValueError("TKSLoss(schedule='linear') needs the epoch: call loss(logits, target, epoch=e)")
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch < 0:
+        if not _numbers.is_real(epoch) or not math.isfinite(epoch) or epoch < 0:  # NaN would give lam NaN
             raise ValueError(f"epoch must be a number >= 0, got {epoch!r}")
         return self.alpha * min(float(epoch), float(self.epochs)) / self.epochs
 
@@ -120,10 +127,10 @@ class TETLoss(nn.Module):
 
     def __init__(self, lamb: float = 1e-3, means: float = 1.0, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if isinstance(lamb, bool) or not isinstance(lamb, (int, float)) or not 0.0 <= lamb <= 1.0:
+        if not _numbers.is_real(lamb) or not 0.0 <= lamb <= 1.0:
             raise ValueError(f"lamb must be a number in [0, 1], got {lamb!r}")
-        if isinstance(means, bool) or not isinstance(means, (int, float)):
-            raise TypeError(f"means must be a real number, got {means!r}")
+        if not _numbers.is_real(means) or not math.isfinite(means):
+            raise TypeError(f"means must be a finite real number, got {means!r}")
         self.lamb = float(lamb)
         self.means = float(means)
         self.label_smoothing = float(label_smoothing)

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional
 
 from torch.utils.data import Dataset
 
+from .. import _numbers
 from . import events, static
 
 
@@ -103,8 +104,9 @@ def create(name: str, root: Optional[os.PathLike | str] = None, *, train: bool =
     test_fraction=, split_seed= for event data, sensor_size=(H, W) for 'events_npz'.
     """
     _check_name(name)
-    if T is not None and (isinstance(T, bool) or not isinstance(T, int) or T <= 0):
+    if T is not None and (not _numbers.is_integer(T) or T <= 0):  # NumPy integers too
         raise ValueError(f"T must be a positive integer number of time steps, got T={T!r}")
+    T = None if T is None else int(T)
     allowed = options(name)
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:

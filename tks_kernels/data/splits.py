@@ -36,6 +36,25 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
             np.sort(np.concatenate(test or [empty])).astype(np.int64))
 
 
+def ordered_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split sample indices per class in the given order: the first
+    ``round((1 - test_fraction) * n_c)`` of class c train, the rest test (BrainCog's
+    CIFAR10-DVS and N-Caltech101 splits, with Python's round). Each sorted ascending."""
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test_fraction must lie in [0, 1], got {test_fraction!r}")
+    labels = np.asarray(labels)
+    portion = 1.0 - test_fraction
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n_train = round(len(idx) * portion)
+        train.append(idx[:n_train])
+        test.append(idx[n_train:])
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.sort(np.concatenate(train or [empty])).astype(np.int64),
+            np.sort(np.concatenate(test or [empty])).astype(np.int64))
+
+
 def natural_key(name: str) -> tuple:
     """Sort key that orders 'x_2' before 'x_10' (file names of event data sets)."""
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))

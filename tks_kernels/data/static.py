@@ -3,15 +3,17 @@ ImageNet from an ImageFolder tree. Each sample is (x float32 [C, H, W], y int64 
 
 from __future__ import annotations
 
+import codecs
 import os
 import pickle
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import _numbers
 from .splits import stratified_split
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -38,7 +40,7 @@ class ImageTensorDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
                  mean: Sequence[float], std: Sequence[float], augment: bool = False,
-                 pad: int = 4) -> None:
+                 pad: int = 4, pil_transform: Optional[Callable] = None) -> None:
         if images.ndim != 4 or labels.shape != images.shape[:1]:
             raise ValueError(f"images must be [N, C, H, W] and labels [N], got "
                              f"{tuple(images.shape)} and {tuple(labels.shape)}")
@@ -49,6 +51,8 @@ class ImageTensorDataset(Dataset):
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.augment = augment
         self.pad = pad
+        # augment with pil_transform: a PIL image -> a normalised tensor (timm's pipeline)
+        self.pil_transform = pil_transform
 
     @property
     def num_classes(self) -> int:
@@ -59,6 +63,10 @@ class ImageTensorDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[i]
+        if self.augment and self.pil_transform is not None:
+            from PIL import Image
+
+            return self.pil_transform(Image.fromarray(x.permute(1, 2, 0).numpy())), self.targets[i]
         x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
         if self.augment:
             x = random_crop_flip(x, self.pad)
@@ -138,11 +146,43 @@ def _find_cifar_folder(spec: dict, root: Path, files: list[str]) -> Path:
         f"found: {_listing(where)}")
 
 
+_NP_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core to numpy._core
+
+
+def _cifar_globals() -> dict:
+    """The only globals a CIFAR python batch (or one re-pickled by Python 3 or numpy 2)
+    refers to: numpy's array reconstructors, ndarray, dtype, array scalars, and
+    _codecs.encode (how protocol 2 stores bytes). Anything else, os.system say, is refused."""
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("_codecs", "encode"): codecs.encode}
+    for sub, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")):
+        fn = getattr(getattr(_NP_CORE, sub), name, None)
+        if fn is not None:
+            for core in ("numpy.core", "numpy._core"):
+                allowed[(f"{core}.{sub}", name)] = fn
+    return allowed
+
+
+_CIFAR_GLOBALS = _cifar_globals()
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Resolves only the globals of _CIFAR_GLOBALS: a crafted batch cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"it refers to {module}.{name}, which a CIFAR batch never holds (only numpy "
+                f"arrays, lists, bytes, str and numbers); refusing to load it") from None
+
+
 def _unpickle(path: Path) -> dict:
     # The batches were pickled by Python 2; encoding='bytes' is what the CIFAR page
     # prescribes. Keys come back as bytes (or str if re-pickled by Python 3): accept both.
     with open(path, "rb") as f:
-        obj = pickle.load(f, encoding="bytes")
+        obj = _CifarUnpickler(f, encoding="bytes").load()
     if not isinstance(obj, dict):
         raise ValueError(f"a pickled {type(obj).__name__}, not a dict")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
@@ -167,6 +207,10 @@ def read_cifar_batch(path: Path, label_key: str, num_classes: int,
                          f"found keys {sorted(batch)}")
     data = np.asarray(batch["data"])
     labels = np.asarray(batch[label_key])
+    if labels.size and labels.dtype.kind not in "iu":
+        # Truncating 3.7 to 3 would train on made-up labels: refuse.
+        raise ValueError(f"{title}: {path} is not a python batch: {expected}; its "
+                         f"b'{label_key}' are {labels.dtype} (e.g. {labels.flat[0].item()!r}), not integers")
     if (data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
             or labels.shape != (data.shape[0],)
             or (labels.size and not (0 <= labels.min() and labels.max() < num_classes))):
@@ -177,11 +221,56 @@ def read_cifar_batch(path: Path, label_key: str, num_classes: int,
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
+CIFAR_AUGMENTS = ("crop_flip", "randaugment")
+
+
+def _missing(*modules: str) -> list[str]:
+    import importlib
+
+    out = []
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except Exception as e:  # ImportError, or a torchvision built for another torch
+            out.append(f"{m} ({type(e).__name__}: {e})")
+    return out
+
+
+def cifar_randaugment_transform(mean: Sequence[float], std: Sequence[float]) -> Callable:
+    """The TKS authors' CIFAR training transform (BrainCog's ``build_transform``), built
+    by timm: ``create_transform(32, is_training=True, color_jitter=0.4,
+    auto_augment='rand-m9-mstd0.5-inc1', interpolation='bicubic', re_prob=0.25,
+    re_mode='pixel', re_count=1)`` with its first step replaced by ``RandomCrop(32, 4)``:
+    crop, flip, RandAugment, to tensor, normalise, RandomErasing. Normalised with
+    ``mean``/``std`` (the authors' code trains with ImageNet's and tests with CIFAR's).
+    A PIL image -> float32 [3, 32, 32]."""
+    missing = _missing("timm", "torchvision", "PIL")
+    if missing:
+        raise ImportError(
+            "CIFAR augment_policy='randaugment' (the TKS authors' RandAugment rand-m9-mstd0.5-inc1 + "
+            "RandomErasing 0.25, from timm) needs timm, torchvision and Pillow; missing or broken: "
+            f"{'; '.join(missing)}. Install them (pip install timm torchvision, versions matching your "
+            "torch), or pass augment_policy='crop_flip' (--data-option augment_policy=crop_flip) for "
+            "random crop and flip only")
+    from timm.data import create_transform
+    from torchvision import transforms
+
+    tf = create_transform(input_size=32, is_training=True, color_jitter=0.4,
+                          auto_augment="rand-m9-mstd0.5-inc1", interpolation="bicubic", re_prob=0.25,
+                          re_mode="pixel", re_count=1, mean=tuple(mean), std=tuple(std))
+    tf.transforms[0] = transforms.RandomCrop(32, padding=4)
+    return tf
+
+
 def cifar(name: str, root: os.PathLike | str, train: bool = True, *,
-          augment: bool = False) -> ImageTensorDataset:
+          augment: bool = False, augment_policy: str = "crop_flip") -> ImageTensorDataset:
     """CIFAR-10 (name='cifar10') or CIFAR-100 ('cifar100', fine labels) from the python
     batches. x float32 [3, 32, 32] normalised per channel, y int64.
-    augment: random 32x32 crop with 4 zero pixels of padding and horizontal flip."""
+    augment: with augment_policy 'crop_flip', random 32x32 crop with 4 zero pixels of
+    padding and horizontal flip; 'randaugment': the TKS authors' pipeline
+    (:func:`cifar_randaugment_transform`, needs timm and torchvision)."""
+    if augment_policy not in CIFAR_AUGMENTS:
+        raise ValueError(f"augment_policy must be one of {CIFAR_AUGMENTS}, got augment_policy={augment_policy!r}")
     spec = _CIFAR[name]
     files = spec["train"] if train else spec["test"]
     folder = _find_cifar_folder(spec, Path(root), files)
@@ -198,8 +287,11 @@ def cifar(name: str, root: os.PathLike | str, train: bool = True, *,
             raise ValueError(f"{spec['title']}: {meta} is not a pickled dict: {e}") from e
         if names is not None and len(names) == spec["num_classes"]:
             classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    pil_transform = None
+    if augment and augment_policy == "randaugment":
+        pil_transform = cifar_randaugment_transform(spec["mean"], spec["std"])
     return ImageTensorDataset(images, labels, classes, spec["mean"], spec["std"],
-                              augment=augment)
+                              augment=augment, pil_transform=pil_transform)
 
 
 def _as_int64(y: int) -> torch.Tensor:
@@ -208,12 +300,14 @@ def _as_int64(y: int) -> torch.Tensor:
 
 
 def imagenet(root: os.PathLike | str, train: bool = True, *, augment: bool = False,
-             image_size: int = 224) -> Dataset:
+             image_size: int = 224, color_jitter: float = 0.0) -> Dataset:
     """ImageNet from an ImageFolder tree root/train/<class>/*.JPEG, root/val/<class>/*.
 
     Needs torchvision (to decode JPEGs). x float32 [3, image_size, image_size]
     normalised with the ImageNet mean/std, y int64. augment: RandomResizedCrop and
-    horizontal flip; otherwise resize to image_size*256/224 and center-crop.
+    horizontal flip, then ColorJitter(color_jitter) on brightness, contrast and saturation
+    when color_jitter > 0 (the TKS authors' 0.4, timm's loader); otherwise resize to
+    image_size*256/224 and center-crop.
     """
     try:
         from torchvision import datasets, transforms
@@ -221,6 +315,8 @@ def imagenet(root: os.PathLike | str, train: bool = True, *, augment: bool = Fal
         raise ImportError(
             "ImageNet: reading the ImageFolder tree needs torchvision "
             f"(pip install torchvision); importing it failed: {e}") from e
+    if not _numbers.is_real(color_jitter) or not color_jitter >= 0:
+        raise ValueError(f"color_jitter must be a number >= 0, got color_jitter={color_jitter!r}")
     split = "train" if train else "val"
     folder = Path(root) / split
     has_classes = folder.is_dir() and any(p.is_dir() for p in folder.iterdir())
@@ -231,6 +327,8 @@ def imagenet(root: os.PathLike | str, train: bool = True, *, augment: bool = Fal
             f"found in {folder}: {_listing(folder)}")
     if augment:
         tf = [transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip()]
+        if color_jitter:
+            tf.append(transforms.ColorJitter(color_jitter, color_jitter, color_jitter))
     else:
         tf = [transforms.Resize(image_size * 256 // 224), transforms.CenterCrop(image_size)]
     tf += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]

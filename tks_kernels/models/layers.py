@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _numbers
 from ..neuron import LIF
 
-# The TKS paper's neuron (BrainCog's LIFNode), in tks_kernels.LIF's arguments.
+# The TKS paper's neuron (BrainCog's LIFNode), in tks_kernels.LIF's arguments. BrainCog
+# fires on h - V_th > 0 (strict): an exact tie does not fire.
 PAPER_NEURON: Mapping[str, Any] = {
     "tau": 2.0,
     "decay_input": True,
@@ -24,23 +26,30 @@ PAPER_NEURON: Mapping[str, Any] = {
     "detach_reset": True,
     "surrogate": "piecewise_quadratic",
     "alpha": 2.0,
+    "fire_at_threshold": False,
 }
+NEURON_OPTIONS = ("tau", "decay_input", "v_threshold", "v_reset", "detach_reset", "surrogate", "alpha",
+                  "fire_at_threshold")
 
 
 def neuron_options(neuron: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """PAPER_NEURON updated with ``neuron`` (a dict of LIF arguments); checks the keys."""
-    allowed = ("tau", "decay_input", "v_threshold", "v_reset", "detach_reset", "surrogate", "alpha")
     opts = dict(PAPER_NEURON)
     if neuron:
-        unknown = sorted(set(neuron) - set(allowed))
+        if not isinstance(neuron, Mapping):
+            raise TypeError(f"neuron must be a dict of LIF options, got {type(neuron).__name__} {neuron!r}")
+        unknown = sorted(set(neuron) - set(NEURON_OPTIONS))
         if unknown:
-            raise TypeError(f"neuron= got unknown LIF options {', '.join(unknown)}; it takes: {', '.join(allowed)}")
+            raise TypeError(f"neuron= got unknown LIF options {', '.join(unknown)}; "
+                            f"it takes: {', '.join(NEURON_OPTIONS)}")
         opts.update(neuron)
     return opts
 
 
 def make_lif(neuron: Mapping[str, Any], backend: str) -> LIF:
-    return LIF(**neuron, step_mode="m", backend=backend)
+    opts = dict(neuron)
+    fire_at_threshold = bool(opts.pop("fire_at_threshold", True))
+    return LIF(**opts, step_mode="m", backend=backend, fire_at_threshold=fire_at_threshold)
 
 
 class SeqToANN(nn.Sequential):
@@ -60,18 +69,34 @@ class TdBatchNorm2d(nn.BatchNorm2d):
     """Threshold-dependent batch norm (tdBN; Zheng et al., AAAI 2021).
 
     Normalises over time and batch together (the input is ``[T*B, C, H, W]``, see
-    :class:`SeqToANN`) and scales the normalised input by ``alpha * v_threshold``
-    before the affine weight: ``y = weight * alpha * v_th * x_hat + bias``. ``alpha``
-    is 1, or 1/sqrt(2) for the two branches that are added in a residual block.
+    :class:`SeqToANN`); ``alpha`` is 1, or 1/sqrt(2) for the branches that are added in a
+    residual block (and, in the authors' ResNet-19, the stem).
+
+    ``fixed_scale=False`` (the authors' code, BrainCog's ``ThresholdDependentBatchNorm2d``):
+    a plain batch norm whose learnable weight starts at ``alpha * v_threshold``.
+    ``fixed_scale=True``: the weight starts at 1 and the normalised input is scaled by a
+    constant ``alpha * v_threshold`` before it, ``y = weight * alpha * v_th * x_hat + bias``
+    (the tdBN paper's formula; the same function at initialisation, but the weight's
+    gradient and its weight decay differ by that factor).
     """
 
     def __init__(self, num_features: int, alpha: float = 1.0, v_threshold: float = 1.0,
-                 eps: float = 1e-5, momentum: Optional[float] = 0.1) -> None:
+                 eps: float = 1e-5, momentum: Optional[float] = 0.1, fixed_scale: bool = False) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.alpha = float(alpha)
         self.v_threshold = float(v_threshold)
+        self.fixed_scale = bool(fixed_scale)
+        self.reset_tdbn_weight()
+
+    def reset_tdbn_weight(self) -> None:
+        """Weight ``alpha * v_threshold`` (or 1 with ``fixed_scale``), bias 0."""
+        with torch.no_grad():
+            self.weight.fill_(1.0 if self.fixed_scale else self.alpha * self.v_threshold)
+            self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if not self.fixed_scale:
+            return super().forward(x)
         self._check_input_dim(x)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
@@ -91,7 +116,8 @@ class TdBatchNorm2d(nn.BatchNorm2d):
         )
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", alpha={self.alpha:.4g}, v_threshold={self.v_threshold}"
+        return (super().extra_repr() + f", alpha={self.alpha:.4g}, v_threshold={self.v_threshold}"
+                + (", fixed_scale=True" if self.fixed_scale else ""))
 
 
 def scale_channels(c: int, width: float) -> int:
@@ -99,8 +125,8 @@ def scale_channels(c: int, width: float) -> int:
 
 
 def as_size(size: Any) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
+    if _numbers.is_integer(size):
+        return int(size), int(size)
     h, w = (int(s) for s in size)
     return h, w
 
@@ -118,9 +144,9 @@ class SpikingModel(nn.Module):
 
     def __init__(self, T: int, num_classes: int) -> None:
         super().__init__()
-        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        if not _numbers.is_integer(T) or T < 1:  # NumPy integers too
             raise ValueError(f"T must be a positive int number of time steps, got {T!r}")
-        self.T = T
+        self.T = int(T)
         self.num_classes = num_classes
 
     def reset(self) -> None:
@@ -133,9 +159,9 @@ class SpikingModel(nn.Module):
         d = self.sample_dims
         if x.dim() == d + 1:
             steps = self.T if T is None else T
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            if not _numbers.is_integer(steps) or steps < 1:
                 raise ValueError(f"T must be a positive int, got {steps!r}")
-            return x.unsqueeze(0).expand(steps, *x.shape)
+            return x.unsqueeze(0).expand(int(steps), *x.shape)
         if x.dim() == d + 2:
             if T is not None and T != x.shape[0]:
                 raise ValueError(f"got a sequence of {x.shape[0]} steps and T={T}; slice the sequence (x[:T]) instead")
@@ -158,17 +184,20 @@ class SpikingModel(nn.Module):
 
 
 def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convolutions (fan_out, as torchvision's ResNets), BN weight 1 bias 0."""
+    """Kaiming-normal convolutions (fan_out, as torchvision's ResNets), BN weight 1 bias 0;
+    a tdBN gets its own initial weight (:meth:`TdBatchNorm2d.reset_tdbn_weight`)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+        elif isinstance(m, TdBatchNorm2d):
+            m.reset_tdbn_weight()
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
 
 SQRT1_2 = 1.0 / math.sqrt(2.0)
-__all__ = ["PAPER_NEURON", "SeqToANN", "SpikingModel", "TdBatchNorm2d", "init_weights", "make_lif",
+__all__ = ["NEURON_OPTIONS", "PAPER_NEURON", "SeqToANN", "SpikingModel", "TdBatchNorm2d", "init_weights", "make_lif",
            "neuron_options", "scale_channels", "as_size", "SQRT1_2"]

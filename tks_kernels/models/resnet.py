@@ -4,6 +4,14 @@ ResNet-19 (Zheng et al., AAAI 2021, as TET and TKS use it on CIFAR): conv3x3(128
 tdBN -> LIF, then basic blocks of 128 x3, 256 x3 (stride 2), 512 x2 (stride 2), global
 average pool, Linear(512, 256) -> LIF -> Linear(256, classes). Every batch norm is
 threshold-dependent (tdBN), with alpha = 1/sqrt(2) on the two branches a block adds.
+``style="braincog"`` (default) is the TKS authors' network, BrainCog's ``resnet19``: the
+stem's tdBN has alpha 1/sqrt(2), the first block of every stage has a shortcut branch
+(a tdBN alone in the first stage, conv1x1 -> tdBN where the stage downsamples), every
+tdBN is a plain BN whose weight starts at alpha * V_th, and convolutions and linear
+layers keep PyTorch's default initialisation: 12,698,250 trainable parameters for
+CIFAR-10. ``style="tdbn"``: the layout as the tdBN paper describes it: stem alpha 1,
+identity shortcuts where the shape does not change, a fixed alpha * V_th scale before a
+weight that starts at 1, Kaiming fan-out convolutions.
 
 SEW-ResNet-18/34 (Fang et al., NeurIPS 2021) for ImageNet-sized input: conv7x7(64,
 stride 2) -> BN -> LIF -> max-pool 3x3/2, basic blocks of 64, 128, 256, 512 ([2,2,2,2]
@@ -13,7 +21,7 @@ and a downsampling shortcut is conv1x1 -> BN -> LIF.
 """
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -21,21 +29,36 @@ from torch import nn
 from .layers import SQRT1_2, SeqToANN, SpikingModel, TdBatchNorm2d, init_weights, make_lif, scale_channels
 
 
-def _conv_tdbn(cin: int, cout: int, k: int, stride: int, alpha: float, v_threshold: float) -> SeqToANN:
+RESNET19_STYLES = ("braincog", "tdbn")
+
+
+def _conv_tdbn(cin: int, cout: int, k: int, stride: int, alpha: float, v_threshold: float,
+               fixed_scale: bool) -> SeqToANN:
     return SeqToANN(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
-                    TdBatchNorm2d(cout, alpha=alpha, v_threshold=v_threshold))
+                    TdBatchNorm2d(cout, alpha=alpha, v_threshold=v_threshold, fixed_scale=fixed_scale))
 
 
 class TdBasicBlock(nn.Module):
-    """``LIF(tdBN_a(conv(LIF(tdBN(conv(x))))) + shortcut(x))`` with a = 1/sqrt(2) on both added branches."""
+    """``LIF(tdBN_a(conv(LIF(tdBN(conv(x))))) + shortcut(x))`` with a = 1/sqrt(2) on both added branches.
 
-    def __init__(self, cin: int, cout: int, stride: int, neuron: Mapping[str, Any], backend: str) -> None:
+    shortcut: conv1x1 -> tdBN_a where the shape changes; else a tdBN_a alone
+    (``bn_shortcut=True``, the first block of BrainCog's first stage) or the identity.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, neuron: Mapping[str, Any], backend: str,
+                 fixed_scale: bool = False, bn_shortcut: bool = False) -> None:
         super().__init__()
         vth = float(neuron["v_threshold"])
-        self.conv1 = _conv_tdbn(cin, cout, 3, stride, 1.0, vth)
+        self.conv1 = _conv_tdbn(cin, cout, 3, stride, 1.0, vth, fixed_scale)
         self.sn1 = make_lif(neuron, backend)
-        self.conv2 = _conv_tdbn(cout, cout, 3, 1, SQRT1_2, vth)
-        self.downsample = _conv_tdbn(cin, cout, 1, stride, SQRT1_2, vth) if stride != 1 or cin != cout else None
+        self.conv2 = _conv_tdbn(cout, cout, 3, 1, SQRT1_2, vth, fixed_scale)
+        self.downsample: Optional[nn.Module]
+        if stride != 1 or cin != cout:
+            self.downsample = _conv_tdbn(cin, cout, 1, stride, SQRT1_2, vth, fixed_scale)
+        elif bn_shortcut:
+            self.downsample = SeqToANN(TdBatchNorm2d(cout, alpha=SQRT1_2, v_threshold=vth, fixed_scale=fixed_scale))
+        else:
+            self.downsample = None
         self.sn2 = make_lif(neuron, backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,21 +71,30 @@ class ResNet19(SpikingModel):
     """ResNet-19 with tdBN for 32x32 input (CIFAR); any size works (global average pool).
 
     Input ``[B, C, H, W]`` (repeated over T) or ``[T, B, C, H, W]``; output ``[T, B, num_classes]``.
-    ``width`` scales every channel count (1.0: 128/256/512).
+    ``width`` scales every channel count (1.0: 128/256/512). ``style``: ``"braincog"``
+    (the TKS authors' network, default) or ``"tdbn"`` (see the module docstring).
     """
 
     def __init__(self, num_classes: int, in_channels: int, T: int, neuron: Mapping[str, Any], backend: str,
-                 input_size: Any = 32, width: float = 1.0, blocks: Sequence[int] = (3, 3, 2)) -> None:
+                 input_size: Any = 32, width: float = 1.0, blocks: Sequence[int] = (3, 3, 2),
+                 style: str = "braincog") -> None:
         super().__init__(T, num_classes)
+        if style not in RESNET19_STYLES:
+            raise ValueError(f"style must be one of {', '.join(map(repr, RESNET19_STYLES))}, got {style!r}")
+        self.style = style
+        braincog = style == "braincog"
+        fixed = not braincog
         vth = float(neuron["v_threshold"])
         c0 = scale_channels(128, width)
-        self.stem = nn.Sequential(_conv_tdbn(in_channels, c0, 3, 1, 1.0, vth), make_lif(neuron, backend))
+        self.stem = nn.Sequential(_conv_tdbn(in_channels, c0, 3, 1, SQRT1_2 if braincog else 1.0, vth, fixed),
+                                  make_lif(neuron, backend))
         layers: List[nn.Module] = []
         c = c0
         for i, n in enumerate(blocks):
             cout = scale_channels(128 * 2 ** i, width)
             for j in range(n):
-                layers.append(TdBasicBlock(c, cout, 2 if (i > 0 and j == 0) else 1, neuron, backend))
+                layers.append(TdBasicBlock(c, cout, 2 if (i > 0 and j == 0) else 1, neuron, backend,
+                                           fixed_scale=fixed, bn_shortcut=braincog and j == 0))
                 c = cout
         self.layers = nn.Sequential(*layers)
         hidden = scale_channels(256, width)
@@ -71,7 +103,8 @@ class ResNet19(SpikingModel):
             make_lif(neuron, backend),
             SeqToANN(nn.Linear(hidden, num_classes)),
         )
-        init_weights(self)
+        if not braincog:
+            init_weights(self)  # BrainCog keeps PyTorch's default initialisation
 
     def forward_sequence(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(self.stem(x)))

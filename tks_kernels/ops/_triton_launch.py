@@ -28,6 +28,78 @@ def scalar(bits, IS_F64: tl.constexpr):
         return bits.to(tl.int32).to(tl.float32, bitcast=True)
 
 
+_INTERPRETED = tl.constexpr(INTERPRETED)
+
+
+@triton.jit
+def trip_count(n):
+    """The run-time scalar n as a loop bound: ``for t in range(trip_count(T))``.
+    Compiled, n itself (T stays a run-time argument: no recompile per length). Under the
+    interpreter a Python int: there every scalar argument is a 1-element array, and
+    triton 3.6's interpreter takes range()'s bound with int(array), which numpy >= 2.4
+    refuses ("only 0-dimensional arrays can be converted to Python scalars")."""
+    if _INTERPRETED:
+        return int(n.handle.data.reshape(-1)[0])  # plain Python: the interpreter runs it as such
+    else:
+        return n
+
+
+@triton.jit
+def widen(q, dt: tl.constexpr):
+    """A loaded saved distance q (storage type) in the compute type dt, exactly.
+    Under the interpreter bf16 goes through its bits: the interpreter's bf16 -> fp32
+    conversion flushes subnormals to zero, which would turn the saved distance's
+    smallest subnormal (``store_distance``) into a zero of the wrong meaning. On the
+    GPU the conversion is exact as it is."""
+    if _INTERPRETED and q.dtype == tl.bfloat16:
+        return (q.to(tl.int16, bitcast=True).to(tl.int32) << 16).to(tl.float32, bitcast=True).to(dt)
+    else:
+        return q.to(dt)
+
+
+@triton.jit
+def fires(d, fire_at):
+    """Whether a neuron at distance d = h - v_threshold fires: d >= 0 when ``fire_at``
+    (a run-time 0/1: both rules share one compiled kernel), else d > 0. NaN: no spike.
+    The forward compares h with v_threshold directly; the two agree because
+    fl(h - vth) is 0 only when h == vth (no flush-to-zero)."""
+    return tl.where(d == 0.0, fire_at != 0, d > 0.0)
+
+
+@triton.jit
+def store_distance(ptr, offs, d, mask, fire_at, D_MAX: tl.constexpr, NARROW: tl.constexpr):
+    """Store the saved distance d (compute type) at ``ptr + offs`` in the pointer's type.
+
+    NARROW (fp16/bf16 storage): d keeps what backward's ``fires`` reads from it.
+    - A d that would round (or, under the interpreter, truncate) to a zero of the wrong
+      side is stored as the smallest subnormal of its sign (bits 0x8001 / 0x0001): a
+      negative d when firing at the threshold (-0 >= 0 would read as a spike), a positive
+      d under the strict rule (+0 > 0 would read as no spike). d == 0 stays 0.
+    - A finite |d| above the type's largest finite D_MAX is stored as +-D_MAX instead of
+      overflowing to inf (inf would give NaN gradients where the reference has 0);
+      an infinite or NaN d (from an infinite or NaN input) is stored as it is.
+    """
+    st = ptr.dtype.element_ty
+    if NARROW:
+        big = (tl.abs(d) > D_MAX) & (tl.abs(d) <= 3.4028234663852886e38)  # finite, too large
+        d = tl.where(big, tl.where(d > 0.0, D_MAX, -D_MAX), d)
+        q = d.to(st)
+        r = q.to(d.dtype)
+        at = fire_at != 0
+        lost = tl.where(at, (d < 0.0) & ~(r < 0.0), (d > 0.0) & ~(r > 0.0))
+        tiny = tl.where(at, tl.full(d.shape, -32767, tl.int16), tl.full(d.shape, 1, tl.int16))
+        q = tl.where(lost, tiny.to(st, bitcast=True), q)
+    else:
+        q = d.to(st)
+    tl.store(ptr + offs, q, mask=mask)
+
+
+def distance_max(dtype: torch.dtype) -> float:
+    """D_MAX of ``store_distance``: the largest finite value of a 16-bit storage type
+    (unused for fp32/fp64 storage)."""
+    return torch.finfo(dtype).max if dtype in (torch.float16, torch.bfloat16) else 0.0
+
+
 def scalar_bits(value: float, dtype: torch.dtype) -> int:
     """Bit pattern (as a signed integer) of ``value`` in the kernel's compute type,
     rounded to nearest as PyTorch rounds a Python float scalar."""
@@ -38,10 +110,15 @@ def scalar_bits(value: float, dtype: torch.dtype) -> int:
 
 def launch_config(n: int, dtype: torch.dtype) -> Tuple[int, int]:
     """(BLOCK, num_warps). On the GPU: two 16-byte accesses per thread and tensor
-    (memory-bound kernels, H100/H200); under the interpreter one large block, as every
+    (memory-bound kernels, H100/H200); when n is not a multiple of 16 (no vector access
+    possible) four elements per thread: each scalar access carries its own 64-bit address,
+    and 16 of them per thread took the 16-bit PLIF forward to 255 registers and a stack
+    spill (tests/test_codegen_triton.py). Under the interpreter one large block, as every
     program costs Python time."""
     if INTERPRETED:
         return max(16, min(triton.next_power_of_2(max(n, 1)), 4096)), 1
+    if n % 16:
+        return 4 * 32 * 4, 4
     elems_16b = 16 // dtype.itemsize
     return 2 * elems_16b * 32 * 4, 4  # fp32: 1024, bf16/fp16: 2048, fp64: 512
 

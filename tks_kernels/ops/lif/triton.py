@@ -12,9 +12,10 @@ spikes equal the reference bit for bit in fp32:
   (``scalar_bits``), rounded like PyTorch rounds a Python float.
 
 State and arithmetic are fp32 (fp64 for fp64 storage); storage fp32/fp16/bf16/fp64.
-Training forward saves one tensor for backward: d = h - v_threshold in x's dtype with
-its sign kept (``keep_sign`` of lif_math.h), so backward's spikes (d >= 0) equal the
-forward's; inference forward saves nothing.
+Training forward saves one tensor for backward: d = h - v_threshold in x's dtype, in
+fp16/bf16 with its side of zero kept and saturated at the type's largest finite value
+(``store_distance`` of ops/_triton_launch.py), so backward's spikes (d >= 0, or d > 0
+with ``fire_at_threshold=False``) equal the forward's; inference forward saves nothing.
 
 The kernels are wrapped as ``torch.library.custom_op``s
 (``tks_kernels::lif_forward_triton``, ``tks_kernels::lif_backward_triton``) with fake
@@ -35,13 +36,18 @@ import triton.language as tl
 
 from .._triton_launch import (
     check_device,
+    distance_max,
+    fires,
     forward_outputs,
     launch_config,
     like_layout,
     on_device,
     scalar,
     scalar_bits,
+    store_distance,
     time_major_dense,
+    trip_count,
+    widen,
 )
 from . import LIFConfig
 
@@ -86,16 +92,18 @@ def _surrogate_grad(x, alpha, KIND: tl.constexpr, IS_F64: tl.constexpr):
         return _div(alpha, tl.full([], _SQRT_PI, x.dtype), IS_F64) * tl.exp(-alpha * alpha * x * x)
 
 
-@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits"])
+@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "fire_at"])
 def _lif_forward_kernel(
     x_ptr, v_init_ptr, spikes_ptr, v_last_ptr, v_seq_ptr, d_ptr,
-    T, N, tau_bits, vth_bits, vr_bits,
+    T, N, tau_bits, vth_bits, vr_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, HAS_V_INIT: tl.constexpr,
-    SAVE_D: tl.constexpr, SAVE_V_SEQ: tl.constexpr, KEEP_SIGN: tl.constexpr,
+    SAVE_D: tl.constexpr, SAVE_V_SEQ: tl.constexpr, KEEP_SIGN: tl.constexpr, D_MAX: tl.constexpr,
     N_ALIGNED: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """x, spikes, v_seq, d: [T, N] (step t at t * N); v_init, v_last: [N].
-    v_reset is 0 for soft reset (it is then only the charge's rest potential)."""
+    v_reset is 0 for soft reset (it is then only the charge's rest potential).
+    fire_at: 1 fires on h >= v_threshold, 0 on h > v_threshold (run-time: one variant).
+    KEEP_SIGN: 16-bit storage, d saved as ``store_distance`` says."""
     tau = scalar(tau_bits, IS_F64)
     vth = scalar(vth_bits, IS_F64)
     vr = scalar(vr_bits, IS_F64)
@@ -115,7 +123,7 @@ def _lif_forward_kernel(
     else:
         v = tl.zeros([BLOCK], dtype=dt) + vr
     x_next = tl.load(x_ptr + offs, mask=mask, other=0.0)
-    for t in range(T):
+    for t in range(trip_count(T)):
         base = t * step
         xt = x_next.to(dt)
         # Prefetch the next step's input before this step's stores: twice the bytes
@@ -126,32 +134,23 @@ def _lif_forward_kernel(
             h = v + _div(xt - (v - vr), tau, IS_F64)
         else:
             h = v - _div(v - vr, tau, IS_F64) + xt
-        s = (h >= vth).to(dt)
+        s = tl.where(h == vth, fire_at != 0, h > vth).to(dt)
         if SOFT_RESET:
             v = h - s * vth
         else:
             v = s * vr + (1.0 - s) * h
         tl.store(spikes_ptr + base + offs, s.to(st), mask=mask)
         if SAVE_D:
-            d = h - vth
-            d_st = d.to(st)
-            if KEEP_SIGN:
-                # A negative d that rounds (or, under the interpreter, truncates) to
-                # zero would read back as a spike: store minus the smallest subnormal
-                # (bits 0x8001 in fp16 and bf16) instead.
-                lost = (d < 0.0) & ~(d_st.to(dt) < 0.0)
-                neg_tiny = tl.full([BLOCK], -32767, tl.int16).to(st, bitcast=True)
-                d_st = tl.where(lost, neg_tiny, d_st)
-            tl.store(d_ptr + base + offs, d_st, mask=mask)
+            store_distance(d_ptr, base + offs, h - vth, mask, fire_at, D_MAX, KEEP_SIGN)
         if SAVE_V_SEQ:
             tl.store(v_seq_ptr + base + offs, v.to(st), mask=mask)
     tl.store(v_last_ptr + offs, v.to(st), mask=mask)
 
 
-@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "alpha_bits", "nd_bits"])
+@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "alpha_bits", "nd_bits", "fire_at"])
 def _lif_backward_kernel(
     grad_spikes_ptr, grad_v_last_ptr, grad_v_seq_ptr, d_ptr, grad_x_ptr, grad_v_init_ptr,
-    T, N, tau_bits, vth_bits, vr_bits, alpha_bits, nd_bits,
+    T, N, tau_bits, vth_bits, vr_bits, alpha_bits, nd_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, SURROGATE: tl.constexpr, HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr,
     HAS_GRAD_V_SEQ: tl.constexpr, N_ALIGNED: tl.constexpr, IS_F64: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -159,7 +158,7 @@ def _lif_backward_kernel(
     """The reverse recurrence of DESIGN.md (``step_backward`` of lif_math.h).
     grad_spikes, grad_v_seq, d, grad_x: [T, N]; grad_v_last, grad_v_init: [N].
     nd is 0 with detach_reset, else 1 (a run-time value, as in lif_math.h: half the
-    variants to compile)."""
+    variants to compile); fire_at as in the forward kernel."""
     tau = scalar(tau_bits, IS_F64)
     vth = scalar(vth_bits, IS_F64)
     vr = scalar(vr_bits, IS_F64)
@@ -185,12 +184,12 @@ def _lif_backward_kernel(
         gs_next = tl.load(grad_spikes_ptr + last + offs, mask=mask, other=0.0)
     if HAS_GRAD_V_SEQ:
         gq_next = tl.load(grad_v_seq_ptr + last + offs, mask=mask, other=0.0)
-    for i in range(T):
+    for i in range(trip_count(T)):
         t = T - 1 - i
         base = t * step
         prev = base - step
         more = offs < tl.where(t > 0, step, 0)
-        d = d_next.to(dt)
+        d = widen(d_next, dt)
         d_next = tl.load(d_ptr + prev + offs, mask=more, other=0.0)
         g = gv
         if HAS_GRAD_V_SEQ:
@@ -205,7 +204,7 @@ def _lif_backward_kernel(
         if SOFT_RESET:
             gh = gs * sg + g * (1.0 - vth * sg * nd)
         else:
-            s = (d >= 0.0).to(dt)
+            s = fires(d, fire_at).to(dt)
             vr_minus_h = (vr - vth) - d
             gh = gs * sg + g * ((1.0 - s) + vr_minus_h * sg * nd)
         if DECAY_INPUT:
@@ -234,11 +233,13 @@ def lif_forward_triton(
     detach_reset: bool,
     save_for_backward: bool,
     return_v_seq: bool,
+    fire_at_threshold: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [T, *] -> (spikes [T, *], v_last [*], v_seq [T, *] or [0], d_saved [T, *] or [0]).
 
     ``v_reset`` is the rest potential (0 for soft reset); ``surrogate``, ``alpha`` and
-    ``detach_reset`` are only for the autograd formula.
+    ``detach_reset`` are only for the autograd formula. ``fire_at_threshold``: spikes on
+    h >= v_threshold, else on h > v_threshold.
     """
     check_device(x)
     if x.dim() < 1 or x.shape[0] < 1:
@@ -260,10 +261,11 @@ def lif_forward_triton(
             xd, v0 if v0 is not None else xd, spikes, v_last,
             v_seq if return_v_seq else spikes, d_saved if save_for_backward else spikes,
             T, N, scalar_bits(tau, cdt), scalar_bits(v_threshold, cdt),
-            scalar_bits(0.0 if soft_reset else v_reset, cdt),
+            scalar_bits(0.0 if soft_reset else v_reset, cdt), int(fire_at_threshold),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_V_INIT=v0 is not None,
             SAVE_D=save_for_backward, SAVE_V_SEQ=return_v_seq,
-            KEEP_SIGN=x.dtype in (torch.float16, torch.bfloat16), N_ALIGNED=N % 16 == 0,
+            KEEP_SIGN=x.dtype in (torch.float16, torch.bfloat16), D_MAX=distance_max(x.dtype),
+            N_ALIGNED=N % 16 == 0,
             IS_F64=cdt == torch.float64, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
         )
     return spikes, v_last, v_seq, d_saved
@@ -271,7 +273,7 @@ def lif_forward_triton(
 
 @lif_forward_triton.register_fake
 def _lif_forward_triton_fake(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha,
-                             detach_reset, save_for_backward, return_v_seq):
+                             detach_reset, save_for_backward, return_v_seq, fire_at_threshold=True):
     _, _, spikes, v_last, v_seq, d_saved = forward_outputs(x, save_for_backward, return_v_seq)
     return spikes, v_last, v_seq, d_saved
 
@@ -295,9 +297,11 @@ def lif_backward_triton(
     surrogate: int,
     alpha: float,
     detach_reset: bool,
+    fire_at_threshold: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradients of (spikes, v_last, v_seq) -> (grad_x [T, *], grad_v_init [*]);
-    a missing gradient counts as zero. ``d_saved`` is the forward's fourth output."""
+    a missing gradient counts as zero. ``d_saved`` is the forward's fourth output (made
+    with the same ``fire_at_threshold``)."""
     check_device(d_saved)
     if not 0 <= surrogate < 7:
         raise ValueError(f"tks_kernels Triton LIF: surrogate id must be in [0, 7), got {surrogate}")
@@ -321,7 +325,7 @@ def lif_backward_triton(
             grad_x, grad_v_init,
             T, N, scalar_bits(tau, cdt), scalar_bits(v_threshold, cdt),
             scalar_bits(0.0 if soft_reset else v_reset, cdt), scalar_bits(alpha, cdt),
-            scalar_bits(0.0 if detach_reset else 1.0, cdt),
+            scalar_bits(0.0 if detach_reset else 1.0, cdt), int(fire_at_threshold),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate,
             HAS_GRAD_SPIKES=gs is not None, HAS_GRAD_V_LAST=gl is not None, HAS_GRAD_V_SEQ=gq is not None,
             N_ALIGNED=N % 16 == 0, IS_F64=cdt == torch.float64, BLOCK=block, num_warps=warps,
@@ -338,14 +342,15 @@ def _lif_backward_triton_fake(grad_spikes, grad_v_last, grad_v_seq, d_saved, *sc
 
 def _setup_context(ctx, inputs, output):
     (x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
-     save, return_v_seq) = inputs
+     save, return_v_seq, fire_at_threshold) = inputs
     if not save:
         raise RuntimeError("tks_kernels::lif_forward_triton needs save_for_backward=True to be differentiated")
     ctx.save_for_backward(output[3])
     ctx.mark_non_differentiable(output[3])
     # Gradients of unused outputs stay None, so backward reads no zero tensors.
     ctx.set_materialize_grads(False)
-    ctx.scalars = (tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset)
+    ctx.scalars = (tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+                   fire_at_threshold)
     ctx.has_v_seq = return_v_seq
     ctx.has_v_init = v_init is not None
 
@@ -355,7 +360,7 @@ def _backward(ctx, grad_spikes, grad_v_last, grad_v_seq, _grad_d_saved):
     grad_x, grad_v_init = lif_backward_triton(
         grad_spikes, grad_v_last, grad_v_seq if ctx.has_v_seq else None, d_saved, *ctx.scalars
     )
-    return (grad_x, grad_v_init if ctx.has_v_init else None) + (None,) * 10
+    return (grad_x, grad_v_init if ctx.has_v_init else None) + (None,) * 11
 
 
 lif_forward_triton.register_autograd(_backward, setup_context=_setup_context)
@@ -367,7 +372,7 @@ def forward_op(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, 
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or (v_init is not None and v_init.requires_grad))
     spikes, v_last, v_seq, _ = lif_forward_triton(
         x, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
-        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq,
+        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq, cfg.fire_at_threshold,
     )
     return (spikes, v_last, v_seq) if return_v_seq else (spikes, v_last)
 

@@ -8,8 +8,9 @@ loop, as ``ops/lif/triton.py`` (whose surrogate this reuses; the launch helpers 
   order (``charge_k`` of csrc/lif_math.h), launched with ``enable_fp_fusion=False``, so
   spikes equal the reference bit for bit.
 - Forward saves one value per neuron and step: h itself for fp32/fp64 storage (exact),
-  d = h - v_threshold with its sign kept for fp16/bf16 (lif_math.h); nothing in
-  inference.
+  d = h - v_threshold for fp16/bf16 with its side of zero kept and saturated
+  (``store_distance`` of ops/_triton_launch.py); nothing in inference.
+- ``fire_at_threshold`` (h >= v_threshold, else h > v_threshold) is a run-time flag.
 - Backward recovers v_{t-1} from step t-1's saved value, and each program adds
   gh_t * dh_t/dk over the steps per lane in fp32 (fp64 for fp64), then over its lanes in
   fp64, into one slot of a partials buffer; the slots are summed once (in fp64) after
@@ -29,13 +30,18 @@ import triton.language as tl
 
 from .._triton_launch import (
     check_device,
+    distance_max,
+    fires,
     forward_outputs,
     launch_config,
     like_layout,
     on_device,
     scalar,
     scalar_bits,
+    store_distance,
     time_major_dense,
+    trip_count,
+    widen,
 )
 from ..lif.triton import _surrogate_grad
 from . import PLIFConfig
@@ -43,17 +49,19 @@ from . import PLIFConfig
 # --------------------------------------------------------------------------- kernels
 
 
-@triton.jit(do_not_specialize=["T", "N", "vth_bits", "vr_bits"])
+@triton.jit(do_not_specialize=["T", "N", "vth_bits", "vr_bits", "fire_at"])
 def _plif_forward_kernel(
     x_ptr, v_init_ptr, k_ptr, spikes_ptr, v_last_ptr, v_seq_ptr, saved_ptr,
-    T, N, vth_bits, vr_bits,
+    T, N, vth_bits, vr_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, HAS_V_INIT: tl.constexpr,
-    SAVE: tl.constexpr, SAVE_V_SEQ: tl.constexpr, SAVE_H: tl.constexpr,
+    SAVE: tl.constexpr, SAVE_V_SEQ: tl.constexpr, SAVE_H: tl.constexpr, D_MAX: tl.constexpr,
     N_ALIGNED: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """x, spikes, v_seq, saved: [T, N] (step t at t * N); v_init, v_last: [N]; k: one
     element. v_reset is 0 for soft reset (then only the charge's rest potential).
-    SAVE_H: save h (fp32/fp64 storage), else d = h - v_threshold with its sign kept."""
+    fire_at: 1 fires on h >= v_threshold, 0 on h > v_threshold (run-time: one variant).
+    SAVE_H: save h (fp32/fp64 storage), else d = h - v_threshold as ``store_distance``
+    says (side of zero kept, saturated)."""
     vth = scalar(vth_bits, IS_F64)
     vr = scalar(vr_bits, IS_F64)
     dt = vth.dtype
@@ -71,7 +79,7 @@ def _plif_forward_kernel(
     else:
         v = tl.zeros([BLOCK], dtype=dt) + vr
     x_next = tl.load(x_ptr + offs, mask=mask, other=0.0)
-    for t in range(T):
+    for t in range(trip_count(T)):
         base = t * step
         xt = x_next.to(dt)
         x_next = tl.load(x_ptr + (base + step) + offs, mask=offs < tl.where(t + 1 < T, step, 0), other=0.0)
@@ -79,7 +87,7 @@ def _plif_forward_kernel(
             h = v + (xt - (v - vr)) * k
         else:
             h = v - (v - vr) * k + xt
-        s = (h >= vth).to(dt)
+        s = tl.where(h == vth, fire_at != 0, h > vth).to(dt)
         if SOFT_RESET:
             v = h - s * vth
         else:
@@ -87,23 +95,16 @@ def _plif_forward_kernel(
         tl.store(spikes_ptr + base + offs, s.to(st), mask=mask)
         if SAVE:
             if SAVE_H:
-                q = h.to(st)
+                tl.store(saved_ptr + base + offs, h.to(st), mask=mask)
             else:
-                d = h - vth
-                q = d.to(st)
-                # a negative d that rounds (or, under the interpreter, truncates) to zero
-                # would read back as a spike: minus the smallest subnormal (0x8001) instead
-                lost = (d < 0.0) & ~(q.to(dt) < 0.0)
-                neg_tiny = tl.full([BLOCK], -32767, tl.int16).to(st, bitcast=True)
-                q = tl.where(lost, neg_tiny, q)
-            tl.store(saved_ptr + base + offs, q, mask=mask)
+                store_distance(saved_ptr, base + offs, h - vth, mask, fire_at, D_MAX, True)
         if SAVE_V_SEQ:
             tl.store(v_seq_ptr + base + offs, v.to(st), mask=mask)
     tl.store(v_last_ptr + offs, v.to(st), mask=mask)
 
 
 @triton.jit
-def _v_from_saved(q, vth, vr, SOFT_RESET: tl.constexpr, SAVE_H: tl.constexpr):
+def _v_from_saved(q, vth, vr, fire_at, SOFT_RESET: tl.constexpr, SAVE_H: tl.constexpr):
     """v_t from step t's saved value: the forward's reset of h_t (v_from_saved)."""
     if SAVE_H:
         h = q
@@ -111,18 +112,18 @@ def _v_from_saved(q, vth, vr, SOFT_RESET: tl.constexpr, SAVE_H: tl.constexpr):
     else:
         h = q + vth
         d = q
-    s = (d >= 0.0).to(q.dtype)
+    s = fires(d, fire_at).to(q.dtype)
     if SOFT_RESET:
         return h - s * vth
     else:
         return s * vr + (1.0 - s) * h
 
 
-@triton.jit(do_not_specialize=["T", "N", "vth_bits", "vr_bits", "alpha_bits", "nd_bits"])
+@triton.jit(do_not_specialize=["T", "N", "vth_bits", "vr_bits", "alpha_bits", "nd_bits", "fire_at"])
 def _plif_backward_kernel(
     grad_spikes_ptr, grad_v_last_ptr, grad_v_seq_ptr, saved_ptr, v_init_ptr, k_ptr,
     grad_x_ptr, grad_v_init_ptr, partials_ptr,
-    T, N, vth_bits, vr_bits, alpha_bits, nd_bits,
+    T, N, vth_bits, vr_bits, alpha_bits, nd_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, SURROGATE: tl.constexpr,
     HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr, HAS_GRAD_V_SEQ: tl.constexpr,
     HAS_V_INIT: tl.constexpr, SAVE_H: tl.constexpr, N_ALIGNED: tl.constexpr, IS_F64: tl.constexpr,
@@ -130,7 +131,7 @@ def _plif_backward_kernel(
 ):
     """The reverse recurrence (``step_backward`` of lif_math.h) with the decay k, and
     this program's share of sum_t gh_t * charge_k_term into partials[program_id].
-    nd is 0 with detach_reset, else 1."""
+    nd is 0 with detach_reset, else 1; fire_at as in the forward kernel."""
     vth = scalar(vth_bits, IS_F64)
     vr = scalar(vr_bits, IS_F64)
     alpha = scalar(alpha_bits, IS_F64)
@@ -161,13 +162,13 @@ def _plif_backward_kernel(
         gs_next = tl.load(grad_spikes_ptr + last + offs, mask=mask, other=0.0)
     if HAS_GRAD_V_SEQ:
         gq_next = tl.load(grad_v_seq_ptr + last + offs, mask=mask, other=0.0)
-    for i in range(T):
+    for i in range(trip_count(T)):
         t = T - 1 - i
         base = t * step
         prev = base - step
         more = offs < tl.where(t > 0, step, 0)
-        q = q_cur.to(dt)
-        qp = q_prev.to(dt)
+        q = widen(q_cur, dt)
+        qp = widen(q_prev, dt)
         q_cur = q_prev
         q_prev = tl.load(saved_ptr + (prev - step) + offs, mask=offs < tl.where(t > 1, step, 0), other=0.0)
         g = gv
@@ -185,12 +186,12 @@ def _plif_backward_kernel(
         else:
             h = q + vth
             d = q
-        v_prev = tl.where(t > 0, _v_from_saved(qp, vth, vr, SOFT_RESET, SAVE_H), v_first)
+        v_prev = tl.where(t > 0, _v_from_saved(qp, vth, vr, fire_at, SOFT_RESET, SAVE_H), v_first)
         sg = _surrogate_grad(d, alpha, SURROGATE, IS_F64)
         if SOFT_RESET:
             gh = gs * sg + g * (1.0 - vth * sg * nd)
         else:
-            s = (d >= 0.0).to(dt)
+            s = fires(d, fire_at).to(dt)
             vr_minus_h = (vr - vth) - d
             gh = gs * sg + g * ((1.0 - s) + vr_minus_h * sg * nd)
         if DECAY_INPUT:
@@ -231,11 +232,13 @@ def plif_forward_triton(
     detach_reset: bool,
     save_for_backward: bool,
     return_v_seq: bool,
+    fire_at_threshold: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """x [T, *], k [] -> (spikes [T, *], v_last [*], v_seq [T, *] or [0], saved [T, *] or [0]).
 
     ``v_reset`` is the rest potential (0 for soft reset); ``surrogate``, ``alpha`` and
-    ``detach_reset`` are only for the autograd formula.
+    ``detach_reset`` are only for the autograd formula. ``fire_at_threshold``: spikes on
+    h >= v_threshold, else on h > v_threshold.
     """
     check_device(x)
     if x.dim() < 1 or x.shape[0] < 1:
@@ -257,9 +260,10 @@ def plif_forward_triton(
             xd, v0 if v0 is not None else xd, k, spikes, v_last,
             v_seq if return_v_seq else spikes, saved if save_for_backward else spikes,
             T, N, scalar_bits(v_threshold, cdt), scalar_bits(0.0 if soft_reset else v_reset, cdt),
+            int(fire_at_threshold),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_V_INIT=v0 is not None,
             SAVE=save_for_backward, SAVE_V_SEQ=return_v_seq,
-            SAVE_H=x.dtype in (torch.float32, torch.float64), N_ALIGNED=N % 16 == 0,
+            SAVE_H=x.dtype in (torch.float32, torch.float64), D_MAX=distance_max(x.dtype), N_ALIGNED=N % 16 == 0,
             IS_F64=cdt == torch.float64, BLOCK=block, num_warps=warps, enable_fp_fusion=False,
         )
     return spikes, v_last, v_seq, saved
@@ -267,7 +271,7 @@ def plif_forward_triton(
 
 @plif_forward_triton.register_fake
 def _plif_forward_triton_fake(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha,
-                              detach_reset, save_for_backward, return_v_seq):
+                              detach_reset, save_for_backward, return_v_seq, fire_at_threshold=True):
     _, _, spikes, v_last, v_seq, saved = forward_outputs(x, save_for_backward, return_v_seq)
     return spikes, v_last, v_seq, saved
 
@@ -292,6 +296,7 @@ def plif_backward_triton(
     surrogate: int,
     alpha: float,
     detach_reset: bool,
+    fire_at_threshold: bool = True,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of (spikes, v_last, v_seq) -> (grad_x [T, *], grad_v_init [*], grad_k []);
     a missing gradient counts as zero. ``saved`` is the forward's fourth output, ``v_init``
@@ -321,7 +326,7 @@ def plif_backward_triton(
             gs if gs is not None else q, gl if gl is not None else q, gq if gq is not None else q, q,
             v0 if v0 is not None else q, k, grad_x, grad_v_init, partials,
             T, N, scalar_bits(v_threshold, cdt), scalar_bits(0.0 if soft_reset else v_reset, cdt),
-            scalar_bits(alpha, cdt), scalar_bits(0.0 if detach_reset else 1.0, cdt),
+            scalar_bits(alpha, cdt), scalar_bits(0.0 if detach_reset else 1.0, cdt), int(fire_at_threshold),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate,
             HAS_GRAD_SPIKES=gs is not None, HAS_GRAD_V_LAST=gl is not None, HAS_GRAD_V_SEQ=gq is not None,
             HAS_V_INIT=v0 is not None, SAVE_H=q.dtype in (torch.float32, torch.float64),
@@ -342,14 +347,14 @@ def _plif_backward_triton_fake(grad_spikes, grad_v_last, grad_v_seq, saved, v_in
 
 def _setup_context(ctx, inputs, output):
     (x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
-     save, return_v_seq) = inputs
+     save, return_v_seq, fire_at_threshold) = inputs
     if not save:
         raise RuntimeError("tks_kernels::plif_forward_triton needs save_for_backward=True to be differentiated")
     ctx.save_for_backward(output[3], v_init, k)
     ctx.mark_non_differentiable(output[3])
     # Gradients of unused outputs stay None, so backward reads no zero tensors.
     ctx.set_materialize_grads(False)
-    ctx.scalars = (decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset)
+    ctx.scalars = (decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset, fire_at_threshold)
     ctx.has_v_seq = return_v_seq
 
 
@@ -358,7 +363,7 @@ def _backward(ctx, grad_spikes, grad_v_last, grad_v_seq, _grad_saved):
     grad_x, grad_v_init, grad_k = plif_backward_triton(
         grad_spikes, grad_v_last, grad_v_seq if ctx.has_v_seq else None, saved, v_init, k, *ctx.scalars
     )
-    return (grad_x, grad_v_init if v_init is not None else None, grad_k) + (None,) * 9
+    return (grad_x, grad_v_init if v_init is not None else None, grad_k) + (None,) * 10
 
 
 plif_forward_triton.register_autograd(_backward, setup_context=_setup_context)
@@ -373,7 +378,7 @@ def forward_op(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tensor,
     )
     spikes, v_last, v_seq, _ = plif_forward_triton(
         x, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
-        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq,
+        cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq, cfg.fire_at_threshold,
     )
     return (spikes, v_last, v_seq) if return_v_seq else (spikes, v_last)
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from ... import _numbers
 from ..._backends import BACKENDS, resolve_backend, triton_interpreted
 from .._dispatch import backend_loader
 
@@ -38,7 +39,7 @@ class TKSConfig(NamedTuple):
 
 
 def _real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _numbers.is_real(value):  # NumPy scalars too
         raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):

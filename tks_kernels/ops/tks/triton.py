@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from ..._backends import triton_interpreted
+from .._triton_launch import trip_count
 from . import MAX_T_FUSED, TKSConfig
 from .cpu import needs_grad, scale_grad
 
@@ -68,7 +69,7 @@ def _tks_loss_kernel(
     y_dot = tl.zeros([], acc)
     y_sum = tl.zeros([], acc)
     y_max = tl.full([], neg_inf, acc)
-    for c0 in range(0, C, BLOCK_C):
+    for c0 in range(0, trip_count(C), BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         mask_c = offs_c < C
         x = tl.load(row_ptr + offs_c[None, :], mask=mask_t[:, None] & mask_c[None, :], other=neg_inf).to(acc)
@@ -113,7 +114,7 @@ def _tks_loss_kernel(
     zm = tl.full([], neg_inf, acc)
     zs = tl.zeros([], acc)
     zo = tl.zeros([], acc)
-    for c0 in range(0, C, BLOCK_C):
+    for c0 in range(0, trip_count(C), BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         mask_c = offs_c < C
         x = tl.load(row_ptr + offs_c[None, :], mask=mask_t[:, None] & mask_c[None, :], other=0.0).to(acc)
@@ -146,7 +147,7 @@ def _tks_loss_kernel(
         else:
             teacher_t = sel_f * (-lam * tau / z_div / tb)
         grad_row = grad_ptr + (offs_t.to(tl.int64)[:, None] * B + b) * C
-        for c0 in range(0, C, BLOCK_C):
+        for c0 in range(0, trip_count(C), BLOCK_C):
             offs_c = c0 + tl.arange(0, BLOCK_C)
             mask_c = offs_c < C
             mask = mask_t[:, None] & mask_c[None, :]

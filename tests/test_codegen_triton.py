@@ -1,0 +1,149 @@
+"""The Triton kernels compiled for an H100/H200 (sm_90) without a GPU, and what the
+generated code would cost there (tests/triton_codegen.py compiles them with Triton's own
+compiler and a CUDA target, specialised as the JIT would):
+
+- no register spills (no stack frame, no local memory) in any variant;
+- LIF/PLIF with N % 16 == 0: every global load and store of a [T, N] or [N] tensor is
+  16 bytes wide (PTX ``.v4.b32``/``.v2.b64``, SASS ``LDG.E.128``/``STG.E.128``); the
+  only narrower ones are PLIF's load of k and store of its dL/dk partial;
+- LIF/PLIF: IEEE division (``div.rn``, never ``div.full``/``div.approx``), no FMA and
+  no flush-to-zero in fp32/fp16/bf16 (launched with ``enable_fp_fusion=False``; spikes
+  must equal the reference bit for bit), and fp32 LIF divides by tau with ``div.rn``.
+
+The figures of every variant are written to build/codegen/triton.json and printed with
+``pytest -s``. Compiles are cached in build/triton-cache (a first run compiles about 75
+variants, two processes in parallel).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "triton_codegen.py"
+OUT = ROOT / "build" / "codegen" / "triton.json"
+SHARDS = 2
+
+
+def _nvidia_backend_reason():
+    try:
+        import triton
+        from triton.backends import backends
+    except ImportError as e:
+        return f"triton not importable: {e}"
+    if "nvidia" not in backends:
+        return f"this Triton ({triton.__version__}) has no NVIDIA backend"
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    if not (bin_dir / "ptxas").exists() and not shutil.which("ptxas"):
+        return "no ptxas (neither Triton's bundled one nor on PATH)"
+    if not (bin_dir / "cuobjdump").exists() and not shutil.which("cuobjdump"):
+        return "no cuobjdump (neither Triton's bundled one nor on PATH)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def variants():
+    reason = _nvidia_backend_reason()
+    if reason:
+        pytest.skip(reason)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_CACHE_DIR", str(ROOT / "build" / "triton-cache"))
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # today's default, stated (silences 3.9's warning)
+    procs = [subprocess.Popen([sys.executable, str(SCRIPT), "--shard", f"{i}/{SHARDS}"], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(SHARDS)]
+    results, meta = [], {}
+    for p in procs:
+        out, err = p.communicate(timeout=900)
+        if p.returncode != 0 and "SKIP:" in (out + err):
+            pytest.skip((out + err).split("SKIP:", 1)[1].strip().splitlines()[0])
+        assert p.returncode == 0, f"triton_codegen.py failed:\n{err[-4000:]}"
+        data = json.loads(out)
+        meta = {k: v for k, v in data.items() if k != "variants"}
+        results += data["variants"]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({**meta, "variants": results}, indent=1))
+    _print_table(results, meta)
+    return results
+
+
+def _print_table(results, meta):
+    print(f"\nTriton {meta.get('triton')} -> sm_{meta.get('arch')}: {len(results)} variants")
+    print(f"{'variant':58s} {'regs':>4s} {'stack':>5s} {'PTX ld/st bytes':>24s} {'div.rn':>6s} {'fma':>4s}")
+    for v in sorted(results, key=lambda v: v["label"]):
+        widths = f"{_fmt(v['ptx_ld'])} / {_fmt(v['ptx_st'])}"
+        print(f"{v['label']:58s} {v['regs']:4d} {v['stack']:5d} {widths:>24s} {v['div_rn_f32']:6d} {v['fma']:4d}")
+
+
+def _fmt(hist) -> str:
+    return " ".join(f"{n}x{w}" for w, n in sorted(hist.items(), key=lambda kv: -int(kv[0])))
+
+
+def _lif_family(v) -> bool:
+    return v["kernel"] in ("_lif_forward_kernel", "_lif_backward_kernel", "_plif_forward_kernel",
+                           "_plif_backward_kernel")
+
+
+def test_every_kernel_compiles(variants):
+    kernels = {v["kernel"] for v in variants}
+    assert kernels == {"_lif_forward_kernel", "_lif_backward_kernel", "_plif_forward_kernel",
+                       "_plif_backward_kernel", "_tks_loss_kernel"}
+    assert len(variants) >= 60, len(variants)
+    for v in variants:
+        assert v["num_warps"] >= 1 and v["regs"] > 0, v["label"]
+
+
+def test_no_register_spills(variants):
+    spilled = [f"{v['label']}: {v['regs']} registers, stack {v['stack']} B, local {v['local']} B"
+               for v in variants if v["stack"] or v["local"]]
+    assert not spilled, "register spills:\n" + "\n".join(spilled)
+
+
+def _narrow_allowed(v, kind: str) -> dict:
+    """Accesses below 16 bytes that an aligned LIF/PLIF variant may have: PLIF's scalar
+    load of k (4 or 8 bytes) and, in backward, its 8-byte store of the dL/dk partial."""
+    if not v["kernel"].startswith("_plif"):
+        return {}
+    k_bytes = "8" if v["constexprs"].get("IS_F64") else "4"
+    if kind == "ld":
+        return {k_bytes: 1}
+    return {"8": 1} if v["kernel"] == "_plif_backward_kernel" else {}
+
+
+def test_aligned_accesses_are_16_bytes(variants):
+    aligned = [v for v in variants if _lif_family(v) and v["constexprs"].get("N_ALIGNED")]
+    assert len(aligned) >= 40
+    bad = []
+    for v in aligned:
+        for kind, ptx, sass in (("ld", v["ptx_ld"], v["sass_ldg"]), ("st", v["ptx_st"], v["sass_stg"])):
+            allowed = _narrow_allowed(v, kind)
+            for hist, name in ((ptx, "PTX"), (sass, "SASS")):
+                narrow = {w: n for w, n in hist.items() if w != "16"}
+                if narrow != allowed:
+                    bad.append(f"{v['label']}: {name} {kind} widths {hist} (allowed below 16 B: {allowed})")
+            if ptx.get("16", 0) == 0 or ptx.get("16") != sass.get("16"):
+                bad.append(f"{v['label']}: {kind} 16-byte PTX {ptx.get('16', 0)} vs SASS {sass.get('16', 0)}")
+    assert not bad, "\n".join(bad)
+
+
+def test_ieee_division_and_no_contraction(variants):
+    bad = []
+    for v in variants:
+        if not _lif_family(v):
+            continue
+        if v["div_inexact"]:
+            bad.append(f"{v['label']}: {v['div_inexact']} div.full/div.approx")
+        if v["enable_fp_fusion"]:
+            bad.append(f"{v['label']}: launched with enable_fp_fusion=True")
+        if not v["constexprs"].get("IS_F64"):  # fp64: libdevice's exp is built on FMAs
+            if v["fma"] or v["ftz"]:
+                bad.append(f"{v['label']}: {v['fma']} fma, {v['ftz']} .ftz in the PTX")
+        lif_div = v["kernel"].startswith("_lif") and v["constexprs"].get("DECAY_INPUT")
+        if lif_div and not v["constexprs"].get("IS_F64") and v["div_rn_f32"] == 0:
+            bad.append(f"{v['label']}: the division by tau is not div.rn.f32")
+    assert not bad, "\n".join(bad)
