@@ -69,12 +69,19 @@ def test_import_does_not_load_dynamo():
 @needs_cpu
 def test_one_openmp_runtime_in_the_process():
     # The library links libgomp by soname: inside a torch process it is torch's runtime
-    # (one thread pool), not a second copy that would compete for the cores.
-    x = torch.randn(4, 1 << 16)
-    F.lif_multistep(x, backend="cpu")
-    with open("/proc/self/maps") as f:
-        runtimes = {line.split()[-1] for line in f if re.search(r"lib(g|i)?omp[^/]*\.so", line)}
-    assert len(runtimes) <= 1, runtimes
+    # (one thread pool), not a second copy that would compete for the cores. (A fresh
+    # process: other packages, scikit-learn for one, bring OpenMP runtimes of their own.)
+    code = (
+        "import re, torch, tks_kernels\n"
+        "from tks_kernels import functional as F\n"
+        "F.lif_multistep(torch.randn(4, 1 << 16), backend='cpu')\n"
+        "maps = open('/proc/self/maps').read().splitlines()\n"
+        "print(sorted({l.split()[-1] for l in maps if re.search(r'lib(g|i)?omp[^/]*\\.so', l)}))\n"
+    )
+    r = _run(code)
+    assert r.returncode == 0, r.stderr
+    runtimes = eval(r.stdout.strip())
+    assert len(runtimes) == 1, runtimes
 
 
 def test_missing_library_warns_and_says_why(tmp_path):
@@ -333,3 +340,29 @@ def test_tks_soft_target_gradient(dtype, label_smoothing, logits_grad):
     for a, b in zip(got, want):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a, b, **tol)
+
+
+# ---------------------------------------------------------------------------- packaging
+
+
+def test_version_license_and_typing_marker_in_one_place():
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        pyproject = f.read()
+    assert 'dynamic = ["version"]' in pyproject
+    assert 'version = { attr = "tks_kernels._version.__version__" }' in pyproject
+    assert re.fullmatch(r"\d+\.\d+\.\d+", tks_kernels.__version__)
+    assert 'license = { text = "Apache-2.0" }' in pyproject
+    with open(os.path.join(ROOT, "LICENSE"), encoding="utf-8") as f:
+        assert "Apache License" in f.read(200)
+    assert os.path.exists(os.path.join(os.path.dirname(tks_kernels.__file__), "py.typed"))
+    # The build needs no torch: the native library does not include it.
+    requires = re.search(r"requires = \[(.*?)\]", pyproject).group(1)
+    assert "torch" not in requires
+
+
+def test_tks_train_prints_the_backends():
+    from tks_kernels.train.loop import backends_line
+
+    line = backends_line("auto", "auto", torch.device("cpu"))
+    assert line.startswith("backends: neurons: ")
+    assert ("neurons: cpu" in line) == HAS_CPU
