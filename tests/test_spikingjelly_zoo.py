@@ -220,3 +220,32 @@ def test_spikingjelly_containers_drive_our_neurons_as_theirs(neuron):
         results.append((y, z, net[0][1].v_seq.detach()) + torch.autograd.grad(loss, [xg] + list(net.parameters())))
     for a, b in zip(*results):
         assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("neuron", ["tks.LIF", "tks.sj.LIFNode"])
+def test_lif_fc_mnist_training_loop_gives_spikingjellys_losses(neuron):
+    """SpikingJelly's examples/lif_fc_mnist.py loop (single-step neurons looped over T,
+    Poisson-encoded input, MSE on the firing rate, reset_net per batch) on random digits."""
+    encoding = pytest.importorskip("spikingjelly.activation_based.encoding")
+    imgs = torch.rand(6, 4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 10, (6, 4), generator=torch.Generator().manual_seed(1))
+    curves = []
+    for cls in NEURONS[neuron][::-1]:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(layer.Flatten(), layer.Linear(28 * 28, 10, bias=False),
+                                  cls(tau=2.0, surrogate_function=sjs.ATan()))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        encoder = encoding.PoissonEncoder()
+        torch.manual_seed(5)  # the same Poisson spikes for both
+        losses = []
+        for img, label in zip(imgs, labels):
+            opt.zero_grad()
+            out_fr = sum(net(encoder(img)) for _ in range(4)) / 4
+            loss = torch.nn.functional.mse_loss(out_fr, torch.nn.functional.one_hot(label, 10).float())
+            loss.backward()
+            opt.step()
+            sjf.reset_net(net)
+            losses.append(loss.item())
+        curves.append(losses)
+    assert curves[0] == pytest.approx(curves[1], rel=1e-5, abs=1e-7)
+    assert curves[0][0] != curves[0][-1]
