@@ -4,10 +4,15 @@ Every case reports, besides pytest-benchmark's times, in ``benchmark.extra_info`
 ``bytes``: the bytes a perfect kernel must move; ``GB/s``: bytes / median time;
 ``copy_frac``: that rate as a fraction of a tensor copy of the same size measured
 in the same run on the same device; ``saved_bytes``: bytes saved for backward.
-A table of these is printed at the end and appended to ``benchmarks/results.csv``.
+Each row is appended to a JSON-lines file the moment it is measured (a run cut short
+keeps every number so far): ``TKS_BENCH_RESULTS``, default ``$OUT/benchmarks.jsonl``
+when ``OUT`` is set (the GPU machine), else ``build/benchmarks/results.jsonl``; never
+the source tree. A table of the run's rows is printed at the end.
 
 Environment: ``TKS_BENCH_DEVICE`` (cpu|cuda, default cuda when available),
 ``TKS_BENCH_THREADS`` (CPU threads, default 2), ``TKS_BENCH_ROUNDS`` (default 5),
+``TKS_BENCH_SMOKE=1`` (tiny shapes, one round: checks that every case and the result
+file work, as ``gpu_check.sh --dry-run`` does in CI; its numbers mean nothing),
 ``THP_MEM_ALLOC_ENABLE`` (PyTorch's CPU allocator backs large tensors with transparent
 huge pages; default 1 here, set 0 to measure with 4 KiB pages). On a VM, first-touch page
 faults of fresh 4 KiB pages can cost more than the kernels themselves; the setting applies
@@ -20,10 +25,11 @@ import os
 # Read by PyTorch at its first allocation: set before torch is imported.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-import csv
 import functools
 import importlib.util
+import json
 import time
+from pathlib import Path
 from typing import Callable, Dict, List
 
 import pytest
@@ -31,13 +37,21 @@ import torch
 
 DEVICE = torch.device(os.environ.get("TKS_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
 THREADS = int(os.environ.get("TKS_BENCH_THREADS", "2"))
-ROUNDS = int(os.environ.get("TKS_BENCH_ROUNDS", "5"))
+SMOKE = os.environ.get("TKS_BENCH_SMOKE", "0") not in ("", "0")
+ROUNDS = int(os.environ.get("TKS_BENCH_ROUNDS", "1" if SMOKE else "5"))
 RESULTS: List[Dict] = []
+RESULTS_PATH = Path(os.environ.get("TKS_BENCH_RESULTS") or (
+    Path(os.environ["OUT"]) / "benchmarks.jsonl" if os.environ.get("OUT")
+    else Path(__file__).resolve().parents[1] / "build" / "benchmarks" / "results.jsonl"))
 
-# The issue's headline CPU shape, and GPU shapes up to 64M elements.
-CPU_LIF_SHAPES = [(8, 32, 32768)]
-GPU_LIF_SHAPES = [(4, 64, 65536), (8, 32, 262144), (32, 16, 131072), (8, 64, 131072)]
+# The issue's headline CPU shape, and GPU shapes up to 64M elements (smoke: tiny ones).
+CPU_LIF_SHAPES = [(2, 4, 512)] if SMOKE else [(8, 32, 32768)]
+GPU_LIF_SHAPES = [(2, 4, 512)] if SMOKE else [(4, 64, 65536), (8, 32, 262144), (32, 16, 131072),
+                                                           (8, 64, 131072)]
 LIF_SHAPES = GPU_LIF_SHAPES if DEVICE.type == "cuda" else CPU_LIF_SHAPES
+# Smoke runs on the CPU also run the Triton cases, under the interpreter (when
+# TRITON_INTERPRET=1 was set before the run), so the GPU-only benchmark code is exercised.
+TRITON_ON_CPU = SMOKE and DEVICE.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def pytest_configure(config):
@@ -119,7 +133,28 @@ def run_case(benchmark, fn: Callable[[], object], *, name: str, bytes_moved: int
     }
     benchmark.extra_info.update(row)
     RESULTS.append(row)
+    write_row(row)
     return row
+
+
+def update_row(benchmark, row: Dict, **fields) -> None:
+    """Add fields to a row already written (a target verdict, a ratio): into the row,
+    pytest-benchmark's extra_info, and the result file (the row again, whole; readers
+    keep the last line of each case and time)."""
+    row.update(fields)
+    benchmark.extra_info.update(fields)
+    write_row(row)
+
+
+def write_row(row: Dict) -> None:
+    """Append one measured row to RESULTS_PATH now (JSON lines, flushed), with the time
+    and the pytest case; later additions to the row (targets, ratios) come as an update
+    line with the same ``case`` and ``time``."""
+    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
+    row.setdefault("time", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    with open(RESULTS_PATH, "a") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+        f.flush()
 
 
 def _add_speedups():
@@ -149,15 +184,7 @@ def pytest_terminal_summary(terminalreporter):
     tr.write_line("  ".join(k.ljust(widths[k]) for k in keys))
     for r in RESULTS:
         tr.write_line("  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys))
-    path = os.path.join(os.path.dirname(__file__), "results.csv")
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["time"] + keys, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        for r in RESULTS:
-            w.writerow({"time": stamp, **r})
+    tr.write_line(f"rows also in {RESULTS_PATH}")
 
 
 @pytest.fixture

@@ -22,10 +22,12 @@ import tks_kernels
 from tks_kernels.functional import lif_multistep
 from tks_kernels.ops import plif as plif_ops
 
-from conftest import CPU_LIF_SHAPES, DEVICE, GPU_LIF_SHAPES, ROUNDS, run_case, saved_bytes, sync
+from conftest import (
+    CPU_LIF_SHAPES, DEVICE, GPU_LIF_SHAPES, ROUNDS, TRITON_ON_CPU, run_case, saved_bytes, sync, update_row,
+)
 
 SETTINGS = dict(v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False)
-BACKENDS = ["cpu"] if DEVICE.type == "cpu" else ["triton", "cuda"]
+BACKENDS = (["cpu"] + (["triton"] if TRITON_ON_CPU else [])) if DEVICE.type == "cpu" else ["triton", "cuda"]
 SHAPES = CPU_LIF_SHAPES if DEVICE.type == "cpu" else GPU_LIF_SHAPES[:2]
 
 
@@ -103,6 +105,5 @@ def test_plif_over_lif_ratio(benchmark, backend, shape):
     row = run_case(benchmark, pair, name=f"plif/lif pair {backend}", bytes_moved=2 * _nbytes(shape, x.dtype),
                    impl="lif+plif", shape=str(shape))
     rounds = ratios[-ROUNDS:]  # the timed rounds (run_case runs pair() before timing too)
-    row["plif/lif"] = round(statistics.median(rounds), 3)
-    row["plif/lif rounds"] = " ".join(f"{r:.2f}" for r in rounds)
-    benchmark.extra_info.update({k: row[k] for k in ("plif/lif", "plif/lif rounds")})
+    update_row(benchmark, row, **{"plif/lif": round(statistics.median(rounds), 3),
+                                  "plif/lif rounds": " ".join(f"{r:.2f}" for r in rounds)})

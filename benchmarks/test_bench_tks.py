@@ -22,10 +22,10 @@ import torch
 import tks_kernels
 from tks_kernels import functional
 
-from conftest import DEVICE, run_case, sync
+from conftest import DEVICE, SMOKE, TRITON_ON_CPU, run_case, sync
 
-SHAPES = list(itertools.product((4, 8), (128, 256), (10, 100, 1000)))
-FUSED = ("triton", "cuda") if DEVICE.type == "cuda" else ("cpu",)
+SHAPES = [(2, 8, 10)] if SMOKE else list(itertools.product((4, 8), (128, 256), (10, 100, 1000)))
+FUSED = ("triton", "cuda") if DEVICE.type == "cuda" else ("cpu",) + (("triton",) if TRITON_ON_CPU else ())
 
 
 def peak_extra_bytes(fn) -> int:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import tks_kernels
 from tks_kernels import models
 
-from conftest import DEVICE, has_module, run_case
+from conftest import DEVICE, has_module, run_case, update_row
 
 pytestmark = pytest.mark.skipif(DEVICE.type != "cpu", reason="the training-throughput benchmark runs on the CPU")
 
@@ -87,6 +87,5 @@ def test_resnet19_train_step(benchmark, impl, width):
     row = run_case(benchmark, step, name=f"resnet19 w{width} train {impl}", bytes_moved=6 * 4 * neuron_steps,
                    group=f"resnet19-train width{width}", impl=impl, shape=f"B={B} T={T} {SIZE}x{SIZE}")
     # The best round too: on a shared machine it is the steadier number.
-    row["samples/s"] = round(B / (row["median_ms"] / 1e3), 2)
-    row["best samples/s"] = round(B / benchmark.stats.stats.min, 2)
-    benchmark.extra_info.update({k: row[k] for k in ("samples/s", "best samples/s")})
+    update_row(benchmark, row, **{"samples/s": round(B / (row["median_ms"] / 1e3), 2),
+                                  "best samples/s": round(B / benchmark.stats.stats.min, 2)})

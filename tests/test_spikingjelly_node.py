@@ -318,3 +318,17 @@ def test_precision_setting_of_spikingjelly_is_refused():
     n._neuron_precision = (torch.float16, "fp16", "fp32")
     with pytest.raises(NotImplementedError, match="precision"):
         n(rand(2, 3))
+
+
+def test_clear_error_without_spikingjelly():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['spikingjelly'] = None\n"  # as if not installed
+            "import tks_kernels\n"
+            "lif = tks_kernels.LIF(surrogate_function=tks_kernels.surrogate.ATan(), step_mode='m')\n"
+            "import torch; lif(torch.rand(2, 3))\n"
+            "try:\n    import tks_kernels.spikingjelly\nexcept ImportError as e:\n    print('ERR', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ERR tks_kernels.spikingjelly subclasses SpikingJelly's neurons and needs SpikingJelly" in out.stdout

@@ -7,8 +7,6 @@ over T in single-step mode and in multi-step mode; truncated BPTT with
 Small images, widths and T keep it to seconds on a CPU."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 
@@ -151,14 +149,37 @@ def test_checkpointing_our_base_class_raises_instead_of_wrong_gradients(neuron):
         y.sum().backward()
 
 
-def test_reset_net_set_step_mode_and_monitors_see_the_subclasses(caplog):
+def _spikingjelly_warnings(fn) -> list:
+    """SpikingJelly's (loguru, off by default) warnings while fn() runs."""
+    from spikingjelly.logger import logger
+
+    messages = []
+    logger.enable("spikingjelly")
+    sink = logger.add(lambda m: messages.append(str(m)), level="WARNING")
+    try:
+        fn()
+    finally:
+        logger.remove(sink)
+        logger.disable("spikingjelly")
+    return messages
+
+
+def test_reset_net_set_step_mode_and_monitors_see_the_subclasses():
     net = _small_net(tks_sj.LIFNode, "s")
-    with caplog.at_level(logging.WARNING):
+
+    def use(net):
         sjf.set_step_mode(net, "m")
         net(torch.randn(3, 2, 6))
         sjf.reset_net(net)
+        sjf.detach_net(net)
+
+    assert _spikingjelly_warnings(lambda: use(net)) == []
     assert net[1].step_mode == "m" and net[1].v == 0.0
-    assert not [r for r in caplog.records if "not a MemoryModule" in r.getMessage() or "not a StepModule" in r.getMessage()]
+    # our own base class works with them too, with SpikingJelly's "not a MemoryModule" notes
+    ours = _small_net(tks_kernels.LIF, "s")
+    notes = _spikingjelly_warnings(lambda: use(ours))
+    assert ours[1].step_mode == "m" and ours[1].v == 0.0
+    assert any("not a MemoryModule" in n for n in notes) and any("not a StepModule" in n for n in notes)
     monitor = sj_zoo.load_monitor()
     mon = monitor.OutputMonitor(net, sjn.LIFNode)
     vmon = monitor.AttributeMonitor("v", False, net, sjn.BaseNode)
@@ -178,3 +199,53 @@ def test_our_reset_and_detach_helpers_cover_both_kinds():
     assert all(not m.v.requires_grad for m in net)
     tks_kernels.reset_net(net)
     assert all(m.v == 0.0 for m in net)
+
+
+@pytest.mark.parametrize("neuron", list(NEURONS))
+def test_spikingjelly_containers_drive_our_neurons_as_theirs(neuron):
+    x = torch.randn(5, 2, 4) * 2
+    results = []
+    for cls in NEURONS[neuron][::-1]:
+        torch.manual_seed(4)
+        net = torch.nn.Sequential(
+            layer.MultiStepContainer(torch.nn.Linear(4, 4), cls(surrogate_function=sjs.ATan(), store_v_seq=True)),
+            layer.ElementWiseRecurrentContainer(cls(v_reset=None), element_wise_function=lambda a, b: a + b),
+        )
+        sjf.set_step_mode(net[1], "s")
+        y = net[0](x)
+        z = torch.stack([net[1](yt) for yt in y])
+        xg = x.clone().requires_grad_()
+        sjf.reset_net(net)
+        loss = torch.stack([net[1](yt) for yt in net[0](xg)]).sum() + net[0][1].v_seq.sum()
+        results.append((y, z, net[0][1].v_seq.detach()) + torch.autograd.grad(loss, [xg] + list(net.parameters())))
+    for a, b in zip(*results):
+        assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("neuron", ["tks.LIF", "tks.sj.LIFNode"])
+def test_lif_fc_mnist_training_loop_gives_spikingjellys_losses(neuron):
+    """SpikingJelly's examples/lif_fc_mnist.py loop (single-step neurons looped over T,
+    Poisson-encoded input, MSE on the firing rate, reset_net per batch) on random digits."""
+    encoding = pytest.importorskip("spikingjelly.activation_based.encoding")
+    imgs = torch.rand(6, 4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 10, (6, 4), generator=torch.Generator().manual_seed(1))
+    curves = []
+    for cls in NEURONS[neuron][::-1]:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(layer.Flatten(), layer.Linear(28 * 28, 10, bias=False),
+                                  cls(tau=2.0, surrogate_function=sjs.ATan()))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        encoder = encoding.PoissonEncoder()
+        torch.manual_seed(5)  # the same Poisson spikes for both
+        losses = []
+        for img, label in zip(imgs, labels):
+            opt.zero_grad()
+            out_fr = sum(net(encoder(img)) for _ in range(4)) / 4
+            loss = torch.nn.functional.mse_loss(out_fr, torch.nn.functional.one_hot(label, 10).float())
+            loss.backward()
+            opt.step()
+            sjf.reset_net(net)
+            losses.append(loss.item())
+        curves.append(losses)
+    assert curves[0] == pytest.approx(curves[1], rel=1e-5, abs=1e-7)
+    assert curves[0][0] != curves[0][-1]

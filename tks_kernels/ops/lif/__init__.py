@@ -164,15 +164,17 @@ _HEAVISIDE_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _PROBE = (-1.0, -1e-3, 0.0, 1e-3, 1.0)
 
 
-def check_heaviside(fn: Callable, fire_at_threshold: bool) -> None:
+def check_heaviside(fn: Callable, fire_at_threshold: bool, like: torch.Tensor) -> None:
     """Raise unless ``fn``'s forward is the step the kernels fire with: [x >= 0] when
-    ``fire_at_threshold`` (SpikingJelly's ``heaviside``), [x > 0] otherwise."""
+    ``fire_at_threshold`` (SpikingJelly's ``heaviside``), [x > 0] otherwise (probed once per
+    surrogate object on a few values of ``like``'s device and compute dtype)."""
     try:
         at_zero = _HEAVISIDE_CHECKED.get(fn)
     except TypeError:  # not hashable or not weak-referenceable: check every call
         at_zero = None
     if at_zero is None:
-        probe = torch.tensor(_PROBE)
+        probe = torch.tensor(_PROBE, dtype=torch.float64 if like.dtype == torch.float64 else torch.float32,
+                             device=like.device)
         try:
             with torch.no_grad():
                 y = fn(probe)
@@ -284,7 +286,7 @@ def lif_multistep_any(
     """As :func:`lif_multistep`, with ``surrogate_function`` (any elementwise spike function
     of x = h - v_threshold with a surrogate gradient) in place of ``cfg.surrogate``/``alpha``."""
     check_input(x, v_init)
-    check_heaviside(surrogate_function, cfg.fire_at_threshold)
+    check_heaviside(surrogate_function, cfg.fire_at_threshold, x)
     name = _resolve(backend, x.device.type)
     if name == "torch":
         return reference_any_surrogate(x, v_init, cfg, surrogate_function, return_v_seq)

@@ -169,7 +169,7 @@ def plif_multistep_any(
     """As :func:`plif_multistep`, with ``surrogate_function`` in place of ``cfg.surrogate``/``alpha``."""
     check_input(x, v_init)
     check_w(w, x)
-    check_heaviside(surrogate_function, cfg.fire_at_threshold)
+    check_heaviside(surrogate_function, cfg.fire_at_threshold, x)
     name = _resolve(backend, x.device.type)
     k = decay_factor(w, x.dtype)
     if name == "torch":
