@@ -361,7 +361,7 @@ def test_version_license_and_typing_marker_in_one_place():
 
 
 def test_tks_train_prints_the_backends():
-    from tks_kernels.train.loop import backends_line
+    from tks_kernels._backends import backends_line
 
     line = backends_line("auto", "auto", torch.device("cpu"))
     assert line.startswith("backends: neurons: ")

@@ -93,3 +93,18 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             f"backend='triton' runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), but the input is on {device}"
         )
     return backend
+
+
+def backends_line(neuron_backend: str, loss_backend: str, device: torch.device) -> str:
+    """Which kernels a run uses, and why (``available_backends()``), for ``tks-train`` to
+    print at the start of every run: a fallback to the plain-PyTorch reference is said
+    there, not discovered later."""
+    status = available_backends()
+    parts = []
+    for what, asked in (("neurons", neuron_backend), ("loss", loss_backend)):
+        name = resolve_backend(asked, device)
+        parts.append(f"{what}: {name} ({status[name][1]})")
+    native = status["cpu"]
+    if device.type == "cpu" and not native[0]:
+        parts.append(f"fused CPU kernels unavailable: {native[1]}")
+    return "backends: " + "; ".join(parts)

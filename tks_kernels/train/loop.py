@@ -209,7 +209,6 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
     log(f"[{loss_name}] {args.model} on {args.data} (train {len(train_set)}, test {len(test_set)}), T={args.T}, "
         f"{sum(p.numel() for p in base.parameters()) / 1e6:.3f}M parameters, {d.world} process(es) on {device}, "
         f"lr {lr:.3g}, batch {args.batch_size}x{d.world}, {args.epochs} epochs, out {out}")
-    log(f"[{loss_name}] {backends_line(args.backend, args.loss_backend or args.backend, device)}")
     stopped = False
     for epoch in range(start_epoch, args.epochs):
         if args.stop_after is not None and epoch >= args.stop_after:
@@ -385,22 +384,6 @@ def run(argv: Optional[Sequence[str]] = None) -> Result:
         print(f"wrote {out / METRICS} and {out / PLOT}")
     _dist.barrier(d)
     return Result(metrics, trained, out, False)
-
-
-def backends_line(neuron_backend: str, loss_backend: str, device: torch.device) -> str:
-    """Which kernels this run uses, and why (``available_backends()``): a fallback to the
-    plain-PyTorch reference is said at the start of every run, not discovered later."""
-    from .._backends import available_backends, resolve_backend
-
-    status = available_backends()
-    parts = []
-    for what, asked in (("neurons", neuron_backend), ("loss", loss_backend)):
-        name = resolve_backend(asked, device)
-        parts.append(f"{what}: {name} ({status[name][1]})")
-    native = status["cpu"]
-    if device.type == "cpu" and not native[0]:
-        parts.append(f"fused CPU kernels unavailable: {native[1]}")
-    return "backends: " + "; ".join(parts)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
