@@ -53,6 +53,14 @@ def _tool(name):
     return path
 
 
+def _install_file(src, dst):
+    """Copy src to dst by a rename: a process that has the old library mapped keeps it
+    (overwriting it in place would crash that process)."""
+    tmp = f"{dst}.tmp{os.getpid()}"
+    shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
 def _lib_name(stem):
     return {"win32": f"{stem}.dll", "darwin": f"lib{stem}.dylib"}.get(sys.platform, f"lib{stem}.so")
 
@@ -95,7 +103,7 @@ class CMakeBuild(build_ext):
             built = os.path.join(build_dir, _lib_name(stem))
             target = os.path.join(out_dir, _lib_name(stem))
             if os.path.exists(built):
-                shutil.copy2(built, target)
+                _install_file(built, target)
                 print(f"setup.py: {target} ({os.path.getsize(target) / 1e6:.2f} MB)", file=sys.stderr)
             elif os.path.exists(target):
                 os.remove(target)  # a stale CUDA library from an earlier configuration
@@ -122,7 +130,7 @@ class CMakeBuild(build_ext):
         for regular, inplace in self._lib_pairs():
             if os.path.exists(regular):
                 os.makedirs(os.path.dirname(inplace), exist_ok=True)
-                shutil.copy2(regular, inplace)
+                _install_file(regular, inplace)
             elif os.path.exists(inplace):
                 os.remove(inplace)
 

@@ -8,6 +8,7 @@
 
 #include "../lif_math.h"
 #include "../tks_capi.h"
+#include "../tks_math.h"
 
 namespace tks {
 namespace capi {
@@ -49,6 +50,70 @@ inline void check_surrogate(int surrogate, const void* sg) {
 
 inline void check_ptr(const void* p, const char* name) {
   require(p != nullptr, std::string(name) + " must not be NULL");
+}
+
+// The checks of every LIF-family forward; false when there is nothing to compute (N == 0).
+inline bool check_forward(int dtype, int64_t T, int64_t N, const void* x, const void* spikes, const void* v_last) {
+  check_dtype(dtype);
+  check_sizes(T, N);
+  if (N == 0) return false;
+  check_ptr(x, "x");
+  check_ptr(spikes, "spikes");
+  check_ptr(v_last, "v_last");
+  return true;
+}
+
+// The checks of every LIF-family backward; false when there is nothing to compute.
+inline bool check_backward(int dtype, int64_t T, int64_t N, int surrogate, const void* sg,
+                           const void* grad_spikes, const void* saved, const void* grad_x,
+                           const void* grad_v_init) {
+  check_dtype(dtype);
+  check_sizes(T, N);
+  check_surrogate(surrogate, sg);
+  if (N == 0) return false;
+  check_ptr(grad_spikes, "grad_spikes");
+  check_ptr(saved, "saved");
+  check_ptr(grad_x, "grad_x");
+  check_ptr(grad_v_init, "grad_v_init");
+  return true;
+}
+
+// One TKS loss call as the kernels see it (csrc/tks_math.h), checked.
+inline loss::Problem make_loss_problem(int dtype, const void* logits, void* grad, const int64_t* labels,
+                                       const void* probs, void* terms, void* loss, void* parts, int64_t T,
+                                       int64_t B, int64_t C, int64_t stride_t, int64_t stride_b, double lam,
+                                       double temperature, double label_smoothing, int teacher_mean,
+                                       int detach_teacher) {
+  check_dtype(dtype);
+  require(T >= 1 && T <= loss::kMaxSteps && B >= 1 && C >= 1,
+          "logits must be [T, B, C] with 1 <= T <= " + std::to_string(loss::kMaxSteps) + " and B, C >= 1, got [" +
+              std::to_string(T) + ", " + std::to_string(B) + ", " + std::to_string(C) + "]");
+  require(temperature > 0, "temperature must be > 0, got " + std::to_string(temperature));
+  require((labels == nullptr) != (probs == nullptr), "exactly one of labels and probs must be given");
+  check_ptr(logits, "logits");
+  check_ptr(terms, "terms");
+  check_ptr(loss, "loss");
+  check_ptr(parts, "parts");
+  loss::Problem prob;
+  prob.logits = logits;
+  prob.grad = grad;
+  prob.labels = labels;
+  prob.probs = probs;
+  prob.terms = terms;
+  prob.loss = loss;
+  prob.parts = parts;
+  prob.steps = T;
+  prob.batch = B;
+  prob.classes = C;
+  prob.stride_t = stride_t;
+  prob.stride_b = stride_b;
+  prob.dtype = static_cast<loss::DType>(dtype);
+  prob.p.lam = lam;
+  prob.p.temperature = temperature;
+  prob.p.label_smoothing = label_smoothing;
+  prob.p.teacher_mean = teacher_mean != 0;
+  prob.p.detach_teacher = detach_teacher != 0;
+  return prob;
 }
 
 inline lif::Params make_params(double tau, double v_threshold, double v_reset, int flags) {

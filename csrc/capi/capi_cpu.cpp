@@ -79,13 +79,8 @@ TKS_API int tks_lif_forward_cpu(int dtype, const void* x, const void* v_init, vo
                                 double tau, double v_threshold, double v_reset, int flags,
                                 int num_threads) {
   return guarded([&] {
-    check_dtype(dtype);
-    check_sizes(T, N);
     check_threads(num_threads);
-    if (N == 0) return;
-    check_ptr(x, "x");
-    check_ptr(spikes, "spikes");
-    check_ptr(v_last, "v_last");
+    if (!check_forward(dtype, T, N, x, spikes, v_last)) return;
     const lif::Params p = make_params(tau, v_threshold, v_reset, flags);
     cpu::ThreadCountScope threads(num_threads);
     dispatch(dtype, [&](auto* tag) {
@@ -102,15 +97,8 @@ TKS_API int tks_lif_backward_cpu(int dtype, const void* grad_spikes, const void*
                                  double tau, double v_threshold, double v_reset, int flags,
                                  int surrogate, double alpha, int num_threads) {
   return guarded([&] {
-    check_dtype(dtype);
-    check_sizes(T, N);
     check_threads(num_threads);
-    check_surrogate(surrogate, sg);
-    if (N == 0) return;
-    check_ptr(grad_spikes, "grad_spikes");
-    check_ptr(saved, "saved");
-    check_ptr(grad_x, "grad_x");
-    check_ptr(grad_v_init, "grad_v_init");
+    if (!check_backward(dtype, T, N, surrogate, sg, grad_spikes, saved, grad_x, grad_v_init)) return;
     const lif::Params p = make_params(tau, v_threshold, v_reset, flags);
     cpu::ThreadCountScope threads(num_threads);
     dispatch(dtype, [&](auto* tag) {
@@ -128,13 +116,8 @@ TKS_API int tks_plif_forward_cpu(int dtype, const void* x, const void* v_init, v
                                  double k, double v_threshold, double v_reset, int flags,
                                  int num_threads) {
   return guarded([&] {
-    check_dtype(dtype);
-    check_sizes(T, N);
     check_threads(num_threads);
-    if (N == 0) return;
-    check_ptr(x, "x");
-    check_ptr(spikes, "spikes");
-    check_ptr(v_last, "v_last");
+    if (!check_forward(dtype, T, N, x, spikes, v_last)) return;
     const lif::Params p = make_params(/*tau, unused: the decay is k*/ 0.0, v_threshold, v_reset, flags);
     cpu::ThreadCountScope threads(num_threads);
     dispatch(dtype, [&](auto* tag) {
@@ -152,17 +135,10 @@ TKS_API int tks_plif_backward_cpu(int dtype, const void* grad_spikes, const void
                                   double v_reset, int flags, int surrogate, double alpha,
                                   int num_threads) {
   return guarded([&] {
-    check_dtype(dtype);
-    check_sizes(T, N);
     check_threads(num_threads);
-    check_surrogate(surrogate, sg);
     check_ptr(grad_k, "grad_k");
     *grad_k = 0.0;
-    if (N == 0) return;
-    check_ptr(grad_spikes, "grad_spikes");
-    check_ptr(saved, "saved");
-    check_ptr(grad_x, "grad_x");
-    check_ptr(grad_v_init, "grad_v_init");
+    if (!check_backward(dtype, T, N, surrogate, sg, grad_spikes, saved, grad_x, grad_v_init)) return;
     const lif::Params p = make_params(0.0, v_threshold, v_reset, flags);
     cpu::ThreadCountScope threads(num_threads);
     dispatch(dtype, [&](auto* tag) {
@@ -183,18 +159,10 @@ TKS_API int tks_loss_forward_cpu(int dtype, const void* logits, void* grad, cons
                                  double label_smoothing, int teacher_mean, int detach_teacher,
                                  int num_threads) {
   return guarded([&] {
-    check_dtype(dtype);
     check_threads(num_threads);
-    require(T >= 1 && T <= loss::kMaxSteps && B >= 1 && C >= 1,
-            "logits must be [T, B, C] with 1 <= T <= " + std::to_string(loss::kMaxSteps) +
-                " and B, C >= 1, got [" + std::to_string(T) + ", " + std::to_string(B) + ", " +
-                std::to_string(C) + "]");
-    require(temperature > 0, "temperature must be > 0, got " + std::to_string(temperature));
-    require((labels == nullptr) != (probs == nullptr), "exactly one of labels and probs must be given");
-    check_ptr(logits, "logits");
-    check_ptr(terms, "terms");
-    check_ptr(loss, "loss");
-    check_ptr(parts, "parts");
+    const loss::Problem prob = make_loss_problem(dtype, logits, grad, labels, probs, terms, loss, parts, T, B, C,
+                                                 stride_t, stride_b, lam, temperature, label_smoothing,
+                                                 teacher_mean, detach_teacher);
     if (labels != nullptr) {
       for (int64_t b = 0; b < B; ++b) {
         // The message is the Python API's: the caller's ValueError shows it as is.
@@ -205,25 +173,6 @@ TKS_API int tks_loss_forward_cpu(int dtype, const void* logits, void* grad, cons
         }
       }
     }
-    loss::Problem prob;
-    prob.logits = logits;
-    prob.grad = grad;
-    prob.labels = labels;
-    prob.probs = probs;
-    prob.terms = terms;
-    prob.loss = loss;
-    prob.parts = parts;
-    prob.steps = T;
-    prob.batch = B;
-    prob.classes = C;
-    prob.stride_t = stride_t;
-    prob.stride_b = stride_b;
-    prob.dtype = static_cast<loss::DType>(dtype);
-    prob.p.lam = lam;
-    prob.p.temperature = temperature;
-    prob.p.label_smoothing = label_smoothing;
-    prob.p.teacher_mean = teacher_mean != 0;
-    prob.p.detach_teacher = detach_teacher != 0;
     cpu::ThreadCountScope threads(num_threads);
     cpu::tks_loss_forward(prob);
   });

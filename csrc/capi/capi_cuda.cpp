@@ -34,11 +34,10 @@ cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream);
 
 // The CUDA kernels compute g' themselves: the external-surrogate backward is CPU and
 // Triton only for now, and says so instead of computing something else.
-void check_cuda_surrogate(int surrogate, const void* sg) {
+void check_no_external(int surrogate) {
   require(surrogate != TKS_SURROGATE_EXTERNAL,
           "the CUDA kernels have no external-surrogate backward (surrogate=TKS_SURROGATE_EXTERNAL); "
           "use the triton backend for a surrogate without a built-in derivative");
-  check_surrogate(surrogate, sg);
 }
 }  // namespace
 
@@ -61,12 +60,8 @@ TKS_API int tks_lif_forward_cuda(int dtype, const void* x, const void* v_init, v
                                  double tau, double v_threshold, double v_reset, int flags,
                                  void* stream) {
   return guarded([&] {
+    if (!check_forward(dtype, T, N, x, spikes, v_last)) return;
     const cuda::DType dt = cuda_dtype(dtype);
-    check_sizes(T, N);
-    if (N == 0) return;
-    check_ptr(x, "x");
-    check_ptr(spikes, "spikes");
-    check_ptr(v_last, "v_last");
     check_cuda(cuda::lif_forward_cuda(dt, x, v_init, spikes, v_last, v_seq, saved, T, N,
                                       make_params(tau, v_threshold, v_reset, flags), as_stream(stream)),
                "lif_forward_cuda");
@@ -79,14 +74,9 @@ TKS_API int tks_lif_backward_cuda(int dtype, const void* grad_spikes, const void
                                   double tau, double v_threshold, double v_reset, int flags,
                                   int surrogate, double alpha, void* stream) {
   return guarded([&] {
+    check_no_external(surrogate);
+    if (!check_backward(dtype, T, N, surrogate, sg, grad_spikes, saved, grad_x, grad_v_init)) return;
     const cuda::DType dt = cuda_dtype(dtype);
-    check_sizes(T, N);
-    check_cuda_surrogate(surrogate, sg);
-    if (N == 0) return;
-    check_ptr(grad_spikes, "grad_spikes");
-    check_ptr(saved, "saved");
-    check_ptr(grad_x, "grad_x");
-    check_ptr(grad_v_init, "grad_v_init");
     check_cuda(cuda::lif_backward_cuda(dt, grad_spikes, grad_v_last, grad_v_seq, saved, grad_x, grad_v_init, T, N,
                                        make_params(tau, v_threshold, v_reset, flags), surrogate,
                                        static_cast<float>(alpha), as_stream(stream)),
@@ -99,13 +89,9 @@ TKS_API int tks_plif_forward_cuda(int dtype, const void* x, const void* v_init, 
                                   int64_t N, double v_threshold, double v_reset, int flags,
                                   void* stream) {
   return guarded([&] {
-    const cuda::DType dt = cuda_dtype(dtype);
-    check_sizes(T, N);
-    if (N == 0) return;
-    check_ptr(x, "x");
     check_ptr(k, "k");
-    check_ptr(spikes, "spikes");
-    check_ptr(v_last, "v_last");
+    if (!check_forward(dtype, T, N, x, spikes, v_last)) return;
+    const cuda::DType dt = cuda_dtype(dtype);
     check_cuda(cuda::plif_forward_cuda(dt, x, v_init, k, spikes, v_last, v_seq, saved, T, N,
                                        make_params(0.0, v_threshold, v_reset, flags), as_stream(stream)),
                "plif_forward_cuda");
@@ -124,17 +110,13 @@ TKS_API int tks_plif_backward_cuda(int dtype, const void* grad_spikes, const voi
                                    double v_threshold, double v_reset, int flags, int surrogate,
                                    double alpha, void* stream) {
   return guarded([&] {
-    const cuda::DType dt = cuda_dtype(dtype);
-    check_sizes(T, N);
-    check_cuda_surrogate(surrogate, sg);
+    check_no_external(surrogate);
     check_ptr(grad_k, "grad_k");
     check_ptr(k, "k");
-    if (N == 0) return;  // the caller zero-fills grad_k
-    check_ptr(grad_spikes, "grad_spikes");
-    check_ptr(saved, "saved");
-    check_ptr(grad_x, "grad_x");
-    check_ptr(grad_v_init, "grad_v_init");
+    // N == 0: nothing to do, the caller zero-fills grad_k.
+    if (!check_backward(dtype, T, N, surrogate, sg, grad_spikes, saved, grad_x, grad_v_init)) return;
     check_ptr(workspace, "workspace");
+    const cuda::DType dt = cuda_dtype(dtype);
     check_cuda(cuda::plif_backward_cuda(dt, grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, grad_x,
                                         grad_v_init, grad_k, workspace, T, N,
                                         make_params(0.0, v_threshold, v_reset, flags), surrogate,
@@ -150,31 +132,9 @@ TKS_API int tks_loss_forward_cuda(int dtype, const void* logits, void* grad, con
                                   double label_smoothing, int teacher_mean, int detach_teacher,
                                   void* stream) {
   return guarded([&] {
-    check_dtype(dtype);
-    require(T >= 1 && T <= loss::kMaxSteps && B >= 1 && C >= 1,
-            "logits must be [T, B, C] with 1 <= T <= " + std::to_string(loss::kMaxSteps) + " and B, C >= 1");
-    require(temperature > 0, "temperature must be > 0, got " + std::to_string(temperature));
-    require((labels == nullptr) != (probs == nullptr), "exactly one of labels and probs must be given");
-    check_ptr(logits, "logits");
-    loss::Problem prob;
-    prob.logits = logits;
-    prob.grad = grad;
-    prob.labels = labels;
-    prob.probs = probs;
-    prob.terms = terms;
-    prob.loss = loss;
-    prob.parts = parts;
-    prob.steps = T;
-    prob.batch = B;
-    prob.classes = C;
-    prob.stride_t = stride_t;
-    prob.stride_b = stride_b;
-    prob.dtype = static_cast<loss::DType>(dtype);
-    prob.p.lam = lam;
-    prob.p.temperature = temperature;
-    prob.p.label_smoothing = label_smoothing;
-    prob.p.teacher_mean = teacher_mean != 0;
-    prob.p.detach_teacher = detach_teacher != 0;
+    const loss::Problem prob = make_loss_problem(dtype, logits, grad, labels, probs, terms, loss, parts, T, B, C,
+                                                 stride_t, stride_b, lam, temperature, label_smoothing,
+                                                 teacher_mean, detach_teacher);
     check_cuda(cuda::tks_loss_forward_cuda(prob, as_stream(stream)), "tks_loss_forward_cuda");
   });
 }

@@ -34,11 +34,17 @@ class _NoGuardType:
 _NoGuard = _NoGuardType()
 
 
+def check_devices(ref: torch.Tensor, **tensors) -> None:
+    """Every given (optional) tensor on ref's device: the op runs there."""
+    for name, t in tensors.items():
+        if t is not None and t.device != ref.device:
+            raise RuntimeError(f"tks_kernels: {name} is on {t.device} but the op runs on {ref.device}")
+
+
 def _cuda_forward(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
                   save_for_backward, return_v_seq, fire_at_threshold=True):
     lib = _native.cuda_lib
-    if v_init is not None and v_init.device != x.device:
-        raise RuntimeError(f"tks_kernels: v_init is on {v_init.device} but x is on {x.device}")
+    check_devices(x, v_init=v_init)
     with _on_device(x.device):
         stream = _native.cuda_stream(x.device)
 
@@ -52,9 +58,8 @@ def _cuda_forward(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset,
 def _cuda_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_input, v_threshold, v_reset,
                    soft_reset, surrogate, alpha, detach_reset, fire_at_threshold=True, surrogate_grad=None):
     lib = _native.cuda_lib
-    for name, t in (("grad_spikes", grad_spikes), ("grad_v_last", grad_v_last), ("grad_v_seq", grad_v_seq)):
-        if t is not None and t.device != d_saved.device:
-            raise RuntimeError(f"tks_kernels: {name} is on {t.device} but the op runs on {d_saved.device}")
+    check_devices(d_saved, grad_spikes=grad_spikes, grad_v_last=grad_v_last, grad_v_seq=grad_v_seq,
+                  surrogate_grad=surrogate_grad)
     with _on_device(d_saved.device):
         stream = _native.cuda_stream(d_saved.device)
 

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 
 from ... import _native
-from ..lif.cuda import _on_device
+from ..lif.cuda import _on_device, check_devices
 from . import PLIFConfig
 from .cpu import PLIF_BACKWARD, PLIF_FORWARD, forward_op, run_backward, run_forward
 from .cpu import forward_saved, saved_distance  # noqa: F401  (the same ops on CUDA tensors)
@@ -21,6 +21,7 @@ from .cpu import forward_saved, saved_distance  # noqa: F401  (the same ops on C
 def _cuda_forward(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
                   save_for_backward, return_v_seq, fire_at_threshold=True):
     lib = _native.cuda_lib
+    check_devices(x, v_init=v_init, k=k)
     with _on_device(x.device):
         stream = _native.cuda_stream(x.device)
 
@@ -35,9 +36,8 @@ def _cuda_forward(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, s
 def _cuda_backward(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, decay_input, v_threshold, v_reset,
                    soft_reset, surrogate, alpha, detach_reset, fire_at_threshold=True, surrogate_grad=None):
     lib = _native.cuda_lib
-    for name, t in (("grad_spikes", grad_spikes), ("grad_v_last", grad_v_last), ("grad_v_seq", grad_v_seq)):
-        if t is not None and t.device != saved.device:
-            raise RuntimeError(f"tks_kernels: {name} is on {t.device} but the op runs on {saved.device}")
+    check_devices(saved, grad_spikes=grad_spikes, grad_v_last=grad_v_last, grad_v_seq=grad_v_seq, v_init=v_init,
+                  k=k)
     with _on_device(saved.device):
         stream = _native.cuda_stream(saved.device)
 
