@@ -32,6 +32,7 @@
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET (420), GPU_CHECK_LOG_DIR
 # (default $OUT when set, else build/gpu_check), GPU_CHECK_JOBS (default: every core),
 # GPU_CHECK_BUILD (1 build, 0 skip; default 1 on the GPU, auto in a dry run),
+# GPU_CHECK_ARCH (TKS_CUDA_ARCHITECTURES for the build, default native),
 # GPU_CHECK_BUILD_CMD (replaces the pip command, e.g. for an offline build).
 # Exit status: 0 when every step passed, else 1.
 set -u -o pipefail
@@ -150,7 +151,7 @@ EOF
     else
       echo "$tool: not found"
       case "$tool" in
-        gcc|ninja) bad=1 ;;
+        gcc|ninja|cmake) bad=1 ;;  # setup.py builds the native library with CMake (+ ninja)
         nvcc|nvidia-smi) [ "$DRY_RUN" = 0 ] && bad=1 ;;
       esac
     fi
@@ -310,7 +311,9 @@ main() {
     if [ "$DRY_RUN" = 1 ] && "$PY" -c "import tks_kernels" 2>/dev/null; then do_build=0; else do_build=1; fi
   fi
   if [ "$do_build" = 1 ]; then
-    export MAX_JOBS="$JOBS" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" TKS_BUILD_CUDA=$((1 - DRY_RUN))
+    # setup.py's knobs: CUDA kernels on the GPU (for its architecture), none in a dry run
+    export MAX_JOBS="$JOBS" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" TKS_CUDA=$((1 - DRY_RUN))
+    [ "$DRY_RUN" = 0 ] && export TKS_CUDA_ARCHITECTURES="${GPU_CHECK_ARCH:-native}"
     step build 180 build
   else
     skip_step build "tks_kernels imports already (GPU_CHECK_BUILD=1 to build)"

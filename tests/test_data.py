@@ -59,14 +59,15 @@ def write_cifar(folder, files, label_key, per_file, num_classes, meta_name, name
 # ---------------------------------------------------------------- info, create, errors
 
 def test_info_covers_every_name():
-    assert set(data.DATASETS) == {"digits", "cifar10", "cifar100", "imagenet",
+    assert set(data.DATASETS) == {"digits", "digits_spikes", "cifar10", "cifar100", "imagenet",
                                   "cifar10_dvs", "ncaltech101", "events_npz"}
     assert data.info("cifar100").num_classes == 100
     assert data.info("cifar10").input_shape == (3, 32, 32)
     assert data.info("cifar10_dvs") == data.DatasetInfo("cifar10_dvs", 10, (2, 48, 48), True, 10)
     assert data.info("ncaltech101").num_classes == 101
+    # digits_spikes: a sequence per sample (Bernoulli spike trains), handled as event data
     assert [n for n in data.DATASETS if data.info(n).is_event] == \
-        ["cifar10_dvs", "ncaltech101", "events_npz"]
+        ["digits_spikes", "cifar10_dvs", "ncaltech101", "events_npz"]
 
 
 def test_unknown_name_lists_valid_ones():

@@ -17,7 +17,7 @@ from tks_kernels import checkpoint, models, train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_CPU = tks_kernels.available_backends()["cpu"][0]
 # A tiny, fast configuration: a narrow CNN on 96 digits, 2 epochs of 3 steps.
-TINY = ["--model", "cnn", "--width", "0.25", "-T", "3", "--epochs", "2", "--batch-size", "32",
+TINY = ["--data", "digits", "--model", "cnn", "--width", "0.25", "-T", "3", "--epochs", "2", "--batch-size", "32",
         "--limit-train", "96", "--limit-test", "64", "--no-progress", "--seed", "1"]
 
 
@@ -372,3 +372,54 @@ def test_tks_eval_tests_a_checkpoint_at_any_T(tmp_path, capsys):
         tks_eval.run([str(tmp_path / "nothing")])
     with pytest.raises(SystemExit, match="-T takes positive numbers"):
         tks_eval.run([str(out), "-T", "0"])
+
+
+def test_digits_spikes_are_bernoulli_trains_with_a_fixed_test_set():
+    from tks_kernels import data
+
+    train_set = data.create("digits_spikes", T=5)
+    test_set = data.create("digits_spikes", T=5, train=False)
+    longer = data.create("digits_spikes", T=7, train=False)
+    assert len(train_set) == 1438 and len(test_set) == 4 * 359 and test_set.distinct_samples == 359
+    x, y = test_set[0]
+    assert x.shape == (5, 1, 8, 8) and set(x.unique().tolist()) <= {0.0, 1.0} and y.dtype == torch.int64
+    assert torch.equal(longer[0][0][:5], x)  # the first steps do not depend on T
+    assert torch.equal(data.create("digits_spikes", T=5, train=False)[3][0], test_set[3][0])
+    torch.manual_seed(0)
+    a = train_set[0][0]
+    assert not torch.equal(a, train_set[0][0])  # fresh spikes at every access
+    # spike rate = min(1, gain * intensity)
+    many = torch.stack([train_set[10][0] for _ in range(400)]).mean((0, 1))
+    want = (data.create("digits", split_seed=0)[10][0] * 0.6).clamp(max=1.0)
+    torch.testing.assert_close(many, want, atol=0.08, rtol=0)
+    with pytest.raises(ValueError, match="gain must be a number > 0"):
+        data.create("digits_spikes", gain=0)
+
+
+def test_seeds_and_compare_report_mean_and_spread(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = ["--data", "digits_spikes", "-T", "3", "--epochs", "1", "--limit-train", "64", "--limit-test", "48",
+            "--seeds", "2", "--no-progress", "--out", str(out)]
+    result = train.run(argv)
+    m = result.metrics
+    assert m["compare"] == ["ce", "tks"] and m["seeds"] == [0, 1]
+    for name in ("ce", "tks"):
+        runs = m[name]["runs"]
+        assert [r["args"]["seed"] for r in runs] == [0, 1] and all(r["loss"] == name for r in runs)
+        for t in ("1", "2", "3"):
+            accs = [r["accuracy_by_T"][t] for r in runs]
+            assert m[name]["accuracy_by_T"][t] == pytest.approx(sum(accs) / 2)
+            assert m[name]["accuracy_by_T_std"][t] == pytest.approx(abs(accs[0] - accs[1]) / math.sqrt(2))
+        for seed in (0, 1):
+            assert (out / name / f"seed{seed}" / train.CHECKPOINT).is_file()
+            assert (out / name / f"seed{seed}" / train.METRICS).is_file()
+    assert m["accuracy_by_T"] == m["tks"]["accuracy_by_T"]
+    printed = capsys.readouterr().out
+    assert "tks - ce" in printed and "mean and spread over seeds 0..1" in printed and "±" in printed
+    assert (out / train.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one (loss, seed) resumes as a single run
+    again = train.run(["--resume", str(out / "ce" / "seed1"), "--no-progress"])
+    assert again.metrics["loss"] == "ce" and again.metrics["args"]["seed"] == 1
+    # --loss alone trains one loss (no comparison), as before
+    single = train.run(argv[:-2] + ["--loss", "ce", "--seeds", "1", "--out", str(tmp_path / "one")])
+    assert "compare" not in single.metrics and (tmp_path / "one" / train.CHECKPOINT).is_file()

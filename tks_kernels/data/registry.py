@@ -31,6 +31,7 @@ class DatasetInfo:
 
 _INFO = {
     "digits": DatasetInfo("digits", 10, (1, 8, 8), False, 4),
+    "digits_spikes": DatasetInfo("digits_spikes", 10, (1, 8, 8), True, 8),
     "cifar10": DatasetInfo("cifar10", 10, (3, 32, 32), False, 4),
     "cifar100": DatasetInfo("cifar100", 100, (3, 32, 32), False, 4),
     "imagenet": DatasetInfo("imagenet", 1000, (3, 224, 224), False, 4),
@@ -43,6 +44,10 @@ DATASETS: tuple[str, ...] = tuple(_INFO)
 
 def _digits(root, train, T, augment, **kw):
     return static.digits(train, augment=augment, **kw)
+
+
+def _digits_spikes(root, train, T, augment, **kw):
+    return static.digits_spikes(train, T=T, augment=augment, **kw)
 
 
 def _cifar10(root, train, T, augment, **kw):
@@ -64,12 +69,14 @@ def _event(builder: Callable) -> Callable:
 
 
 _BUILDERS: dict[str, Callable] = {
-    "digits": _digits, "cifar10": _cifar10, "cifar100": _cifar100, "imagenet": _imagenet,
+    "digits": _digits, "digits_spikes": _digits_spikes, "cifar10": _cifar10,
+    "cifar100": _cifar100, "imagenet": _imagenet,
     "cifar10_dvs": _event(events.cifar10_dvs), "ncaltech101": _event(events.ncaltech101),
     "events_npz": _event(events.events_npz),
 }
 # The functions whose keyword-only arguments are a data set's options.
-_OPTIONS_OF = {"digits": static.digits, "cifar10": static.cifar, "cifar100": static.cifar,
+_OPTIONS_OF = {"digits": static.digits, "digits_spikes": static.digits_spikes, "cifar10": static.cifar,
+               "cifar100": static.cifar,
                "imagenet": static.imagenet, "cifar10_dvs": events.cifar10_dvs,
                "ncaltech101": events.ncaltech101, "events_npz": events.events_npz}
 
@@ -112,7 +119,7 @@ def create(name: str, root: Optional[os.PathLike | str] = None, *, train: bool =
     if unknown:
         raise TypeError(f"create({name!r}) got unknown options {', '.join(unknown)}; "
                         f"it takes: {', '.join(allowed) or 'none'}")
-    if root is None and name != "digits":
+    if root is None and name not in ("digits", "digits_spikes"):
         raise ValueError(f"create({name!r}) needs root=, the folder that holds the data "
                          f"(only 'digits' ships with scikit-learn)")
     info_ = _INFO[name]

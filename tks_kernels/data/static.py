@@ -105,6 +105,67 @@ def digits(train: bool = True, *, augment: bool = False, test_fraction: float = 
                               mean=(0.0,), std=(1.0,))
 
 
+class SpikeTrainDigits(Dataset):
+    """Digits as Bernoulli spike trains: at each of T steps pixel (c, i, j) spikes with
+    probability ``min(1, gain * x[c, i, j])``. Returns (x float32 [T, 1, 8, 8] of 0/1,
+    y int64 []).
+
+    Training samples draw fresh spikes at every access from torch's global generator
+    (which the training loop seeds per epoch, so a resumed run sees the same spikes).
+    The test set is fixed: each image encoded ``encodings`` times, drawn step by step from
+    one seeded generator, so the first t steps are the same for any T >= t.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, T: int, gain: float, fixed: bool,
+                 encodings: int = 1, seed: int = 0) -> None:
+        self.T = T
+        self.prob = (images * gain).clamp(0.0, 1.0)
+        self.classes = [str(c) for c in range(10)]
+        self.fixed = fixed
+        if fixed:
+            g = torch.Generator().manual_seed(seed)
+            prob = self.prob.repeat(encodings, 1, 1, 1)
+            steps = [(torch.rand(prob.shape, generator=g) < prob) for _ in range(T)]
+            self.frames = torch.stack(steps, 1).to(torch.float32)  # [encodings*N, T, 1, 8, 8]
+            self.targets = labels.repeat(encodings)
+        else:
+            self.targets = labels
+        self.distinct_samples = len(labels)  # images; the test set repeats each `encodings` times
+
+    @property
+    def num_classes(self) -> int:
+        return 10
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fixed:
+            return self.frames[i], self.targets[i]
+        p = self.prob[i]
+        return (torch.rand((self.T,) + tuple(p.shape)) < p).to(torch.float32), self.targets[i]
+
+
+def digits_spikes(train: bool = True, *, T: int = 8, augment: bool = False, gain: float = 0.6,
+                  test_encodings: int = 4, test_fraction: float = 0.2,
+                  split_seed: Optional[int] = 0) -> SpikeTrainDigits:
+    """scikit-learn's digits (the split of :func:`digits`) as Bernoulli spike trains
+    (:class:`SpikeTrainDigits`): a noisy built-in task where one step is a weak sample
+    and more steps average the noise away, so accuracy grows with T. x float32
+    [T, 1, 8, 8] of 0/1, y int64. The test set holds every test image ``test_encodings``
+    times, each with its own fixed spikes."""
+    if augment:
+        raise ValueError("digits_spikes: augment=True is not supported (the spikes are the noise); "
+                         "pass augment=False")
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 < gain:
+        raise ValueError(f"gain must be a number > 0, got gain={gain!r}")
+    if isinstance(test_encodings, bool) or not isinstance(test_encodings, int) or test_encodings < 1:
+        raise ValueError(f"test_encodings must be a positive int, got test_encodings={test_encodings!r}")
+    base = digits(train, test_fraction=test_fraction, split_seed=split_seed)
+    return SpikeTrainDigits(base.images, base.targets, int(T), float(gain), fixed=not train,
+                            encodings=test_encodings, seed=1234)
+
+
 _CIFAR = {
     "cifar10": dict(title="CIFAR-10", folder="cifar-10-batches-py",
                     train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],

@@ -20,22 +20,28 @@ LOSSES = ("tks", "ce", "tet")
 # larger to train in a few epochs. data_options go to tks_kernels.data.create under the
 # --data-option values given.
 _DVS = dict(frames_by="time", resize_mode="align_corners", augment_policy="crop_flip_rotate", split="ordered")
+_PAPER = dict(lr_interval="epoch", compare=False, seeds=1)
 RECIPES: Dict[str, Dict[str, Any]] = {
+    # The built-in demo: CE and TKS from 3 seeds each on digits as Bernoulli spike trains,
+    # trained at T=8 and tested at every T' <= 8 (a minute or two on two CPU cores).
+    "digits_spikes": dict(model="mlp", T=8, epochs=8, batch_size=32, base_lr=0.32, warmup_epochs=1, augment=False,
+                          data_options={}, lr_interval="step", compare=True, seeds=3),
     "digits": dict(model="mlp", T=4, epochs=12, batch_size=32, base_lr=0.32, warmup_epochs=1, augment=False,
-                   data_options={}),
+                   data_options={}, lr_interval="step", compare=False, seeds=1),
     "cifar10": dict(model="resnet19", T=4, epochs=600, batch_size=128, base_lr=5e-3, warmup_epochs=5, augment=True,
-                    data_options=dict(augment_policy="randaugment")),
+                    data_options=dict(augment_policy="randaugment"), **_PAPER),
     "cifar100": dict(model="resnet19", T=4, epochs=600, batch_size=128, base_lr=5e-3, warmup_epochs=5,
-                     augment=True, data_options=dict(augment_policy="randaugment")),
+                     augment=True, data_options=dict(augment_policy="randaugment"), **_PAPER),
     "imagenet": dict(model="sew_resnet34", T=4, epochs=100, batch_size=64, base_lr=5e-3, warmup_epochs=5,
-                     augment=True, data_options=dict(color_jitter=0.4)),
+                     augment=True, data_options=dict(color_jitter=0.4), **_PAPER),
     "cifar10_dvs": dict(model="vggsnn", T=10, epochs=600, batch_size=64, base_lr=5e-3, warmup_epochs=5,
-                        augment=True, data_options=_DVS),
+                        augment=True, data_options=_DVS, **_PAPER),
     # BrainCog's N-Caltech101 loader has its augmentations commented out
     "ncaltech101": dict(model="vggsnn", T=10, epochs=600, batch_size=64, base_lr=5e-3, warmup_epochs=5,
-                        augment=False, data_options={k: v for k, v in _DVS.items() if k != "augment_policy"}),
+                        augment=False, data_options={k: v for k, v in _DVS.items() if k != "augment_policy"},
+                        **_PAPER),
     "events_npz": dict(model="vggsnn", T=10, epochs=600, batch_size=64, base_lr=5e-3, warmup_epochs=5,
-                       augment=True, data_options=_DVS),
+                       augment=True, data_options=_DVS, **_PAPER),
 }
 # Options that decide the trained weights: a resumed run takes them from the checkpoint.
 TRAINING_KEYS = (
@@ -75,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None, choices=_models.MODELS,
                    help="default per data: mlp (digits), resnet19 (cifar), vggsnn (event data), sew_resnet34 (imagenet)")
-    g.add_argument("--data", default="digits", choices=_data.DATASETS, help="data set")
+    g.add_argument("--data", default="digits_spikes", choices=_data.DATASETS,
+                   help="data set; the default, built in, is the demo: scikit-learn's digits as Bernoulli spike "
+                        "trains, CE against TKS from 3 seeds")
     g.add_argument("--data-root", default=None, help="the data folder (not needed for digits)")
     g.add_argument("--data-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="an option of tks_kernels.data.create, e.g. size=48 or cache_dir=/tmp/frames (repeatable)")
@@ -91,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit-test", type=int, default=None, metavar="N", help="test on the first N samples only")
 
     g = p.add_argument_group("loss")
-    g.add_argument("--loss", default="tks", choices=LOSSES, help="TKS, CE of the mean logits, or TET")
+    g.add_argument("--loss", default=None, choices=LOSSES, help="TKS (default), CE of the mean logits, or TET")
     g.add_argument("--alpha", type=float, default=0.7,
                    help="TKS: linear: the final weight of the soft loss; static: the weight of CE")
     g.add_argument("--temperature", type=float, default=3.0, help="TKS: teacher temperature")
@@ -103,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the hard loss")
     g.add_argument("--tet-lambda", type=float, default=1e-3, help="TET: weight of the MSE regulariser")
     g.add_argument("--tet-phi", type=float, default=1.0, help="TET: the MSE regulariser's target value")
-    g.add_argument("--compare", action="store_true", help="train ce and tks from the same seed and plot both")
+    g.add_argument("--compare", action=argparse.BooleanOptionalAction, default=None,
+                   help="train ce and tks from the same seeds and plot both (default: on for the digits_spikes "
+                        "demo unless --loss is given)")
+    g.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="train each loss from N seeds (--seed, --seed + 1, ...) and report mean and spread "
+                        "(default: 3 for the digits_spikes demo, else 1)")
 
     g = p.add_argument_group("optimisation (AdamW; linear warm-up, then cosine, as timm's CosineLRScheduler)")
     g.add_argument("--epochs", type=int, default=None, help="default per data: 12 (digits), 600 (cifar, event data)")
@@ -117,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup-epochs", type=float, default=None, help="default 1 (digits), 5 otherwise")
     g.add_argument("--warmup-lr", type=float, default=1e-6, help="the learning rate the warm-up starts from")
     g.add_argument("--min-lr", type=float, default=1e-5, help="the floor of the cosine")
-    g.add_argument("--lr-interval", default="epoch", choices=("epoch", "step"),
-                   help="the learning rate changes once an epoch (timm's, the authors') or every step")
+    g.add_argument("--lr-interval", default=None, choices=("epoch", "step"),
+                   help="the learning rate changes once an epoch (timm's, the authors'; the paper recipes) "
+                        "or every step (the digits recipes)")
 
     g = p.add_argument_group("running")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CPU, fp16 autocast with GradScaler on CUDA")
@@ -143,11 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     recipe = RECIPES[args.data]
-    for key in ("model", "T", "epochs", "batch_size", "base_lr", "warmup_epochs", "augment"):
-        if getattr(args, key) is None:
+    for key in ("model", "T", "epochs", "batch_size", "base_lr", "warmup_epochs", "augment", "lr_interval"):
+        if getattr(args, key, None) is None:
             setattr(args, key, recipe[key])
+    if getattr(args, "compare", None) is None:
+        args.compare = bool(recipe["compare"]) and getattr(args, "loss", None) is None
+    if getattr(args, "loss", None) is None:
+        args.loss = "tks"
+    if getattr(args, "seeds", None) is None:
+        args.seeds = int(recipe["seeds"])
+    if isinstance(args.seeds, bool) or not isinstance(args.seeds, int) or args.seeds < 1:
+        raise SystemExit(f"tks-train: --seeds must be >= 1, got {args.seeds}")
     if args.workers is None:
-        args.workers = 0 if args.data == "digits" else min(4, os.cpu_count() or 1)
+        args.workers = 0 if args.data in ("digits", "digits_spikes") else min(4, os.cpu_count() or 1)
     check_arguments(args)  # every number within its meaning, naming the option (-T, --epochs, ...)
     args.neuron = dict(args.neuron) if isinstance(args.neuron, list) else dict(args.neuron or {})
     given = dict(args.data_option) if isinstance(args.data_option, list) else dict(args.data_option or {})

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -95,23 +96,53 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def plot_accuracy_by_T(curves: Dict[str, Dict[int, float]], path: Path, title: str) -> None:
-    """One line per run: test accuracy against the number of steps used at test time."""
+def binomial_se(accuracy: float, n: int) -> float:
+    """The standard error of an accuracy measured on n independent test samples."""
+    return math.sqrt(max(accuracy * (1.0 - accuracy), 0.0) / n) if n else float("nan")
+
+
+def plot_accuracy_by_T(curves: Dict[str, Dict[Any, float]], path: Path, title: str,
+                       spread: Optional[Dict[str, Dict[Any, float]]] = None, test_samples: Optional[int] = None,
+                       trained_T: Optional[int] = None) -> None:
+    """One line per run: test accuracy against the number of steps used at test time.
+
+    ``spread``: error bars (e.g. the standard deviation over seeds). The y-axis spans at
+    least 20 points and a note gives the size of one test sample and the test set's
+    binomial standard error, so a difference of a sample or two does not look large.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(5.4, 3.8), dpi=120)
+    lows, highs = [], []
     for name, acc in curves.items():
         ts = sorted(int(t) for t in acc)
-        ax.plot(ts, [100.0 * acc[t] for t in ts], marker="o", label=name)
-    ax.set_xlabel("time steps T at test")
+        ys = [100.0 * _at(acc, t) for t in ts]
+        err = [100.0 * _at(spread[name], t) for t in ts] if spread and name in spread else None
+        ax.errorbar(ts, ys, yerr=err, marker="o", capsize=3, label=name + (" (mean ± s.d.)" if err else ""))
+        lows.append(min(y - (e if err else 0.0) for y, e in zip(ys, err or [0.0] * len(ys))))
+        highs.append(max(y + (e if err else 0.0) for y, e in zip(ys, err or [0.0] * len(ys))))
+    lo, hi = min(lows), max(highs)
+    if hi - lo < 20.0:  # never zoom in so far that one test sample fills the plot
+        mid = (hi + lo) / 2
+        lo, hi = mid - 10.0, mid + 10.0
+    if hi > 100.0:
+        lo, hi = lo - (hi - 100.0), 100.0
+    ax.set_ylim(max(0.0, lo - 2.0), min(100.0, hi + 2.0) if hi < 100.0 else 100.5)
+    if trained_T is not None:
+        ax.axvline(trained_T, color="grey", lw=0.8, ls="--")
+    if test_samples:
+        worst = min(_at(acc, t) for acc in curves.values() for t in acc)
+        ax.text(0.02, 0.02, f"{test_samples} test samples: one = {100.0 / test_samples:.2f} points, "
+                f"s.e. <= {100.0 * binomial_se(worst, test_samples):.1f}", transform=ax.transAxes, fontsize=7)
+    ax.set_xlabel("time steps T at test" + (" (dashed: training T)" if trained_T is not None else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.set_xticks(sorted({int(t) for acc in curves.values() for t in acc}))
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(path.stem + f".tmp{os.getpid()}" + path.suffix)
     fig.savefig(tmp)
@@ -119,12 +150,35 @@ def plot_accuracy_by_T(curves: Dict[str, Dict[int, float]], path: Path, title: s
     os.replace(tmp, path)
 
 
-def format_table(curves: Dict[str, Dict[int, float]]) -> str:
-    """Accuracy in % by T (rows) and run (columns)."""
+def _at(values: Dict[Any, float], t: int) -> float:
+    return values[t] if t in values else values[str(t)]
+
+
+def format_table(curves: Dict[str, Dict[Any, float]], spread: Optional[Dict[str, Dict[Any, float]]] = None,
+                 test_samples: Optional[int] = None) -> str:
+    """Accuracy in % by T (rows) and run (columns); with ``spread``, mean ± spread, and with
+    both 'ce' and 'tks', their difference and the test set's binomial standard error."""
     names = list(curves)
     ts = sorted({int(t) for acc in curves.values() for t in acc})
-    lines = ["  T  " + "  ".join(f"{n:>8}" for n in names)]
+    width = 15 if spread else 8
+    diff = "ce" in curves and "tks" in curves
+    head = "  T  " + "  ".join(f"{n:>{width}}" for n in names)
+    if diff:
+        head += f"  {'tks - ce':>{width}}" + ("  test s.e." if test_samples else "")
+    lines = [head]
+
+    def cell(acc, sd, t):
+        if t not in acc and str(t) not in acc:
+            return f"{'-':>{width}}"
+        v = 100 * _at(acc, t)
+        return f"{v:6.2f} ± {100 * _at(sd, t):5.2f}%" if sd is not None else f"{v:7.2f}%"
+
     for t in ts:
-        lines.append(f"{t:>3}  " + "  ".join(f"{100 * curves[n][t]:7.2f}%" if t in curves[n] else f"{'-':>8}"
-                                             for n in names))
+        row = f"{t:>3}  " + "  ".join(cell(curves[n], spread[n] if spread else None, t) for n in names)
+        if diff:
+            d = 100 * (_at(curves["tks"], t) - _at(curves["ce"], t))
+            row += f"  {d:+{width - 1}.2f}%"
+            if test_samples:
+                row += f"  {100 * binomial_se(_at(curves['ce'], t), test_samples):9.2f}%"
+        lines.append(row)
     return "\n".join(lines)

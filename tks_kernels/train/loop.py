@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -292,6 +292,9 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
     metrics["final_accuracy"] = acc[args.T]
     metrics["accuracy_by_T"] = {str(t): a for t, a in acc.items()}
     metrics["test_samples"] = len(test_set)
+    distinct = getattr(getattr(test_set, "dataset", test_set), "distinct_samples", None)
+    if distinct is not None and not isinstance(test_set, Subset):
+        metrics["test_distinct_samples"] = int(distinct)
     return metrics, base, False
 
 
@@ -315,7 +318,7 @@ def run(argv: Optional[Sequence[str]] = None) -> Result:
             raise SystemExit("tks-train: --resume continues one run; resume each loss of a --compare run "
                              "on its own (--resume OUT/tks/checkpoint.pt)")
         args, ckpt = load_resume(args, parser)
-        args.compare = False
+        args.compare, args.seeds = False, 1
         done = int(ckpt["epoch"])
         if args.stop_after is not None and args.stop_after <= done:
             raise SystemExit(f"tks-train: --stop-after {args.stop_after}: {checkpoint_path(args.resume)} is already "
@@ -347,43 +350,78 @@ def run(argv: Optional[Sequence[str]] = None) -> Result:
 
     t0 = time.perf_counter()
     losses = ["ce", "tks"] if args.compare else [ckpt["loss"] if ckpt else args.loss]
-    runs: Dict[str, Dict[str, Any]] = {}
+    seeds = [args.seed + k for k in range(args.seeds)]
+    runs: Dict[str, List[Dict[str, Any]]] = {}
     trained: Dict[str, nn.Module] = {}
     stopped = False
+    several = args.compare or len(seeds) > 1
     for name in losses:
-        sub = out / name if args.compare else out
-        if d.main:
-            _guards.make_dirs(sub)
-        metrics, model, stopped_one = train_one(args, name, sub, d, device, resume=ckpt)
-        stopped = stopped or stopped_one
-        metrics["args"] = {k: v for k, v in vars(args).items()}
-        metrics["wall_seconds"] = time.perf_counter() - t0
-        runs[name], trained[name] = metrics, model
-        if d.main and args.compare and not stopped_one:
-            write_json_atomic(metrics, sub / METRICS)
+        runs[name] = []
+        for seed in seeds:
+            sub = out / name if args.compare else out
+            sub = sub / f"seed{seed}" if len(seeds) > 1 else sub
+            if d.main:
+                _guards.make_dirs(sub)
+            # Each (loss, seed) is a run of its own: its checkpoint resumes as a single run.
+            one = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": 1, "compare": False, "loss": name,
+                                        "out": str(sub)})
+            metrics, model, stopped_one = train_one(one, name, sub, d, device, resume=ckpt)
+            stopped = stopped or stopped_one
+            metrics["args"] = {k: v for k, v in vars(one).items()}
+            metrics["wall_seconds"] = time.perf_counter() - t0
+            runs[name].append(metrics)
+            trained[name] = model
+            if d.main and several and not stopped_one:
+                write_json_atomic(metrics, sub / METRICS)
     wall = time.perf_counter() - t0
     if stopped:
-        return Result(runs[losses[-1]], trained, out, True)
+        return Result(runs[losses[-1]][-1], trained, out, True)
 
-    curves = {name: {int(t): a for t, a in m["accuracy_by_T"].items()} for name, m in runs.items()}
+    summary = {name: summarise(ms) for name, ms in runs.items()}
     main_name = "tks" if args.compare else losses[0]
-    metrics = dict(runs[main_name])
-    metrics["wall_seconds"] = wall
-    if args.compare:
-        metrics["compare"] = losses
+    if several:
+        metrics = {k: v for k, v in runs[main_name][0].items() if k not in ("history", "wall_seconds")}
+        metrics.update(summary[main_name])
+        metrics["args"] = {k: v for k, v in vars(args).items()}
+        metrics["seeds"] = seeds
         for name in losses:
-            metrics[name] = runs[name]
+            metrics[name] = {**summary[name], "runs": runs[name]}
+        if args.compare:
+            metrics["compare"] = losses
+    else:
+        metrics = dict(runs[main_name][0])
+    metrics["wall_seconds"] = wall
     if d.main:
         test_n = metrics.get("test_samples")
-        print(f"\ntest accuracy by T (trained at T={args.T}; {args.model} on {args.data}, {test_n} test samples; "
+        distinct = metrics.get("test_distinct_samples", test_n)
+        what = f"{test_n} test samples" if distinct == test_n else f"{test_n} test samples of {distinct} images"
+        spread = f", mean and spread over seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else ""
+        print(f"\ntest accuracy by T (trained at T={args.T}; {args.model} on {args.data}, {what}{spread}; "
               f"{wall:.1f}s)")
-        print(format_table(curves))
+        print(format_table({n: s["accuracy_by_T"] for n, s in summary.items()},
+                           {n: s["accuracy_by_T_std"] for n, s in summary.items()} if len(seeds) > 1 else None,
+                           test_samples=distinct))
         write_json_atomic(metrics, out / METRICS)
-        title = f"{args.model} on {args.data}, trained at T={args.T}"
-        plot_accuracy_by_T(curves, out / PLOT, title)
+        title = f"{args.model} on {args.data}, trained at T={args.T}" + (f", {len(seeds)} seeds" if len(seeds) > 1
+                                                                          else "")
+        plot_accuracy_by_T({n: s["accuracy_by_T"] for n, s in summary.items()}, out / PLOT, title,
+                           spread={n: s["accuracy_by_T_std"] for n, s in summary.items()} if len(seeds) > 1
+                           else None, test_samples=distinct, trained_T=args.T)
         print(f"wrote {out / METRICS} and {out / PLOT}")
     _dist.barrier(d)
     return Result(metrics, trained, out, False)
+
+
+def summarise(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Mean and sample standard deviation (0 for one run) over runs of ``accuracy_by_T``
+    and ``final_accuracy``; keys are the T as strings, as in metrics.json."""
+    ts = sorted({int(t) for r in runs for t in r["accuracy_by_T"]})
+    by_t = {t: np.array([r["accuracy_by_T"][str(t)] for r in runs], dtype=np.float64) for t in ts}
+    mean = {str(t): float(v.mean()) for t, v in by_t.items()}
+    std = {str(t): float(v.std(ddof=1)) if len(v) > 1 else 0.0 for t, v in by_t.items()}
+    last = str(ts[-1])
+    return {"accuracy_by_T": mean, "accuracy_by_T_std": std, "final_accuracy": mean[last],
+            "final_accuracy_std": std[last]}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
