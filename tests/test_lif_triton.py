@@ -506,3 +506,67 @@ def test_int64_offsets():
     assert_values(v[tail], rv)
     del x, s, v
     torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------- any surrogate (contracts.md, 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("surrogate,v_reset,fire_at_threshold", [
+    ("sigmoid", 0.0, True), ("atan", None, False), ("erf", -0.25, True), ("super_spike", 0.0, False)])
+def test_backward_sg_with_the_reference_derivative(device, dtype, surrogate, v_reset, fire_at_threshold):
+    """forward_saved + backward_sg fed the reference's g'(saved_distance) give the
+    reference's gradients (the built-in surrogate's, taken from outside)."""
+    cfg = make_config(tau=2.5, v_threshold=0.6, v_reset=v_reset, surrogate=surrogate,
+                      fire_at_threshold=fire_at_threshold)
+    x, v0 = _inputs((6, 3, 21), dtype, device)
+    gs, gl, gq = _grad_outputs(x, True)
+    spikes, v_last, v_seq, saved = lif_triton.forward_saved(x, v0, cfg, True)
+    d = lif_triton.saved_distance(saved, cfg)
+    assert d.dtype == torch.float32 and d.shape == x.shape
+    assert torch.equal(_fires(d, fire_at_threshold).to(dtype), spikes)
+    sg = reference.surrogate_grad(d, cfg.surrogate, cfg.alpha)
+    got = lif_triton.backward_sg(gs, gl, gq, saved, sg, cfg)
+    xr, vr = x.detach().requires_grad_(), v0.detach().requires_grad_()
+    ref_out = reference.lif_multistep(xr, vr, cfg, True)
+    assert_spikes(spikes, ref_out[0])
+    assert_values(v_last, ref_out[1], "v_last")
+    assert_values(v_seq, ref_out[2], "v_seq")
+    ref = torch.autograd.grad(ref_out, (xr, vr), (gs, gl, gq))
+    for name, g, rg in zip(("grad x", "grad v_init"), got, ref):
+        assert_values(g, rg, name, grad=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("plif", [False, True])
+def test_backward_sg_is_what_backward_uses(device, plif):
+    """With detach_reset and soft reset every gradient is linear in g': twice sg gives
+    exactly twice the gradients (multiplying by 2 is exact), and sg = 0 passes only the
+    membrane path (no grad_spikes contribution)."""
+    from tks_kernels.ops import plif as plif_ops
+    from tks_kernels.ops.plif import triton as plif_triton
+    x, v0 = _inputs((5, 2, 19), torch.float32, device)
+    gs = torch.randn_like(x)
+    if plif:
+        cfg = plif_ops.make_config(v_threshold=0.5, v_reset=None, detach_reset=True)
+        k = torch.tensor(0.4, device=device)
+        saved = plif_triton.forward_saved(x, v0, k, cfg, False)[3]
+
+        def bwd(sg, g):
+            return plif_triton.backward_sg(g, None, None, saved, v0, k, sg, cfg)
+    else:
+        cfg = make_config(tau=2.0, v_threshold=0.5, v_reset=None, detach_reset=True)
+        saved = lif_triton.forward_saved(x, v0, cfg, False)[3]
+
+        def bwd(sg, g):
+            return lif_triton.backward_sg(g, None, None, saved, sg, cfg)
+    sg = torch.rand(x.shape, device=device)
+    one, two = bwd(sg, gs), bwd(2 * sg, gs)
+    for a, b in zip(one, two):
+        assert torch.equal(2 * a, b)
+    zero = bwd(torch.zeros_like(sg), gs)
+    for a in zero:
+        assert not a.any()  # no gradient reaches h but through g'
+    with pytest.raises(ValueError, match="sg must be"):
+        bwd(sg.double(), gs)

@@ -124,13 +124,7 @@ def test_cifar_randaugment_is_timms_or_says_what_is_missing():
     assert names[0] == "RandomCrop" and "RandAugment" in names and names[-1] == "RandomErasing"
 
 
-# The C++ kernels take fire_at_threshold from the lead's native-core rewrite (contracts.md 1);
-# until then the cpu backend fires on ties. Not strict: it passes once they land.
-_PENDING = {"cpu": "the C++ kernels do not honour fire_at_threshold=False yet (contracts.md 1)"}
-
-
-@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.xfail(reason=_PENDING[b]))
-                                     if b in _PENDING else b for b in BACKENDS])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_strict_firing_on_exact_ties_on_every_backend(backend):
     # tau=2, v_reset=0: h_1 = x/2 = 0.5 = V_th exactly; h_2 = 0.5 + (1 - 0.5)/2 = 0.75
     lif = tks_kernels.LIF(tau=2.0, v_threshold=0.5, v_reset=0.0, step_mode="m", backend=backend,

@@ -141,4 +141,6 @@ def test_backward_sg_with_the_builtin_derivative_equals_the_backends_own_autogra
             ref = torch.autograd.grad((s * gs).sum() + (v * gv).sum(), (xr, vr, w))
             got = got[:2] + (got[2] * k * (1 - k),)  # dL/dw = dL/dk k (1 - k)
         for name, a, b in zip(("grad_x", "grad_v_init", "grad_w"), got, ref):
-            assert rel_err(a, b) <= 1e-5, (name, surrogate, opts)
+            # dL/dw is one fp32 sum over every neuron and step that may cancel: the two paths
+            # may add it in another order
+            assert rel_err(a, b) <= (1e-4 if name == "grad_w" else 1e-5), (name, surrogate, opts)

@@ -423,3 +423,18 @@ def test_seeds_and_compare_report_mean_and_spread(tmp_path, capsys):
     # --loss alone trains one loss (no comparison), as before
     single = train.run(argv[:-2] + ["--loss", "ce", "--seeds", "1", "--out", str(tmp_path / "one")])
     assert "compare" not in single.metrics and (tmp_path / "one" / train.CHECKPOINT).is_file()
+
+
+def test_tks_eval_on_sequence_data_beyond_the_training_T(tmp_path):
+    from tks_kernels.train import tks_eval
+
+    out = tmp_path / "seq"
+    trained = train.run(["--data", "digits_spikes", "--loss", "ce", "--seeds", "1", "-T", "3", "--epochs", "1",
+                         "--limit-train", "64", "--limit-test", "40", "--no-progress", "--out", str(out)])
+    with pytest.raises(SystemExit, match="integrated into 3 frames; pass --frames 6"):
+        tks_eval.run([str(out), "-T", "1", "6"])
+    metrics = tks_eval.run([str(out), "-T", "1", "2", "3", "6", "--frames", "6", "--limit-test", "40"])
+    assert metrics["frames"] == 6 and set(metrics["accuracy_by_T"]) == {"1", "2", "3", "6"}
+    # the first 3 of 6 fixed test frames are the training-T test frames: the same accuracies
+    for t in ("1", "2", "3"):
+        assert metrics["accuracy_by_T"][t] == trained.metrics["accuracy_by_T"][t]

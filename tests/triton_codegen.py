@@ -91,8 +91,9 @@ def _lif_calls(quick: bool):
     base_f = dict(decay_input=True, soft_reset=False, v_init=True, save=True, v_seq=False)
     flips_f = [dict(decay_input=False), dict(soft_reset=True), dict(v_init=False), dict(save=False),
                dict(v_seq=True)]
-    base_b = dict(decay_input=True, soft_reset=False, surrogate=0, gs=True, gl=True, gq=False)
-    flips_b = [dict(decay_input=False), dict(soft_reset=True), dict(gq=True), dict(gs=False), dict(gl=False)]
+    base_b = dict(decay_input=True, soft_reset=False, surrogate=0, gs=True, gl=True, gq=False, sg=False)
+    flips_b = [dict(decay_input=False), dict(soft_reset=True), dict(gq=True), dict(gs=False), dict(gl=False),
+               dict(sg=True)]
     flips_b += [dict(surrogate=s) for s in range(1, 7)]
     for dname, size in itertools.product(DTYPES, SIZES):
         full = size == "aligned" and dname in ("fp32", "bf16") and not quick
@@ -107,9 +108,9 @@ def _plif_calls(quick: bool):
     base_f = dict(decay_input=True, soft_reset=False, v_init=True, save=True, v_seq=False)
     flips_f = [dict(decay_input=False), dict(soft_reset=True), dict(v_init=False), dict(save=False),
                dict(v_seq=True)]
-    base_b = dict(decay_input=True, soft_reset=False, surrogate=0, gs=True, gl=True, gq=False, v_init=True)
+    base_b = dict(decay_input=True, soft_reset=False, surrogate=0, gs=True, gl=True, gq=False, v_init=True, sg=False)
     flips_b = [dict(decay_input=False), dict(soft_reset=True), dict(gq=True), dict(gs=False), dict(gl=False),
-               dict(v_init=False), dict(surrogate=6)]
+               dict(v_init=False), dict(surrogate=6), dict(sg=True)]
     for dname, size in itertools.product(DTYPES, SIZES):
         full = size == "aligned" and dname in ("fp32", "bf16") and not quick
         for o in [base_f] + ([{**base_f, **f} for f in flips_f] if full and dname == "fp32" else []):
@@ -145,8 +146,13 @@ def _lif_bwd(dtype, N, o):
         g = torch.zeros_like(d)
         lif_triton.lif_backward_triton(g if o["gs"] else None, g[0] if o["gl"] else None, g if o["gq"] else None,
                                        d, 2.0, o["decay_input"], 1.0, 0.0, o["soft_reset"], o["surrogate"], 4.0,
-                                       False, True)
+                                       False, True, _sg(d) if o["sg"] else None)
     return call
+
+
+def _sg(d):
+    """A g' tensor for the any-surrogate backward: [T, N] in the compute dtype."""
+    return torch.zeros(d.shape, dtype=torch.float64 if d.dtype == torch.float64 else torch.float32)
 
 
 def _k(dtype):
@@ -168,7 +174,8 @@ def _plif_bwd(dtype, N, o):
         g = torch.zeros_like(q)
         plif_triton.plif_backward_triton(g if o["gs"] else None, g[0] if o["gl"] else None, g if o["gq"] else None,
                                          q, g[0] if o["v_init"] else None, _k(dtype), o["decay_input"], 1.0, 0.0,
-                                         o["soft_reset"], o["surrogate"], 4.0, False, True)
+                                         o["soft_reset"], o["surrogate"], 4.0, False, True,
+                                         _sg(q) if o["sg"] else None)
     return call
 
 

@@ -153,6 +153,14 @@ def like_layout(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(ref).copy_(t)
 
 
+def sg_like(sg: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """sg (compute dtype) with exactly d's strides, so the kernels index both as [T, N]
+    (a copy only when they differ)."""
+    if sg.stride() == d.stride() or d.numel() <= 1:
+        return sg
+    return torch.empty_strided(d.shape, d.stride(), dtype=sg.dtype, device=sg.device).copy_(sg)
+
+
 def check_device(t: torch.Tensor) -> None:
     if t.device.type == "cuda":
         return

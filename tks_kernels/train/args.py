@@ -25,9 +25,9 @@ RECIPES: Dict[str, Dict[str, Any]] = {
     # The built-in demo: CE and TKS from 3 seeds each on digits as Bernoulli spike trains,
     # trained at T=8 and tested at every T' <= 8 (a minute or two on two CPU cores).
     "digits_spikes": dict(model="mlp", T=8, epochs=8, batch_size=32, base_lr=0.32, warmup_epochs=1, augment=False,
-                          data_options={}, lr_interval="step", compare=True, seeds=3),
+                          data_options={}, lr_interval="step", compare=True, seeds=3, threads=1),
     "digits": dict(model="mlp", T=4, epochs=12, batch_size=32, base_lr=0.32, warmup_epochs=1, augment=False,
-                   data_options={}, lr_interval="step", compare=False, seeds=1),
+                   data_options={}, lr_interval="step", compare=False, seeds=1, threads=1),
     "cifar10": dict(model="resnet19", T=4, epochs=600, batch_size=128, base_lr=5e-3, warmup_epochs=5, augment=True,
                     data_options=dict(augment_policy="randaugment"), **_PAPER),
     "cifar100": dict(model="resnet19", T=4, epochs=600, batch_size=128, base_lr=5e-3, warmup_epochs=5,
@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="auto", help="LIF and TKS-loss backend: auto, torch, cpu, triton, cuda")
     g.add_argument("--loss-backend", default=None, help="the TKS loss's backend, if not --backend's")
     g.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads (torch.set_num_threads); default 1 for the digits recipes, whose "
+                        "layers are too small to share, else torch's default")
     g.add_argument("--seed", type=int, default=0, help="seeds the weights, the data order and augmentation")
     g.add_argument("--out", default=None, help="output folder (default: runs/<date-time>)")
     g.add_argument("--workers", type=int, default=None, help="data-loader processes (default 0 for digits, else 4)")
@@ -166,6 +169,10 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
         args.loss = "tks"
     if getattr(args, "seeds", None) is None:
         args.seeds = int(recipe["seeds"])
+    if getattr(args, "threads", None) is None:
+        args.threads = recipe.get("threads")
+    if args.threads is not None and (isinstance(args.threads, bool) or args.threads < 1):
+        raise SystemExit(f"tks-train: --threads must be >= 1, got {args.threads}")
     if isinstance(args.seeds, bool) or not isinstance(args.seeds, int) or args.seeds < 1:
         raise SystemExit(f"tks-train: --seeds must be >= 1, got {args.seeds}")
     if args.workers is None:

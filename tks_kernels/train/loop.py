@@ -340,7 +340,9 @@ def run(argv: Optional[Sequence[str]] = None) -> Result:
     args = fill_defaults(args)
     _guards.check_device(args.device)
     d, device = _dist.init_distributed(args.device)
-    if device.type == "cpu" and d.on and "OMP_NUM_THREADS" not in os.environ:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    elif device.type == "cpu" and d.on and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // d.world))
     out = Path(_dist.broadcast_object(args.out or default_out(), d))
     args.out = str(out)

@@ -209,7 +209,13 @@ def surrogate_derivative(fn: Callable, d: torch.Tensor) -> torch.Tensor:
             raise ValueError(f"surrogate_function {fn!r} must return a tensor of its input's shape {tuple(d.shape)}")
         if not y.requires_grad:  # a surrogate with no gradient: the spike passes none
             return torch.zeros_like(d)
-        (g,) = torch.autograd.grad(y, dd, torch.ones_like(y), allow_unused=True)
+        # dL/ds = 1 everywhere as one broadcast scalar (no [T, *] tensor of ones); a backward
+        # that writes into its incoming gradient in place gets a real tensor instead
+        try:
+            (g,) = torch.autograd.grad(y, dd, torch.ones((), dtype=y.dtype, device=y.device).expand_as(y),
+                                       retain_graph=True, allow_unused=True)
+        except RuntimeError:
+            (g,) = torch.autograd.grad(y, dd, torch.ones_like(y), allow_unused=True)
     return torch.zeros_like(d) if g is None else g.to(d.dtype)
 
 

@@ -44,6 +44,7 @@ from .._triton_launch import (
     on_device,
     scalar,
     scalar_bits,
+    sg_like,
     store_distance,
     time_major_dense,
     trip_count,
@@ -149,14 +150,16 @@ def _lif_forward_kernel(
 
 @triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "alpha_bits", "nd_bits", "fire_at"])
 def _lif_backward_kernel(
-    grad_spikes_ptr, grad_v_last_ptr, grad_v_seq_ptr, d_ptr, grad_x_ptr, grad_v_init_ptr,
+    grad_spikes_ptr, grad_v_last_ptr, grad_v_seq_ptr, d_ptr, sg_ptr, grad_x_ptr, grad_v_init_ptr,
     T, N, tau_bits, vth_bits, vr_bits, alpha_bits, nd_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, SURROGATE: tl.constexpr, HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr,
-    HAS_GRAD_V_SEQ: tl.constexpr, N_ALIGNED: tl.constexpr, IS_F64: tl.constexpr,
+    HAS_GRAD_V_SEQ: tl.constexpr, HAS_SG: tl.constexpr, N_ALIGNED: tl.constexpr, IS_F64: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """The reverse recurrence of DESIGN.md (``step_backward`` of lif_math.h).
     grad_spikes, grad_v_seq, d, grad_x: [T, N]; grad_v_last, grad_v_init: [N].
+    HAS_SG: g'(d) is read from sg ([T, N], compute type; any surrogate) instead of the
+    built-in SURROGATE.
     nd is 0 with detach_reset, else 1 (a run-time value, as in lif_math.h: half the
     variants to compile); fire_at as in the forward kernel."""
     tau = scalar(tau_bits, IS_F64)
@@ -184,6 +187,8 @@ def _lif_backward_kernel(
         gs_next = tl.load(grad_spikes_ptr + last + offs, mask=mask, other=0.0)
     if HAS_GRAD_V_SEQ:
         gq_next = tl.load(grad_v_seq_ptr + last + offs, mask=mask, other=0.0)
+    if HAS_SG:
+        sg_next = tl.load(sg_ptr + last + offs, mask=mask, other=0.0)
     for i in range(trip_count(T)):
         t = T - 1 - i
         base = t * step
@@ -191,6 +196,11 @@ def _lif_backward_kernel(
         more = offs < tl.where(t > 0, step, 0)
         d = widen(d_next, dt)
         d_next = tl.load(d_ptr + prev + offs, mask=more, other=0.0)
+        if HAS_SG:
+            sg = sg_next.to(dt)
+            sg_next = tl.load(sg_ptr + prev + offs, mask=more, other=0.0)
+        else:
+            sg = _surrogate_grad(d, alpha, SURROGATE, IS_F64)
         g = gv
         if HAS_GRAD_V_SEQ:
             g = g + gq_next.to(dt)
@@ -200,7 +210,6 @@ def _lif_backward_kernel(
             gs_next = tl.load(grad_spikes_ptr + prev + offs, mask=more, other=0.0)
         else:
             gs = tl.zeros([BLOCK], dtype=dt)
-        sg = _surrogate_grad(d, alpha, SURROGATE, IS_F64)
         if SOFT_RESET:
             gh = gs * sg + g * (1.0 - vth * sg * nd)
         else:
@@ -298,10 +307,12 @@ def lif_backward_triton(
     alpha: float,
     detach_reset: bool,
     fire_at_threshold: bool = True,
+    sg: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Gradients of (spikes, v_last, v_seq) -> (grad_x [T, *], grad_v_init [*]);
     a missing gradient counts as zero. ``d_saved`` is the forward's fourth output (made
-    with the same ``fire_at_threshold``)."""
+    with the same ``fire_at_threshold``). ``sg`` [T, *] in the compute dtype (fp32, fp64
+    for fp64): g'(h_t - v_threshold) of any surrogate, used instead of ``surrogate``."""
     check_device(d_saved)
     if not 0 <= surrogate < 7:
         raise ValueError(f"tks_kernels Triton LIF: surrogate id must be in [0, 7), got {surrogate}")
@@ -311,31 +322,35 @@ def lif_backward_triton(
         if g is not None and (g.shape != shape or g.device != d.device):
             raise ValueError(f"tks_kernels Triton LIF: {name} must have shape {tuple(shape)} on {d.device}, "
                              f"got {tuple(g.shape)} on {g.device}")
+    cdt = torch.float64 if d.dtype == torch.float64 else torch.float32
+    if sg is not None and (sg.shape != d.shape or sg.dtype != cdt or sg.device != d.device):
+        raise ValueError(f"tks_kernels Triton LIF: sg must be {cdt} of shape {tuple(d.shape)} on {d.device}, "
+                         f"got {sg.dtype} of shape {tuple(sg.shape)} on {sg.device}")
     T, N = d.shape[0], d[0].numel()
     if N == 0:
         return grad_x, grad_v_init
+    sgd = sg_like(sg, d) if sg is not None else None
     gs = like_layout(grad_spikes, d) if grad_spikes is not None else None
     gq = like_layout(grad_v_seq, d) if grad_v_seq is not None else None
     gl = like_layout(grad_v_last, d[0]) if grad_v_last is not None else None
-    cdt = torch.float64 if d.dtype == torch.float64 else torch.float32
     block, warps = launch_config(N, d.dtype)
     with on_device(d):
         _lif_backward_kernel[(triton.cdiv(N, block),)](
             gs if gs is not None else d, gl if gl is not None else d, gq if gq is not None else d, d,
-            grad_x, grad_v_init,
+            sgd if sgd is not None else d, grad_x, grad_v_init,
             T, N, scalar_bits(tau, cdt), scalar_bits(v_threshold, cdt),
             scalar_bits(0.0 if soft_reset else v_reset, cdt), scalar_bits(alpha, cdt),
             scalar_bits(0.0 if detach_reset else 1.0, cdt), int(fire_at_threshold),
-            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate,
+            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate if sgd is None else 0,
             HAS_GRAD_SPIKES=gs is not None, HAS_GRAD_V_LAST=gl is not None, HAS_GRAD_V_SEQ=gq is not None,
-            N_ALIGNED=N % 16 == 0, IS_F64=cdt == torch.float64, BLOCK=block, num_warps=warps,
+            HAS_SG=sgd is not None, N_ALIGNED=N % 16 == 0, IS_F64=cdt == torch.float64, BLOCK=block, num_warps=warps,
             enable_fp_fusion=False,
         )
     return grad_x, grad_v_init
 
 
 @lif_backward_triton.register_fake
-def _lif_backward_triton_fake(grad_spikes, grad_v_last, grad_v_seq, d_saved, *scalars):
+def _lif_backward_triton_fake(grad_spikes, grad_v_last, grad_v_seq, d_saved, *scalars, sg=None):
     _, grad_x, grad_v_init = _backward_outputs(d_saved)
     return grad_x, grad_v_init
 
@@ -380,3 +395,31 @@ def forward_op(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, 
 def lif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool = False):
     """x: [T, *] -> spikes [T, *], v_last [*] (and v_seq [T, *]), all in x's dtype."""
     return forward_op(x, v_init, cfg, return_v_seq)
+
+
+# Any surrogate, fused (contracts.md section 3; the autograd wrapper is ops/lif/__init__.py).
+
+def forward_saved(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool):
+    """x [T, *] -> (spikes, v_last, v_seq or None, saved), no autograd; saved is the
+    distance d = h - v_threshold in x's dtype (16-bit: side of zero kept, saturated)."""
+    with torch.no_grad():
+        spikes, v_last, v_seq, saved = lif_forward_triton(
+            x, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
+            cfg.alpha, cfg.detach_reset, True, return_v_seq, cfg.fire_at_threshold,
+        )
+    return spikes, v_last, v_seq if return_v_seq else None, saved
+
+
+def backward_sg(grad_spikes: torch.Tensor, grad_v_last: Optional[torch.Tensor], grad_v_seq: Optional[torch.Tensor],
+                saved: torch.Tensor, sg: torch.Tensor, cfg: LIFConfig):
+    """(grad_x [T, *], grad_v_init [*]) with g'(h_t - v_threshold) = sg ([T, *], compute
+    dtype) in place of the built-in surrogate's; no autograd."""
+    return lif_backward_triton(
+        grad_spikes, grad_v_last, grad_v_seq, saved, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest,
+        cfg.soft_reset, cfg.surrogate_id, cfg.alpha, cfg.detach_reset, cfg.fire_at_threshold, sg,
+    )
+
+
+def saved_distance(saved: torch.Tensor, cfg: LIFConfig) -> torch.Tensor:
+    """d = h - v_threshold ([T, *], compute dtype) from what ``forward_saved`` saved."""
+    return saved.to(torch.float64 if saved.dtype == torch.float64 else torch.float32)

@@ -38,6 +38,7 @@ from .._triton_launch import (
     on_device,
     scalar,
     scalar_bits,
+    sg_like,
     store_distance,
     time_major_dense,
     trip_count,
@@ -121,17 +122,18 @@ def _v_from_saved(q, vth, vr, fire_at, SOFT_RESET: tl.constexpr, SAVE_H: tl.cons
 
 @triton.jit(do_not_specialize=["T", "N", "vth_bits", "vr_bits", "alpha_bits", "nd_bits", "fire_at"])
 def _plif_backward_kernel(
-    grad_spikes_ptr, grad_v_last_ptr, grad_v_seq_ptr, saved_ptr, v_init_ptr, k_ptr,
+    grad_spikes_ptr, grad_v_last_ptr, grad_v_seq_ptr, saved_ptr, v_init_ptr, k_ptr, sg_ptr,
     grad_x_ptr, grad_v_init_ptr, partials_ptr,
     T, N, vth_bits, vr_bits, alpha_bits, nd_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, SURROGATE: tl.constexpr,
     HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr, HAS_GRAD_V_SEQ: tl.constexpr,
-    HAS_V_INIT: tl.constexpr, SAVE_H: tl.constexpr, N_ALIGNED: tl.constexpr, IS_F64: tl.constexpr,
-    BLOCK: tl.constexpr,
+    HAS_V_INIT: tl.constexpr, SAVE_H: tl.constexpr, HAS_SG: tl.constexpr, N_ALIGNED: tl.constexpr,
+    IS_F64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """The reverse recurrence (``step_backward`` of lif_math.h) with the decay k, and
     this program's share of sum_t gh_t * charge_k_term into partials[program_id].
-    nd is 0 with detach_reset, else 1; fire_at as in the forward kernel."""
+    nd is 0 with detach_reset, else 1; fire_at as in the forward kernel. HAS_SG: g'(d)
+    is read from sg ([T, N], compute type; any surrogate) instead of the built-in one."""
     vth = scalar(vth_bits, IS_F64)
     vr = scalar(vr_bits, IS_F64)
     alpha = scalar(alpha_bits, IS_F64)
@@ -162,6 +164,8 @@ def _plif_backward_kernel(
         gs_next = tl.load(grad_spikes_ptr + last + offs, mask=mask, other=0.0)
     if HAS_GRAD_V_SEQ:
         gq_next = tl.load(grad_v_seq_ptr + last + offs, mask=mask, other=0.0)
+    if HAS_SG:
+        sg_next = tl.load(sg_ptr + last + offs, mask=mask, other=0.0)
     for i in range(trip_count(T)):
         t = T - 1 - i
         base = t * step
@@ -187,7 +191,11 @@ def _plif_backward_kernel(
             h = q + vth
             d = q
         v_prev = tl.where(t > 0, _v_from_saved(qp, vth, vr, fire_at, SOFT_RESET, SAVE_H), v_first)
-        sg = _surrogate_grad(d, alpha, SURROGATE, IS_F64)
+        if HAS_SG:
+            sg = sg_next.to(dt)
+            sg_next = tl.load(sg_ptr + prev + offs, mask=more, other=0.0)
+        else:
+            sg = _surrogate_grad(d, alpha, SURROGATE, IS_F64)
         if SOFT_RESET:
             gh = gs * sg + g * (1.0 - vth * sg * nd)
         else:
@@ -297,10 +305,12 @@ def plif_backward_triton(
     alpha: float,
     detach_reset: bool,
     fire_at_threshold: bool = True,
+    sg: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of (spikes, v_last, v_seq) -> (grad_x [T, *], grad_v_init [*], grad_k []);
     a missing gradient counts as zero. ``saved`` is the forward's fourth output, ``v_init``
-    the forward's (v_{-1} enters dL/dk)."""
+    the forward's (v_{-1} enters dL/dk). ``sg`` [T, *] in the compute dtype: g'(h_t -
+    v_threshold) of any surrogate, used instead of ``surrogate``."""
     check_device(saved)
     if not 0 <= surrogate < 7:
         raise ValueError(f"tks_kernels Triton PLIF: surrogate id must be in [0, 7), got {surrogate}")
@@ -311,9 +321,13 @@ def plif_backward_triton(
         if g is not None and (g.shape != shape or g.device != q.device):
             raise ValueError(f"tks_kernels Triton PLIF: {name} must have shape {tuple(shape)} on {q.device}, "
                              f"got {tuple(g.shape)} on {g.device}")
+    if sg is not None and (sg.shape != q.shape or sg.dtype != cdt or sg.device != q.device):
+        raise ValueError(f"tks_kernels Triton PLIF: sg must be {cdt} of shape {tuple(q.shape)} on {q.device}, "
+                         f"got {sg.dtype} of shape {tuple(sg.shape)} on {sg.device}")
     T, N = q.shape[0], q[0].numel()
     if N == 0:
         return grad_x, grad_v_init, torch.zeros_like(k)
+    sgd = sg_like(sg, q) if sg is not None else None
     gs = like_layout(grad_spikes, q) if grad_spikes is not None else None
     gq = like_layout(grad_v_seq, q) if grad_v_seq is not None else None
     gl = like_layout(grad_v_last, q[0]) if grad_v_last is not None else None
@@ -324,12 +338,12 @@ def plif_backward_triton(
     with on_device(q):
         _plif_backward_kernel[(grid,)](
             gs if gs is not None else q, gl if gl is not None else q, gq if gq is not None else q, q,
-            v0 if v0 is not None else q, k, grad_x, grad_v_init, partials,
+            v0 if v0 is not None else q, k, sgd if sgd is not None else q, grad_x, grad_v_init, partials,
             T, N, scalar_bits(v_threshold, cdt), scalar_bits(0.0 if soft_reset else v_reset, cdt),
             scalar_bits(alpha, cdt), scalar_bits(0.0 if detach_reset else 1.0, cdt), int(fire_at_threshold),
-            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate,
+            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate if sgd is None else 0,
             HAS_GRAD_SPIKES=gs is not None, HAS_GRAD_V_LAST=gl is not None, HAS_GRAD_V_SEQ=gq is not None,
-            HAS_V_INIT=v0 is not None, SAVE_H=q.dtype in (torch.float32, torch.float64),
+            HAS_V_INIT=v0 is not None, SAVE_H=q.dtype in (torch.float32, torch.float64), HAS_SG=sgd is not None,
             N_ALIGNED=N % 16 == 0, IS_F64=cdt == torch.float64, BLOCK=block, num_warps=warps,
             enable_fp_fusion=False,
         )
@@ -340,7 +354,7 @@ def plif_backward_triton(
 
 
 @plif_backward_triton.register_fake
-def _plif_backward_triton_fake(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, *scalars):
+def _plif_backward_triton_fake(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, *scalars, sg=None):
     _, grad_x, grad_v_init, grad_k = _backward_outputs(saved, k)
     return grad_x, grad_v_init, grad_k
 
@@ -387,3 +401,37 @@ def plif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Ten
                    return_v_seq: bool = False):
     """x: [T, *] -> spikes [T, *], v_last [*] (and v_seq [T, *]), all in x's dtype."""
     return forward_op(x, v_init, k, cfg, return_v_seq)
+
+
+# Any surrogate, fused (contracts.md section 3; the autograd wrapper is ops/plif/__init__.py).
+
+def forward_saved(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tensor, cfg: PLIFConfig,
+                  return_v_seq: bool):
+    """x [T, *], k [] -> (spikes, v_last, v_seq or None, saved), no autograd; saved is h
+    for fp32/fp64 storage, else d = h - v_threshold (side of zero kept, saturated)."""
+    with torch.no_grad():
+        spikes, v_last, v_seq, saved = plif_forward_triton(
+            x, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
+            cfg.alpha, cfg.detach_reset, True, return_v_seq, cfg.fire_at_threshold,
+        )
+    return spikes, v_last, v_seq if return_v_seq else None, saved
+
+
+def backward_sg(grad_spikes: torch.Tensor, grad_v_last: Optional[torch.Tensor], grad_v_seq: Optional[torch.Tensor],
+                saved: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tensor, sg: torch.Tensor,
+                cfg: PLIFConfig):
+    """(grad_x [T, *], grad_v_init [*], grad_k [] in k's dtype) with g'(h_t - v_threshold)
+    = sg ([T, *], compute dtype) in place of the built-in surrogate's; no autograd."""
+    return plif_backward_triton(
+        grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest,
+        cfg.soft_reset, cfg.surrogate_id, cfg.alpha, cfg.detach_reset, cfg.fire_at_threshold, sg,
+    )
+
+
+def saved_distance(saved: torch.Tensor, cfg: PLIFConfig) -> torch.Tensor:
+    """d = h - v_threshold ([T, *], compute dtype): the kernel's own subtraction for the
+    saved h of fp32/fp64 storage (v_threshold rounded to it first), the saved d itself
+    for 16-bit storage."""
+    if saved.dtype in (torch.float32, torch.float64):
+        return saved - torch.tensor(cfg.v_threshold, dtype=saved.dtype, device=saved.device)
+    return saved.float()
