@@ -32,13 +32,6 @@ void check_cuda(cudaError_t err, const char* what) {
 
 cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
-// The CUDA kernels compute g' themselves: the external-surrogate backward is CPU and
-// Triton only for now, and says so instead of computing something else.
-void check_no_external(int surrogate) {
-  require(surrogate != TKS_SURROGATE_EXTERNAL,
-          "the CUDA kernels have no external-surrogate backward (surrogate=TKS_SURROGATE_EXTERNAL); "
-          "use the triton backend for a surrogate without a built-in derivative");
-}
 }  // namespace
 
 void set_error(const std::string& message) { g_error = message; }
@@ -74,11 +67,10 @@ TKS_API int tks_lif_backward_cuda(int dtype, const void* grad_spikes, const void
                                   double tau, double v_threshold, double v_reset, int flags,
                                   int surrogate, double alpha, void* stream) {
   return guarded([&] {
-    check_no_external(surrogate);
     if (!check_backward(dtype, T, N, surrogate, sg, grad_spikes, saved, grad_x, grad_v_init)) return;
     const cuda::DType dt = cuda_dtype(dtype);
-    check_cuda(cuda::lif_backward_cuda(dt, grad_spikes, grad_v_last, grad_v_seq, saved, grad_x, grad_v_init, T, N,
-                                       make_params(tau, v_threshold, v_reset, flags), surrogate,
+    check_cuda(cuda::lif_backward_cuda(dt, grad_spikes, grad_v_last, grad_v_seq, saved, sg, grad_x, grad_v_init, T,
+                                       N, make_params(tau, v_threshold, v_reset, flags), kernel_surrogate(surrogate),
                                        static_cast<float>(alpha), as_stream(stream)),
                "lif_backward_cuda");
   });
@@ -110,16 +102,15 @@ TKS_API int tks_plif_backward_cuda(int dtype, const void* grad_spikes, const voi
                                    double v_threshold, double v_reset, int flags, int surrogate,
                                    double alpha, void* stream) {
   return guarded([&] {
-    check_no_external(surrogate);
     check_ptr(grad_k, "grad_k");
     check_ptr(k, "k");
     // N == 0: nothing to do, the caller zero-fills grad_k.
     if (!check_backward(dtype, T, N, surrogate, sg, grad_spikes, saved, grad_x, grad_v_init)) return;
     check_ptr(workspace, "workspace");
     const cuda::DType dt = cuda_dtype(dtype);
-    check_cuda(cuda::plif_backward_cuda(dt, grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, grad_x,
+    check_cuda(cuda::plif_backward_cuda(dt, grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, sg, grad_x,
                                         grad_v_init, grad_k, workspace, T, N,
-                                        make_params(0.0, v_threshold, v_reset, flags), surrogate,
+                                        make_params(0.0, v_threshold, v_reset, flags), kernel_surrogate(surrogate),
                                         static_cast<float>(alpha), as_stream(stream)),
                "plif_backward_cuda");
   });

@@ -121,6 +121,15 @@ struct Tile {
     }
   }
 
+  // A row of the compute type (the external surrogate derivative g'), read element-wise.
+  __device__ __forceinline__ void load_acc(const acc_t<S>* __restrict__ row, acc_t<S> (&out)[V]) const {
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const int64_t i = index(k);
+      out[k] = (Vec || i < N) ? row[i] : acc_t<S>(0);
+    }
+  }
+
   __device__ __forceinline__ void store(S* __restrict__ row, const acc_t<S> (&in)[V]) const {
     if (Vec) {
       Pack<S, V> pk;

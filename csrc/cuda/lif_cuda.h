@@ -36,9 +36,11 @@ cudaError_t lif_forward_cuda(DType dtype, const void* x, const void* v_init, voi
                              const lif::Params& p, cudaStream_t stream);
 
 // grad_spikes, d_saved, grad_x: [T, N]; grad_v_last: [N] or null; grad_v_seq:
-// [T, N] or null; grad_v_init: [N]. surrogate: a lif::Surrogate id.
+// [T, N] or null; grad_v_init: [N]. surrogate: a lif::Surrogate id, or
+// lif::kExternalSurrogate: g'(h_t - v_threshold) is read from sg ([T, N] in the compute
+// type; null otherwise).
 cudaError_t lif_backward_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last,
-                              const void* grad_v_seq, const void* d_saved, void* grad_x,
+                              const void* grad_v_seq, const void* d_saved, const void* sg, void* grad_x,
                               void* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
                               int32_t surrogate, float alpha, cudaStream_t stream);
 

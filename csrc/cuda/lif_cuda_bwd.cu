@@ -16,7 +16,7 @@ template <typename S, int V, bool Vec, int32_t Kind>
 __global__ void __launch_bounds__(detail::kThreads)
     lif_backward_kernel(const S* __restrict__ grad_spikes, const S* __restrict__ grad_v_last,
                         const S* __restrict__ grad_v_seq, const S* __restrict__ d_saved,
-                        S* __restrict__ grad_x, S* __restrict__ grad_v_init, int64_t T,
+                        const acc_t<S>* __restrict__ sg_ext, S* __restrict__ grad_x, S* __restrict__ grad_v_init, int64_t T,
                         int64_t N, lif::Params p, float alpha_f) {
   using A = acc_t<S>;
   const Tile<S, V, Vec> tile(N);
@@ -56,12 +56,18 @@ __global__ void __launch_bounds__(detail::kThreads)
       tile.load(grad_spikes + off - N, gs_next);
       if (has_gvs) tile.load(grad_v_seq + off - N, gvs_next);
     }
-    A gx[V];
+    A gx[V], sg_row[V];
+    if constexpr (Kind == lif::kExternalSurrogate) tile.load_acc(sg_ext + off, sg_row);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       A g = gv[k];
       if (has_gvs) g += gvs[k];
-      const A sg = lif::surrogate_grad_t<Kind, A>(d[k], alpha);
+      A sg;
+      if constexpr (Kind == lif::kExternalSurrogate) {
+        sg = sg_row[k];
+      } else {
+        sg = lif::surrogate_grad_t<Kind, A>(d[k], alpha);
+      }
       const A gh = lif::step_backward<A>(d[k], gs[k], g, sg, vth, vr, p.soft_reset, p.detach_reset,
                                          p.fire_at_threshold);
       gx[k] = lif::grad_x_from_h<A>(gh, input_div);
@@ -74,20 +80,20 @@ __global__ void __launch_bounds__(detail::kThreads)
 
 template <typename S, int V, bool Vec, int32_t Kind>
 cudaError_t launch(const void* grad_spikes, const void* grad_v_last, const void* grad_v_seq,
-                   const void* d_saved, void* grad_x, void* grad_v_init, int64_t T, int64_t N,
+                   const void* d_saved, const void* sg, void* grad_x, void* grad_v_init, int64_t T, int64_t N,
                    const lif::Params& p, float alpha, cudaStream_t stream) {
   const unsigned int blocks = detail::num_blocks(N, V);
   if (blocks == 0) return cudaErrorInvalidConfiguration;
   lif_backward_kernel<S, V, Vec, Kind><<<blocks, detail::kThreads, 0, stream>>>(
       static_cast<const S*>(grad_spikes), static_cast<const S*>(grad_v_last),
       static_cast<const S*>(grad_v_seq), static_cast<const S*>(d_saved),
-      static_cast<S*>(grad_x), static_cast<S*>(grad_v_init), T, N, p, alpha);
+      static_cast<const acc_t<S>*>(sg), static_cast<S*>(grad_x), static_cast<S*>(grad_v_init), T, N, p, alpha);
   return cudaGetLastError();
 }
 
 template <typename S>
 cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last,
-                           const void* grad_v_seq, const void* d_saved, void* grad_x,
+                           const void* grad_v_seq, const void* d_saved, const void* sg, void* grad_x,
                            void* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
                            int32_t surrogate, float alpha, cudaStream_t stream) {
   constexpr int V = detail::vec_width<S>();
@@ -98,10 +104,10 @@ cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last,
                    detail::aligned16(grad_v_init);
 #define TKS_BWD_VEC(K)                                                                     \
   if (vec) {                                                                               \
-    return launch<S, V, true, K>(grad_spikes, grad_v_last, grad_v_seq, d_saved, grad_x,   \
+    return launch<S, V, true, K>(grad_spikes, grad_v_last, grad_v_seq, d_saved, sg, grad_x, \
                                  grad_v_init, T, N, p, alpha, stream);                     \
   }                                                                                        \
-  return launch<S, VS, false, K>(grad_spikes, grad_v_last, grad_v_seq, d_saved, grad_x,    \
+  return launch<S, VS, false, K>(grad_spikes, grad_v_last, grad_v_seq, d_saved, sg, grad_x, \
                                  grad_v_init, T, N, p, alpha, stream);
 #define TKS_BWD(K) \
   case K: {        \
@@ -115,6 +121,7 @@ cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last,
     TKS_BWD(lif::kSoftSign)
     TKS_BWD(lif::kSuperSpike)
     TKS_BWD(lif::kErf)
+    TKS_BWD(lif::kExternalSurrogate)
     default:
       break;
   }
@@ -126,12 +133,12 @@ cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last,
 }  // namespace
 
 cudaError_t lif_backward_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last,
-                              const void* grad_v_seq, const void* d_saved, void* grad_x,
+                              const void* grad_v_seq, const void* d_saved, const void* sg, void* grad_x,
                               void* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
                               int32_t surrogate, float alpha, cudaStream_t stream) {
   if (T <= 0 || N <= 0) return cudaSuccess;
 #define TKS_BWD_TYPED(S)                                                                 \
-  return backward_typed<S>(grad_spikes, grad_v_last, grad_v_seq, d_saved, grad_x,       \
+  return backward_typed<S>(grad_spikes, grad_v_last, grad_v_seq, d_saved, sg, grad_x,   \
                            grad_v_init, T, N, p, surrogate, alpha, stream)
   switch (dtype) {
     case DType::kFloat32:

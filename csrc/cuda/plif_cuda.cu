@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
     plif_backward_kernel(const S* __restrict__ grad_spikes, const S* __restrict__ grad_v_last,
                          const S* __restrict__ grad_v_seq, const S* __restrict__ saved,
                          const S* __restrict__ v_init, const acc_t<S>* __restrict__ k_ptr,
-                         S* __restrict__ grad_x, S* __restrict__ grad_v_init,
+                         const acc_t<S>* __restrict__ sg_ext, S* __restrict__ grad_x, S* __restrict__ grad_v_init,
                          double* __restrict__ partials, int64_t T, int64_t N, lif::Params p,
                          float alpha_f) {
   using A = acc_t<S>;
@@ -159,14 +159,20 @@ __global__ void __launch_bounds__(kThreads)
         tile.load(grad_spikes + off - N, gs_next);
         if (has_gvs) tile.load(grad_v_seq + off - N, gvs_next);
       }
-      A gx[V];
+      A gx[V], sg_row[V];
+      if constexpr (Kind == lif::kExternalSurrogate) tile.load_acc(sg_ext + off, sg_row);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         const A d = lif::saved_to_distance<A>(q[j], vth, kSavedIsH<S>);
         const A h = lif::saved_to_charge<A>(q[j], vth, kSavedIsH<S>);
         A g = gv[j];
         if (has_gvs) g += gvs[j];
-        const A sg = lif::surrogate_grad_t<Kind, A>(d, alpha);
+        A sg;
+        if constexpr (Kind == lif::kExternalSurrogate) {
+          sg = sg_row[j];
+        } else {
+          sg = lif::surrogate_grad_t<Kind, A>(d, alpha);
+        }
         const A gh = lif::step_backward<A>(d, gs[j], g, sg, vth, vr, p.soft_reset, p.detach_reset,
                                              p.fire_at_threshold);
         gx[j] = lif::grad_x_from_h_k<A>(gh, x_scale);
@@ -251,7 +257,7 @@ cudaError_t forward_typed(const void* x, const void* v_init, const void* k, void
 template <typename S, int V, bool Vec, int32_t Kind>
 cudaError_t launch_backward(const void* grad_spikes, const void* grad_v_last,
                             const void* grad_v_seq, const void* saved, const void* v_init,
-                            const void* k, void* grad_x, void* grad_v_init, void* grad_k,
+                            const void* k, const void* sg, void* grad_x, void* grad_v_init, void* grad_k,
                             double* workspace, int64_t T, int64_t N, const lif::Params& p,
                             float alpha, cudaStream_t stream) {
   const unsigned int blocks = detail::num_blocks(N, V);
@@ -259,7 +265,8 @@ cudaError_t launch_backward(const void* grad_spikes, const void* grad_v_last,
   plif_backward_kernel<S, V, Vec, Kind><<<blocks, kThreads, 0, stream>>>(
       static_cast<const S*>(grad_spikes), static_cast<const S*>(grad_v_last),
       static_cast<const S*>(grad_v_seq), static_cast<const S*>(saved),
-      static_cast<const S*>(v_init), static_cast<const acc_t<S>*>(k), static_cast<S*>(grad_x),
+      static_cast<const S*>(v_init), static_cast<const acc_t<S>*>(k), static_cast<const acc_t<S>*>(sg),
+      static_cast<S*>(grad_x),
       static_cast<S*>(grad_v_init), workspace, T, N, p, alpha);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
@@ -272,7 +279,7 @@ cudaError_t launch_backward(const void* grad_spikes, const void* grad_v_last,
 template <typename S>
 cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last,
                            const void* grad_v_seq, const void* saved, const void* v_init,
-                           const void* k, void* grad_x, void* grad_v_init, void* grad_k,
+                           const void* k, const void* sg, void* grad_x, void* grad_v_init, void* grad_k,
                            double* workspace, int64_t T, int64_t N, const lif::Params& p,
                            int32_t surrogate, float alpha, cudaStream_t stream) {
   constexpr int V = detail::vec_width<S>();
@@ -285,11 +292,11 @@ cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last,
   case K:                                                                                       \
     if (vec) {                                                                                  \
       return launch_backward<S, V, true, K>(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, \
-                                            k, grad_x, grad_v_init, grad_k, workspace, T, N, p,  \
+                                            k, sg, grad_x, grad_v_init, grad_k, workspace, T, N, p,  \
                                             alpha, stream);                                     \
     }                                                                                           \
     return launch_backward<S, VS, false, K>(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, \
-                                            k, grad_x, grad_v_init, grad_k, workspace, T, N, p,  \
+                                            k, sg, grad_x, grad_v_init, grad_k, workspace, T, N, p,  \
                                             alpha, stream);
   switch (surrogate) {
     TKS_BWD(lif::kSigmoid)
@@ -299,6 +306,7 @@ cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last,
     TKS_BWD(lif::kSoftSign)
     TKS_BWD(lif::kSuperSpike)
     TKS_BWD(lif::kErf)
+    TKS_BWD(lif::kExternalSurrogate)
     default:
       break;
   }
@@ -351,12 +359,12 @@ int64_t plif_backward_cuda_workspace(DType dtype, int64_t N) {
 
 cudaError_t plif_backward_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last,
                                const void* grad_v_seq, const void* saved, const void* v_init,
-                               const void* k, void* grad_x, void* grad_v_init, void* grad_k,
+                               const void* k, const void* sg, void* grad_x, void* grad_v_init, void* grad_k,
                                double* workspace, int64_t T, int64_t N, const lif::Params& p,
                                int32_t surrogate, float alpha, cudaStream_t stream) {
   if (T <= 0 || N <= 0) return cudaSuccess;
 #define TKS_BWD_TYPED(S)                                                                     \
-  return backward_typed<S>(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, grad_x,  \
+  return backward_typed<S>(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, sg, grad_x, \
                            grad_v_init, grad_k, workspace, T, N, p, surrogate, alpha, stream)
   switch (dtype) {
     case DType::kFloat32:

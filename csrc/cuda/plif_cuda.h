@@ -37,7 +37,7 @@ int64_t plif_backward_cuda_workspace(DType dtype, int64_t N);
 // block adds the partials in a fixed order: deterministic.
 cudaError_t plif_backward_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last,
                                const void* grad_v_seq, const void* saved, const void* v_init,
-                               const void* k, void* grad_x, void* grad_v_init, void* grad_k,
+                               const void* k, const void* sg, void* grad_x, void* grad_v_init, void* grad_k,
                                double* workspace, int64_t T, int64_t N, const lif::Params& p,
                                int32_t surrogate, float alpha, cudaStream_t stream);
 

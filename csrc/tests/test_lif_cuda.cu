@@ -204,7 +204,7 @@ void run_case(int64_t T, int64_t N, int offset, const lif::Params& p, int surrog
   for (int64_t n = 0; n < N; ++n) inf_ok &= same_bits(vl_inf[n], vlast_ref[n]);
   report(inf_ok, "inference", name, T, N, offset, p, surrogate);
 
-  CUDA_OK(tks::cuda::lif_backward_cuda(H::dtype, dgs.ptr, dgvl.ptr, dgvs.ptr, dd.ptr, dgx.ptr,
+  CUDA_OK(tks::cuda::lif_backward_cuda(H::dtype, dgs.ptr, dgvl.ptr, dgvs.ptr, dd.ptr, nullptr, dgx.ptr,
                                        dgv0.ptr, T, N, p, surrogate, alpha, stream));
   CUDA_OK(cudaStreamSynchronize(stream));
   const auto gx_out = dgx.download(TN);

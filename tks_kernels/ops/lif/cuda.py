@@ -13,7 +13,8 @@ import torch
 from ... import _native
 from . import LIFConfig
 from .cpu import LIF_BACKWARD, LIF_FORWARD, forward_op, run_backward, run_forward
-from .cpu import forward_saved, saved_distance  # noqa: F401  (the same ops on CUDA tensors)
+# Any surrogate, fused: the same op functions; the CUDA backward reads g' = sg from memory.
+from .cpu import backward_sg, forward_saved, saved_distance  # noqa: F401
 
 
 def _on_device(device: torch.device):
@@ -80,10 +81,3 @@ def lif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfi
     if x.device.type != "cuda":
         raise RuntimeError(f"the cuda LIF backend runs on CUDA tensors, but x is on {x.device}")
     return forward_op(x, v_init, cfg, return_v_seq)
-
-
-def backward_sg(grad_spikes, grad_v_last, grad_v_seq, saved, sg, cfg: LIFConfig):
-    raise NotImplementedError(
-        "the cuda backend has no fused backward for a surrogate without a built-in derivative yet; "
-        "use backend='triton' (or 'torch') for it"
-    )

@@ -15,7 +15,8 @@ from ... import _native
 from ..lif.cuda import _on_device, check_devices
 from . import PLIFConfig
 from .cpu import PLIF_BACKWARD, PLIF_FORWARD, forward_op, run_backward, run_forward
-from .cpu import forward_saved, saved_distance  # noqa: F401  (the same ops on CUDA tensors)
+# Any surrogate, fused: the same op functions; the CUDA backward reads g' = sg from memory.
+from .cpu import backward_sg, forward_saved, saved_distance  # noqa: F401
 
 
 def _cuda_forward(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
@@ -67,10 +68,3 @@ def plif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Ten
     if x.device.type != "cuda":
         raise RuntimeError(f"the cuda PLIF backend runs on CUDA tensors, but x is on {x.device}")
     return forward_op(x, v_init, k, cfg, return_v_seq)
-
-
-def backward_sg(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, sg, cfg: PLIFConfig):
-    raise NotImplementedError(
-        "the cuda backend has no fused backward for a surrogate without a built-in derivative yet; "
-        "use backend='triton' (or 'torch') for it"
-    )
