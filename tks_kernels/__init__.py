@@ -1,10 +1,15 @@
 """tks_kernels: fused LIF and TKS-loss kernels for training spiking neural networks.
 
 Public API:
-    LIF, reset_net                 -- the multi-step LIF layer (SpikingJelly drop-in)
-    ParametricLIF                  -- LIF with a learnt time constant (SpikingJelly's PLIFNode)
-    functional.lif_multistep       -- the same without state
+    LIF, ParametricLIF             -- drop-ins for SpikingJelly's LIFNode / ParametricLIFNode
+                                      (its constructor; step_mode "s" by default, "m" fuses all
+                                      steps into one kernel)
+    reset_net, detach_net          -- clear / detach the state of every neuron in a model
+    surrogate                      -- surrogate-gradient classes (SpikingJelly's names)
+    functional.lif_multistep       -- the multi-step LIF without state
+    functional.tks_loss, TKSLoss   -- the Temporal Knowledge Sharing loss
     available_backends()           -- {name: (available, reason)}
+    tks_kernels.spikingjelly       -- subclasses of SpikingJelly's own nodes (needs SpikingJelly)
 """
 import warnings as _warnings
 
@@ -12,7 +17,8 @@ from ._version import __version__
 from . import _native
 from ._backends import BACKENDS, available_backends
 from . import functional
-from .neuron import LIF, MemoryModule, ParametricLIF, reset_net
+from . import surrogate
+from .neuron import LIF, MemoryModule, ParametricLIF, detach_net, reset_net
 from .loss import MeanCELoss, TETLoss, TKSLoss
 from . import models
 
@@ -27,5 +33,5 @@ if _native.CPU_ERROR is not None:
         stacklevel=2,
     )
 
-__all__ = ["__version__", "BACKENDS", "LIF", "MemoryModule", "ParametricLIF", "available_backends", "functional", "reset_net",
-           "TKSLoss", "TETLoss", "MeanCELoss"]
+__all__ = ["__version__", "BACKENDS", "LIF", "MemoryModule", "ParametricLIF", "available_backends", "detach_net",
+           "functional", "reset_net", "surrogate", "TKSLoss", "TETLoss", "MeanCELoss"]
