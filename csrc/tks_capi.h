@@ -123,6 +123,27 @@ TKS_API int tks_loss_forward_cuda(int dtype, const void* logits, void* grad, con
                                   double label_smoothing, int teacher_mean, int detach_teacher,
                                   void* stream);
 
+/* Fused batch norm + residual add + LIF, CPU (csrc/cpu/bn_lif_cpu.h). y, residual, spikes,
+ * grad_spikes, grad_y, grad_residual: [T, N]; v_init, v_last, grad_v_last, grad_v_init: [N];
+ * scale, shift, center, invstd: [C] in the compute dtype; the channel of element n of a
+ * step is (n / inner) % C. Forward: x = y * scale[c] + shift[c] (+ residual), then LIF; it
+ * writes only spikes and v_last. Backward recomputes x and h from y; sums [2 * C] (fp64)
+ * receives sum(gx) and sum(gx * (y - center)) per channel (gx = dL/dx; the same bits for
+ * any thread count); grad_y is BN's input gradient: with batch statistics (batch_stats = 1:
+ * center = the batch mean, invstd = 1/sqrt(var + eps), scale = weight * invstd) or with
+ * fixed statistics (grad_y = gx * scale). grad_residual (= gx) is given iff residual is;
+ * residual, v_init, grad_v_last, grad_v_init may be NULL. Built-in surrogates only. */
+TKS_API int tks_bn_lif_forward_cpu(int dtype, const void* y, const void* residual, const void* scale,
+                                   const void* shift, const void* v_init, void* spikes, void* v_last, int64_t T,
+                                   int64_t N, int64_t C, int64_t inner, double tau, double v_threshold,
+                                   double v_reset, int flags, int num_threads);
+TKS_API int tks_bn_lif_backward_cpu(int dtype, const void* grad_spikes, const void* grad_v_last, const void* y,
+                                    const void* residual, const void* scale, const void* shift,
+                                    const void* center, const void* invstd, const void* v_init, void* grad_y,
+                                    void* grad_residual, void* grad_v_init, double* sums, int64_t T, int64_t N,
+                                    int64_t C, int64_t inner, double tau, double v_threshold, double v_reset,
+                                    int flags, int surrogate, double alpha, int batch_stats, int num_threads);
+
 #ifdef __cplusplus
 }
 #endif

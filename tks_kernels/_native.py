@@ -39,6 +39,9 @@ _CPU_PROTOTYPES = {
                              _INT, _INT],
     "tks_convert_f16": [_P, _P, _I64, _INT],
     "tks_convert_bf16": [_P, _P, _I64, _INT],
+    "tks_bn_lif_forward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _D, _D, _D, _INT, _INT],
+    "tks_bn_lif_backward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64,
+                                _D, _D, _D, _INT, _INT, _D, _INT, _INT],
 }
 _CUDA_PROTOTYPES = {
     "tks_lif_forward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _I64, _I64, _D, _D, _D, _INT, _P],
