@@ -29,11 +29,14 @@
 # one round, Triton under its interpreter), so the benchmark code, the result file and
 # the table are exercised; no ctest.
 #
-# Environment: PYTHON (default python3), GPU_CHECK_BUDGET (420), GPU_CHECK_LOG_DIR
+# Environment: PYTHON (default python3), GPU_CHECK_BUDGET (420; 1260 in a dry run, whose
+# step limits are three times the GPU's), GPU_CHECK_LOG_DIR
 # (default $OUT when set, else build/gpu_check), GPU_CHECK_JOBS (default: every core),
 # GPU_CHECK_BUILD (1 build, 0 skip; default 1 on the GPU, auto in a dry run),
 # GPU_CHECK_ARCH (TKS_CUDA_ARCHITECTURES for the build, default native),
-# GPU_CHECK_BUILD_CMD (replaces the pip command, e.g. for an offline build).
+# GPU_CHECK_BUILD_CMD (replaces the pip command, e.g. for an offline build),
+# GPU_CHECK_EXTRA_TESTS (test files run whole beside the `-m gpu` ones; default
+# tests/test_sg_contract.py, which runs every available backend on the GPU unmarked).
 # Exit status: 0 when every step passed, else 1.
 set -u -o pipefail
 
@@ -48,7 +51,10 @@ done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-BUDGET="${GPU_CHECK_BUDGET:-420}"
+# a dry run gets three times the time: the CPU interprets the Triton kernels, and CI's
+# machine may be shared
+if [ "$DRY_RUN" = 1 ]; then CAP_SCALE=3; else CAP_SCALE=1; fi
+BUDGET="${GPU_CHECK_BUDGET:-$((420 * CAP_SCALE))}"
 DEADLINE=$((SECONDS + BUDGET))
 TABLE_RESERVE=12
 LOG_DIR="${GPU_CHECK_LOG_DIR:-${OUT:-$ROOT/build/gpu_check}}"
@@ -78,7 +84,7 @@ FAILED=0
 step() {
   local name="$1" cap="$2"
   shift 2
-  local left=$((DEADLINE - SECONDS - TABLE_RESERVE)) limit="$cap"
+  local left=$((DEADLINE - SECONDS - TABLE_RESERVE)) limit=$((cap * CAP_SCALE))
   if [ "$left" -lt 5 ]; then
     echo "=== [$name] not run: the ${BUDGET}s budget is spent"
     STEPS+=("$name|not run (out of time)|0"); FAILED=1
@@ -185,26 +191,36 @@ build() {
 # Every test file with GPU tests as its own pytest process, all at once: Triton compiles
 # in the processes in parallel, sharing TRITON_CACHE_DIR. Fails when any file fails.
 gpu_tests() {
-  local files=() f pids=() rc=0 i
+  local files=() extra=() f pids=() rc=0 i
+  files_run=()
   mapfile -t files < <(grep -lE "mark\.gpu|marks=pytest\.mark\.gpu" tests/test_*.py 2>/dev/null)
   if [ "${#files[@]}" -eq 0 ]; then echo "no test file has GPU tests"; return 1; fi
-  for f in "${files[@]}"; do
-    local name; name="$(basename "$f" .py)"
-    env TKS_REQUIRE_EXTENSION=1 "$PY" -m pytest -m gpu "$f" -q -p no:cacheprovider -x --tb=short \
+  # files that run every available backend on the GPU without the marker (all their cases;
+  # a dry run only collects them: CI runs them in the suite)
+  read -r -a extra <<<"${GPU_CHECK_EXTRA_TESTS-tests/test_sg_contract.py}"
+  for f in "${files[@]}" "${extra[@]}"; do
+    [ -f "$f" ] || continue
+    local name sel=(-m gpu); name="$(basename "$f" .py)"
+    if printf '%s\n' "${extra[@]}" | grep -qx "$f"; then
+      sel=(); [ "$DRY_RUN" = 1 ] && sel=(--collect-only)
+    fi
+    env TKS_REQUIRE_EXTENSION=1 "$PY" -m pytest "${sel[@]}" "$f" -q -p no:cacheprovider -x --tb=short \
       --junitxml="$LOG_DIR/$name.xml" > "$LOG_DIR/$name.log" 2>&1 &
     pids+=("$!")
+    files_run+=("$f")
   done
   # stop the children too when this step's timeout ends it
   trap 'kill "${pids[@]}" 2>/dev/null; exit 124' TERM
-  for i in "${!files[@]}"; do
-    local frc=0
+  for i in "${!files_run[@]}"; do
+    local frc=0 flog
     wait "${pids[$i]}" || frc=$?
     # pytest's 5: no test collected (a file whose GPU tests were all deselected) is fine
     [ "$frc" -eq 5 ] && frc=0
-    echo "  $(basename "${files[$i]}"): exit $frc, $(tail -n 1 "$LOG_DIR/$(basename "${files[$i]}" .py).log")"
+    flog="$LOG_DIR/$(basename "${files_run[$i]}" .py).log"
+    echo "  $(basename "${files_run[$i]}"): exit $frc, $(tail -n 1 "$flog")"
     if [ "$frc" -ne 0 ]; then
       rc=1
-      tail -n 30 "$LOG_DIR/$(basename "${files[$i]}" .py).log" | sed 's/^/    /'
+      tail -n 30 "$flog" | sed 's/^/    /'
     fi
   done
   return "$rc"
