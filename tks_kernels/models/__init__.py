@@ -8,6 +8,10 @@ for ``t`` steps instead of ``model.T``. Neurons are reset at the start and end o
 
 ``neuron``: LIF options updating :data:`PAPER_NEURON` (the TKS paper's neuron);
 ``backend``: the LIF backend of every neuron ("auto", "torch", "cpu", "triton", "cuda").
+``fuse_bn`` (default True; also settable as ``model.fuse_bn``): every BN -> LIF pair, with a
+residual block's add, runs as one fused op (``ops/bn_lif``) where the neuron is LIF with a
+built-in surrogate and its backend has the kernel (today: cpu, torch); False runs today's
+separate layers. The modules and so the state_dict are the same either way.
 """
 from __future__ import annotations
 
@@ -62,7 +66,8 @@ def _input_size(value: Any) -> Any:
 
 
 def create(name: str, num_classes: int = 10, in_channels: int = 3, T: int = 4,
-           neuron: Optional[Mapping[str, Any]] = None, backend: str = "auto", **kw: Any) -> SpikingModel:
+           neuron: Optional[Mapping[str, Any]] = None, backend: str = "auto", fuse_bn: bool = True,
+           **kw: Any) -> SpikingModel:
     """Build model ``name`` (one of :data:`MODELS`).
 
     kw: per model, e.g. ``input_size`` (int or (H, W); mlp, cnn and the VGGs size their
@@ -84,8 +89,12 @@ def create(name: str, num_classes: int = 10, in_channels: int = 3, T: int = 4,
             kw["hidden"] = tuple(_positive_int("hidden", h) for h in kw["hidden"])
         except (TypeError, ValueError):
             raise ValueError(f"hidden must be a sequence of positive ints, got hidden={kw['hidden']!r}") from None
-    return _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, T=T,
-                           neuron=neuron_options(neuron), backend=backend, **kw)
+    if not isinstance(fuse_bn, bool):
+        raise TypeError(f"fuse_bn must be a bool, got fuse_bn={fuse_bn!r}")
+    model = _BUILDERS[name](num_classes=num_classes, in_channels=in_channels, T=T,
+                            neuron=neuron_options(neuron), backend=backend, **kw)
+    model.fuse_bn = fuse_bn
+    return model
 
 
 __all__ = [

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _numbers
-from ..neuron import LIF
+from ..neuron import LIF, state_as_v_init
+from ..ops import bn_lif as _bn_lif
 
 # The TKS paper's neuron (BrainCog's LIFNode), in tks_kernels.LIF's arguments. BrainCog
 # fires on h - V_th > 0 (strict): an exact tie does not fire.
@@ -63,6 +64,73 @@ class SeqToANN(nn.Sequential):
         T, B = x.shape[0], x.shape[1]
         y = super().forward(x.flatten(0, 1))
         return y.unflatten(0, (T, B))
+
+
+class FusesBN:
+    """A module whose forward runs ``SeqToANN(..., BN)`` followed by a LIF neuron as one
+    fused BN + LIF op (``ops/bn_lif``) while ``fuse_bn`` is true; :class:`SpikingModel`'s
+    ``fuse_bn`` sets it on every such module. Fusing changes no parameter or buffer, so the
+    state_dict is the same either way."""
+
+    fuse_bn: bool = True
+
+
+def _fused_backend(bn: nn.Module, neuron: nn.Module, y: torch.Tensor) -> Optional[str]:
+    """The backend of a fused BN + LIF for this pair, or None when it runs unfused: the
+    neuron must be a multi-step :class:`LIF` with a built-in surrogate (ParametricLIF and
+    other surrogates run unfused) and its backend must have the fused kernel."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or type(neuron) is not LIF:
+        return None
+    if neuron.step_mode != "m" or neuron.store_v_seq or neuron.surrogate is None:
+        return None
+    if y.dim() < 3 or y.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        return None
+    return _bn_lif.fused_backend(neuron.backend, y.device)
+
+
+def bn_lif_forward(conv_bn: nn.Sequential, neuron: nn.Module, x: torch.Tensor,
+                   residual: Optional[torch.Tensor] = None, fuse: bool = True) -> torch.Tensor:
+    """``neuron(conv_bn(x) + residual)`` for a :class:`SeqToANN` ending in a batch norm and a
+    multi-step neuron; x, residual ``[T, B, ...]``. With ``fuse`` the BN, the add and a LIF
+    neuron run as one fused op (the same result; the neuron's membrane state is kept as
+    the neuron would)."""
+    bn = conv_bn[-1]
+    if fuse:
+        T, B = x.shape[0], x.shape[1]
+        y = x.flatten(0, 1)
+        for m in list(conv_bn)[:-1]:
+            y = m(y)
+        y = y.unflatten(0, (T, B))
+        backend = _fused_backend(bn, neuron, y)
+        if backend is not None:
+            neuron._check_not_recomputed()
+            cfg = neuron.cfg
+            v_init = state_as_v_init(neuron.v, y[0], cfg.v_rest)
+            spikes, neuron.v = _bn_lif.bn_lif(y, _bn_lif.bn_args(bn), cfg, residual, v_init, backend=backend)
+            return spikes
+        out = SeqToANN(bn)(y)
+    else:
+        out = conv_bn(x)
+    return neuron(out if residual is None else out + residual)
+
+
+class SpikingSequential(nn.Sequential, FusesBN):
+    """``nn.Sequential`` whose ``SeqToANN(..., BN)`` + LIF pairs run fused (:func:`bn_lif_forward`)
+    while ``fuse_bn``; the same children, so the same state_dict keys as ``nn.Sequential``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        mods = list(self)
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            if (self.fuse_bn and i + 1 < len(mods) and isinstance(m, SeqToANN) and len(m) > 0
+                    and isinstance(m[-1], nn.modules.batchnorm._BatchNorm) and isinstance(mods[i + 1], LIF)):
+                x = bn_lif_forward(m, mods[i + 1], x)
+                i += 2
+            else:
+                x = m(x)
+                i += 1
+        return x
 
 
 class TdBatchNorm2d(nn.BatchNorm2d):
@@ -149,6 +217,22 @@ class SpikingModel(nn.Module):
         self.T = int(T)
         self.num_classes = num_classes
 
+    @property
+    def fuse_bn(self) -> bool:
+        """Whether BN + LIF pairs (and a residual block's add) run as one fused op
+        (``ops/bn_lif``); settable. Only LIF neurons with a built-in surrogate on a backend
+        with the fused kernel fuse; the rest run as separate layers."""
+        return self.__dict__.get("_fuse_bn", True)
+
+    @fuse_bn.setter
+    def fuse_bn(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"fuse_bn must be a bool, got {value!r}")
+        self.__dict__["_fuse_bn"] = value
+        for m in self.modules():
+            if isinstance(m, FusesBN):
+                m.fuse_bn = value
+
     def reset(self) -> None:
         # Any stateful neuron, ours or SpikingJelly's (both have .v and .reset()).
         for m in self.modules():
@@ -199,5 +283,6 @@ def init_weights(model: nn.Module) -> None:
 
 
 SQRT1_2 = 1.0 / math.sqrt(2.0)
-__all__ = ["NEURON_OPTIONS", "PAPER_NEURON", "SeqToANN", "SpikingModel", "TdBatchNorm2d", "init_weights", "make_lif",
-           "neuron_options", "scale_channels", "as_size", "SQRT1_2"]
+__all__ = ["FusesBN", "NEURON_OPTIONS", "PAPER_NEURON", "SeqToANN", "SpikingModel", "SpikingSequential",
+           "TdBatchNorm2d", "bn_lif_forward", "init_weights", "make_lif", "neuron_options", "scale_channels", "as_size",
+           "SQRT1_2"]

@@ -26,7 +26,8 @@ from typing import Any, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from .layers import SQRT1_2, SeqToANN, SpikingModel, TdBatchNorm2d, init_weights, make_lif, scale_channels
+from .layers import (SQRT1_2, FusesBN, SeqToANN, SpikingModel, SpikingSequential, TdBatchNorm2d, bn_lif_forward,
+                     init_weights, make_lif, scale_channels)
 
 
 RESNET19_STYLES = ("braincog", "tdbn")
@@ -38,11 +39,13 @@ def _conv_tdbn(cin: int, cout: int, k: int, stride: int, alpha: float, v_thresho
                     TdBatchNorm2d(cout, alpha=alpha, v_threshold=v_threshold, fixed_scale=fixed_scale))
 
 
-class TdBasicBlock(nn.Module):
+class TdBasicBlock(nn.Module, FusesBN):
     """``LIF(tdBN_a(conv(LIF(tdBN(conv(x))))) + shortcut(x))`` with a = 1/sqrt(2) on both added branches.
 
     shortcut: conv1x1 -> tdBN_a where the shape changes; else a tdBN_a alone
     (``bn_shortcut=True``, the first block of BrainCog's first stage) or the identity.
+    With ``fuse_bn`` each tdBN -> LIF (the second with the shortcut added) is one fused op;
+    the shortcut's tdBN stays a layer of its own.
     """
 
     def __init__(self, cin: int, cout: int, stride: int, neuron: Mapping[str, Any], backend: str,
@@ -62,9 +65,9 @@ class TdBasicBlock(nn.Module):
         self.sn2 = make_lif(neuron, backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(self.sn1(self.conv1(x)))
+        out = bn_lif_forward(self.conv1, self.sn1, x, fuse=self.fuse_bn)
         identity = x if self.downsample is None else self.downsample(x)
-        return self.sn2(out + identity)
+        return bn_lif_forward(self.conv2, self.sn2, out, residual=identity, fuse=self.fuse_bn)
 
 
 class ResNet19(SpikingModel):
@@ -86,7 +89,7 @@ class ResNet19(SpikingModel):
         fixed = not braincog
         vth = float(neuron["v_threshold"])
         c0 = scale_channels(128, width)
-        self.stem = nn.Sequential(_conv_tdbn(in_channels, c0, 3, 1, SQRT1_2 if braincog else 1.0, vth, fixed),
+        self.stem = SpikingSequential(_conv_tdbn(in_channels, c0, 3, 1, SQRT1_2 if braincog else 1.0, vth, fixed),
                                   make_lif(neuron, backend))
         layers: List[nn.Module] = []
         c = c0
@@ -110,7 +113,7 @@ class ResNet19(SpikingModel):
         return self.head(self.layers(self.stem(x)))
 
 
-class SEWBasicBlock(nn.Module):
+class SEWBasicBlock(nn.Module, FusesBN):
     """SEW block, ADD connect: ``LIF(BN(conv(LIF(BN(conv(x)))))) + shortcut(x)``."""
 
     def __init__(self, cin: int, cout: int, stride: int, neuron: Mapping[str, Any], backend: str) -> None:
@@ -120,7 +123,7 @@ class SEWBasicBlock(nn.Module):
         self.conv2 = SeqToANN(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
         self.sn2 = make_lif(neuron, backend)
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
+            self.downsample = SpikingSequential(
                 SeqToANN(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)),
                 make_lif(neuron, backend),
             )
@@ -128,7 +131,8 @@ class SEWBasicBlock(nn.Module):
             self.downsample = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.sn2(self.conv2(self.sn1(self.conv1(x))))
+        out = bn_lif_forward(self.conv2, self.sn2, bn_lif_forward(self.conv1, self.sn1, x, fuse=self.fuse_bn),
+                             fuse=self.fuse_bn)
         identity = x if self.downsample is None else self.downsample(x)
         return out + identity
 
@@ -143,7 +147,7 @@ class SEWResNet(SpikingModel):
                  blocks: Sequence[int] = (2, 2, 2, 2), input_size: Any = 224, width: float = 1.0) -> None:
         super().__init__(T, num_classes)
         c0 = scale_channels(64, width)
-        self.stem = nn.Sequential(
+        self.stem = SpikingSequential(
             SeqToANN(nn.Conv2d(in_channels, c0, 7, 2, 3, bias=False), nn.BatchNorm2d(c0)),
             make_lif(neuron, backend),
             SeqToANN(nn.MaxPool2d(3, 2, 1)),

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .layers import SeqToANN, SpikingModel, as_size, init_weights, make_lif, scale_channels
+from .layers import SeqToANN, SpikingModel, SpikingSequential, as_size, init_weights, make_lif, scale_channels
 
 
 class SpikingMLP(SpikingModel):
@@ -25,7 +25,7 @@ class SpikingMLP(SpikingModel):
             n = scale_channels(n, width)
             layers += [SeqToANN(nn.Linear(features, n, bias=False), nn.BatchNorm1d(n)), make_lif(neuron, backend)]
             features = n
-        self.features = nn.Sequential(*layers)
+        self.features = SpikingSequential(*layers)
         self.classifier = SeqToANN(nn.Linear(features, num_classes))
         init_weights(self)
 
@@ -46,7 +46,7 @@ class SpikingCNN(SpikingModel):
         h, w = as_size(input_size)
 
         def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
+            return SpikingSequential(
                 SeqToANN(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)),
                 make_lif(neuron, backend),
             )

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence, Union
 import torch
 from torch import nn
 
-from .layers import SeqToANN, SpikingModel, as_size, init_weights, make_lif, scale_channels
+from .layers import SeqToANN, SpikingModel, SpikingSequential, as_size, init_weights, make_lif, scale_channels
 
 VGGSNN_CFG = (64, 128, "P", 256, 256, "P", 512, 512, "P", 512, 512, "P")
 VGG11_CFG = (64, "P", 128, "P", 256, 256, "P", 512, 512, "P", 512, 512, "P")
@@ -44,7 +44,7 @@ class SpikingVGG(SpikingModel):
                 c = cout
         if h < 1 or w < 1:
             raise ValueError(f"input_size={input_size} is too small for {cfg.count('P')} 2x2 pools")
-        self.features = nn.Sequential(*layers)
+        self.features = SpikingSequential(*layers)
         self.classifier = SeqToANN(nn.Flatten(), nn.Linear(c * h * w, num_classes))
         init_weights(self)
 
