@@ -27,7 +27,12 @@ def batch_norm(y: torch.Tensor, bn: BNArgs) -> torch.Tensor:
     rm, rv = bn.running_mean, bn.running_var
     rm_c = None if rm is None else (rm if rm.dtype == dtype else rm.to(dtype))
     rv_c = None if rv is None else (rv if rv.dtype == dtype else rv.to(dtype))
-    out = F.batch_norm(y.to(dtype).flatten(0, 1), rm_c, rv_c, w, b, bn.batch_stats, bn.momentum, bn.eps)
+    yf = y.to(dtype).flatten(0, 1)
+    if yf.shape[0] == 1 and not yf.is_contiguous():
+        # torch 2.13's CPU batch_norm backward misplaces the input gradient of a channels_last
+        # input whose batch dimension (of size 1) has a stride other than C*H*W
+        yf = yf.contiguous()
+    out = F.batch_norm(yf, rm_c, rv_c, w, b, bn.batch_stats, bn.momentum, bn.eps)
     with torch.no_grad():
         if rm is not None and rm_c is not rm:
             rm.copy_(rm_c)
