@@ -35,6 +35,7 @@
 # GPU_CHECK_BUILD (1 build, 0 skip; default 1 on the GPU, auto in a dry run),
 # GPU_CHECK_ARCH (TKS_CUDA_ARCHITECTURES for the build, default native),
 # GPU_CHECK_BUILD_CMD (replaces the pip command, e.g. for an offline build),
+# GPU_CHECK_SHARDS (processes per `-m gpu` file; default: about one process per core),
 # GPU_CHECK_EXTRA_TESTS (test files run whole beside the `-m gpu` ones; default
 # tests/test_sg_contract.py, which runs every available backend on the GPU unmarked).
 # Exit status: 0 when every step passed, else 1.
@@ -198,16 +199,27 @@ gpu_tests() {
   # files that run every available backend on the GPU without the marker (all their cases;
   # a dry run only collects them: CI runs them in the suite)
   read -r -a extra <<<"${GPU_CHECK_EXTRA_TESTS-tests/test_sg_contract.py}"
+  # each marked file as SHARDS processes (tests/conftest.py's TKS_TEST_SHARD), about one
+  # process per core in all
+  local n_all=$(( ${#files[@]} + ${#extra[@]} ))
+  local shards="${GPU_CHECK_SHARDS:-$(( (JOBS + n_all - 1) / n_all ))}"
+  [ "$shards" -gt 4 ] && shards=4
+  [ "$shards" -lt 1 ] && shards=1
+  echo "  $n_all files, marked ones in $shards shard(s) each"
+  local f s
   for f in "${files[@]}" "${extra[@]}"; do
     [ -f "$f" ] || continue
-    local name sel=(-m gpu); name="$(basename "$f" .py)"
+    local name sel=(-m gpu) n=$shards; name="$(basename "$f" .py)"
     if printf '%s\n' "${extra[@]}" | grep -qx "$f"; then
-      sel=(); [ "$DRY_RUN" = 1 ] && sel=(--collect-only)
+      sel=(); n=1; [ "$DRY_RUN" = 1 ] && sel=(--collect-only)
     fi
-    env TKS_REQUIRE_EXTENSION=1 "$PY" -m pytest "${sel[@]}" "$f" -q -p no:cacheprovider -x --tb=short \
-      --junitxml="$LOG_DIR/$name.xml" > "$LOG_DIR/$name.log" 2>&1 &
-    pids+=("$!")
-    files_run+=("$f")
+    for ((s = 0; s < n; s++)); do
+      local tag="$name"; [ "$n" -gt 1 ] && tag="$name.$s"
+      env TKS_REQUIRE_EXTENSION=1 TKS_TEST_SHARD="$s/$n" "$PY" -m pytest "${sel[@]}" "$f" -q -p no:cacheprovider -x \
+        --tb=short --junitxml="$LOG_DIR/$tag.xml" > "$LOG_DIR/$tag.log" 2>&1 &
+      pids+=("$!")
+      files_run+=("$tag")
+    done
   done
   # stop the children too when this step's timeout ends it
   trap 'kill "${pids[@]}" 2>/dev/null; exit 124' TERM
@@ -216,8 +228,8 @@ gpu_tests() {
     wait "${pids[$i]}" || frc=$?
     # pytest's 5: no test collected (a file whose GPU tests were all deselected) is fine
     [ "$frc" -eq 5 ] && frc=0
-    flog="$LOG_DIR/$(basename "${files_run[$i]}" .py).log"
-    echo "  $(basename "${files_run[$i]}"): exit $frc, $(tail -n 1 "$flog")"
+    flog="$LOG_DIR/${files_run[$i]}.log"
+    echo "  ${files_run[$i]}: exit $frc, $(tail -n 1 "$flog")"
     if [ "$frc" -ne 0 ]; then
       rc=1
       tail -n 30 "$flog" | sed 's/^/    /'
