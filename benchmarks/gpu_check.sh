@@ -158,7 +158,7 @@ EOF
     else
       echo "$tool: not found"
       case "$tool" in
-        gcc|ninja|cmake) bad=1 ;;  # setup.py builds the native library with CMake (+ ninja)
+        gcc|ninja) bad=1 ;;  # (cmake: the build step installs it from build/wheels if need be)
         nvcc|nvidia-smi) [ "$DRY_RUN" = 0 ] && bad=1 ;;
       esac
     fi
@@ -178,6 +178,27 @@ need = ("torch",) if sys.argv[1] == "1" else ("cuda", "triton")
 missing = [n for n in need if not backends[n][0]]
 sys.exit(f"backends not available: {missing}" if missing else 0)
 EOF
+}
+
+# The build needs setuptools and cmake (pyproject's build-system, used as installed:
+# --no-build-isolation, no network). Missing ones are installed from wheels in
+# GPU_CHECK_WHEELS (default build/wheels), made beforehand on a machine with an index:
+#   pip download cmake setuptools --no-deps -d build/wheels   # ~31 MB, carried along
+build_tools() {
+  local dir="${GPU_CHECK_WHEELS:-$ROOT/build/wheels}" want=() m
+  for m in setuptools cmake; do
+    "$PY" -c "import $m" 2>/dev/null || want+=("$m")
+  done
+  if [ "${#want[@]}" -eq 0 ]; then echo "setuptools and cmake: installed"; return 0; fi
+  echo "missing for the build: ${want[*]}; looking in $dir"
+  local wheels=()
+  for m in "${want[@]}"; do
+    local w; w="$(ls "$dir"/"$m"-*.whl 2>/dev/null | head -n 1)"
+    if [ -z "$w" ]; then echo "no $m wheel in $dir (pip download $m --no-deps -d $dir)"; return 1; fi
+    wheels+=("$w")
+  done
+  "$PY" -m pip install --no-index --no-deps "${wheels[@]}" 2>&1 | tail -n 3
+  hash -r
 }
 
 build() {
@@ -308,7 +329,8 @@ EOF
 }
 
 export PY LOG_DIR DRY_RUN RESULTS JOBS MODE BUDGET
-export -f preflight backends_check build gpu_tests bench
+export ROOT
+export -f preflight backends_check build_tools build gpu_tests bench
 
 summary_printed=0
 summary() {
@@ -342,6 +364,7 @@ main() {
     # setup.py's knobs: CUDA kernels on the GPU (for its architecture), none in a dry run
     export MAX_JOBS="$JOBS" CMAKE_BUILD_PARALLEL_LEVEL="$JOBS" TKS_CUDA=$((1 - DRY_RUN))
     [ "$DRY_RUN" = 0 ] && export TKS_CUDA_ARCHITECTURES="${GPU_CHECK_ARCH:-native}"
+    step "build tools" 30 build_tools
     step build 180 build
   else
     skip_step build "tks_kernels imports already (GPU_CHECK_BUILD=1 to build)"
