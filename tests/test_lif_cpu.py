@@ -254,3 +254,130 @@ def test_torch_compile_inductor_no_graph_break():
     (g1,) = torch.autograd.grad(compiled(x), x)
     (g2,) = torch.autograd.grad(f(x), x)
     torch.testing.assert_close(g1, g2)
+
+
+# ---- The recomputing backward (issue 15): forward saves x, backward re-runs the forward ----
+
+from tks_kernels.ops import plif as plif_ops  # noqa: E402
+from tks_kernels.ops.lif import cpu as lif_cpu  # noqa: E402
+
+needs_recompute = pytest.mark.skipif(not lif_cpu.HAS_RECOMPUTE, reason="a native library without lif_backward_x")
+
+
+def _saved_path(monkeypatch):
+    """Every CPU forward after this takes the saved-d path (as for T above the limit)."""
+    monkeypatch.setattr(lif_cpu, "_MAX_STEPS", {})
+
+
+def _plif_run(x, v0, opts, seed=1):
+    cfg = plif_ops.make_config(**opts)
+    xi = x.detach().clone().requires_grad_()
+    vi = v0.detach().clone().requires_grad_() if v0 is not None else None
+    w = torch.tensor(-0.4, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, requires_grad=True)
+    s, v, vs = plif_ops.plif_multistep(xi, vi, w, cfg, backend="cpu", return_v_seq=True)
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((o.double() * torch.randn(o.shape, generator=g, dtype=torch.float64)).sum() for o in (s, v, vs))
+    grads = torch.autograd.grad(loss, [xi, w] + ([vi] if vi is not None else []))
+    return (s, v, vs) + tuple(grads)
+
+
+@needs_recompute
+def test_recompute_is_the_default_cpu_path_and_saves_only_x():
+    x = random_input((6, 3, 37)).requires_grad_()
+    seen = []
+
+    def pack(t):
+        seen.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        s, _ = lif_multistep(x, backend="cpu")
+    assert any(t is x for t in seen) and all(t is x or t is None or t.numel() <= 1 for t in seen)
+    assert lif_cpu.recomputes(x) and not lif_cpu.recomputes(x.new_empty((lif_cpu.recompute_max_steps(x.dtype) + 1, 1)))
+    assert lif_cpu.recompute_max_steps(torch.float32) == 4096 and lif_cpu.recompute_max_steps(torch.float64) == 2048
+
+
+@needs_recompute
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("opts", OPTION_GRID, ids=_id)
+def test_recompute_equals_saved_path_bit_for_bit(opts, dtype, monkeypatch):
+    """fp32/fp64: the recomputing backward forms d = h - vth from the same h as forward, so
+    LIF and PLIF gradients are the saved path's exactly (PLIF: dL/dw too)."""
+    x = random_input((7, 3, 41), dtype)
+    v0 = random_input((3, 41), dtype, scale=0.5, offset=0.0)
+    for v in (v0, None):
+        new = lif_run(x, v, "cpu", tau=2.5, v_threshold=0.8, **opts)
+        new_p = _plif_run(x, v, dict(v_threshold=0.8, **opts))
+        with monkeypatch.context() as m:
+            _saved_path(m)
+            old = lif_run(x, v, "cpu", tau=2.5, v_threshold=0.8, **opts)
+            old_p = _plif_run(x, v, dict(v_threshold=0.8, **opts))
+        for a, b in zip(new + new_p, old + old_p):
+            if a is not None:
+                assert torch.equal(a, b)
+
+
+@needs_recompute
+@pytest.mark.parametrize("T", [1, 130, 700, 4096])
+def test_recompute_at_many_steps_matches_reference(T):
+    """Blocks shrink as T grows (512 lanes down to 16 at T = 4096): the reference still holds."""
+    x = random_input((T, 2, 19))
+    assert lif_cpu.recomputes(x)
+    assert_matches_reference(x, random_input((2, 19), scale=0.5), "cpu", tau=3.0, surrogate="atan")
+    assert_matches_reference(x.to(torch.bfloat16), None, "cpu", v_reset=None, fire_at_threshold=False)
+
+
+@needs_recompute
+def test_beyond_the_limit_saves_d_and_matches_reference():
+    x = random_input((lif_cpu.recompute_max_steps(torch.float32) + 3, 5))
+    assert not lif_cpu.recomputes(x)
+    assert_matches_reference(x, None, "cpu", tau=3.0)
+
+
+@needs_recompute
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_recompute_16bit_spikes_exact_and_plif_gradients_close(dtype):
+    """16-bit: backward's spikes come from forward's charges themselves (no saved sign to
+    keep); the reference check covers spikes exactly and gradients to the tolerance."""
+    x = random_input((8, 4, 33), dtype)
+    v0 = random_input((4, 33), dtype, scale=0.5, offset=0.0)
+    for fat in (True, False):
+        assert_matches_reference(x, v0, "cpu", tau=2.0, fire_at_threshold=fat)
+    ref = plif_ops.plif_multistep(x.float(), v0.float(), torch.tensor(-0.4), plif_ops.make_config(), backend="torch")
+    new = _plif_run(x, v0, {})
+    assert torch.equal(new[0].float(), ref[0])
+
+
+@needs_recompute
+def test_recompute_refuses_x_changed_in_place():
+    """Backward reads x again: autograd's version counter refuses a backward after x changed."""
+    base = random_input((4, 8)).requires_grad_()
+    x = base * 1.0
+    s, _ = lif_multistep(x, backend="cpu")
+    x.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()
+
+
+@needs_recompute
+def test_large_outputs_with_huge_page_advice_match_reference():
+    """[T, N] outputs of >= 4 MiB get MADV_HUGEPAGE before their first write: the values
+    are unchanged (and an odd, unaligned size is advised only on its aligned part)."""
+    x = random_input((3, (1 << 19) + 7))
+    assert_matches_reference(x, None, "cpu", tau=2.0)
+
+
+@needs_recompute
+def test_native_recompute_refusals_name_the_argument():
+    from tks_kernels import _native
+
+    lib = _native.cpu_lib
+    x = torch.zeros(2, 3)
+    g = torch.zeros(2, 3)
+    out, gv = torch.empty(2, 3), torch.empty(3)
+    args = (0, g.data_ptr(), None, None, x.data_ptr(), None, out.data_ptr(), gv.data_ptr())
+    rc = lib.tks_lif_backward_x_cpu(*args, 2, 3, 2.0, 1.0, 0.0, 1, _native.SURROGATE_EXTERNAL, 1.0, 1)
+    assert rc == _native.ERR_VALUE and b"surrogate" in lib.tks_last_error()
+    rc = lib.tks_lif_backward_x_cpu(*args, 5000, 3, 2.0, 1.0, 0.0, 1, 0, 1.0, 1)
+    assert rc == _native.ERR_VALUE and b"T <= 4096" in lib.tks_last_error()
+    assert lib.tks_lif_recompute_max_steps_cpu(7) == -1

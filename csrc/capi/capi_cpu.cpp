@@ -1,7 +1,9 @@
 // The C API of the CPU kernels (csrc/tks_capi.h): checks, dispatch on the storage
 // dtype, and the thread count of the call.
+#include <initializer_list>
 #include <string>
 
+#include "../cpu/huge_pages.h"
 #include "../cpu/lif_cpu.h"
 #include "../cpu/parallel.h"
 #include "../cpu/plif_cpu.h"
@@ -52,6 +54,39 @@ void check_threads(int num_threads) {
   require(num_threads >= 1, "num_threads must be >= 1, got " + std::to_string(num_threads));
 }
 
+// Bytes of one [T, N] tensor of `dtype`.
+size_t step_tensor_bytes(int dtype, int64_t T, int64_t N) {
+  const size_t elem = dtype == TKS_FLOAT64 ? 8 : dtype == TKS_FLOAT32 ? 4 : 2;
+  return static_cast<size_t>(T) * static_cast<size_t>(N) * elem;
+}
+
+// Huge pages for the [T, N] outputs a call is about to write for the first time
+// (csrc/cpu/huge_pages.h).
+void advise_outputs(int dtype, int64_t T, int64_t N, std::initializer_list<void*> outputs) {
+  const size_t bytes = step_tensor_bytes(dtype, T, N);
+  for (void* p : outputs) cpu::advise_huge_pages(p, bytes);
+}
+
+template <typename S>
+int64_t max_recompute_steps() {
+  return cpu::recompute_max_steps<cpu::acc_type_t<S>>();
+}
+
+// The recomputing backward's own checks: built-in surrogates only, x given, and T within
+// the buffer (the caller picks this path by tks_lif_recompute_max_steps_cpu).
+bool check_backward_x(int dtype, int64_t T, int64_t N, int surrogate, const void* grad_spikes, const void* x,
+                      const void* grad_x, const void* grad_v_init) {
+  require(surrogate != TKS_SURROGATE_EXTERNAL,
+          "the recomputing backward computes g' itself: surrogate must be a built-in id, got " +
+              std::to_string(surrogate));
+  if (!check_backward(dtype, T, N, surrogate, nullptr, grad_spikes, x, grad_x, grad_v_init)) return false;
+  int64_t max_steps = 0;
+  dispatch(dtype, [&](auto* tag) { max_steps = max_recompute_steps<std::remove_pointer_t<decltype(tag)>>(); });
+  require(T <= max_steps, "the recomputing backward takes T <= " + std::to_string(max_steps) +
+                              " steps for this dtype (tks_lif_recompute_max_steps_cpu), got " + std::to_string(T));
+  return true;
+}
+
 }  // namespace
 }  // namespace capi
 
@@ -82,6 +117,7 @@ TKS_API int tks_lif_forward_cpu(int dtype, const void* x, const void* v_init, vo
     check_threads(num_threads);
     if (!check_forward(dtype, T, N, x, spikes, v_last)) return;
     const lif::Params p = make_params(tau, v_threshold, v_reset, flags);
+    advise_outputs(dtype, T, N, {spikes, v_seq, saved});
     cpu::ThreadCountScope threads(num_threads);
     dispatch(dtype, [&](auto* tag) {
       using S = std::remove_pointer_t<decltype(tag)>;
@@ -100,6 +136,7 @@ TKS_API int tks_lif_backward_cpu(int dtype, const void* grad_spikes, const void*
     check_threads(num_threads);
     if (!check_backward(dtype, T, N, surrogate, sg, grad_spikes, saved, grad_x, grad_v_init)) return;
     const lif::Params p = make_params(tau, v_threshold, v_reset, flags);
+    advise_outputs(dtype, T, N, {grad_x});
     cpu::ThreadCountScope threads(num_threads);
     dispatch(dtype, [&](auto* tag) {
       using S = std::remove_pointer_t<decltype(tag)>;
@@ -119,6 +156,7 @@ TKS_API int tks_plif_forward_cpu(int dtype, const void* x, const void* v_init, v
     check_threads(num_threads);
     if (!check_forward(dtype, T, N, x, spikes, v_last)) return;
     const lif::Params p = make_params(/*tau, unused: the decay is k*/ 0.0, v_threshold, v_reset, flags);
+    advise_outputs(dtype, T, N, {spikes, v_seq, saved});
     cpu::ThreadCountScope threads(num_threads);
     dispatch(dtype, [&](auto* tag) {
       using S = std::remove_pointer_t<decltype(tag)>;
@@ -140,6 +178,7 @@ TKS_API int tks_plif_backward_cpu(int dtype, const void* grad_spikes, const void
     *grad_k = 0.0;
     if (!check_backward(dtype, T, N, surrogate, sg, grad_spikes, saved, grad_x, grad_v_init)) return;
     const lif::Params p = make_params(0.0, v_threshold, v_reset, flags);
+    advise_outputs(dtype, T, N, {grad_x});
     cpu::ThreadCountScope threads(num_threads);
     dispatch(dtype, [&](auto* tag) {
       using S = std::remove_pointer_t<decltype(tag)>;
@@ -148,6 +187,55 @@ TKS_API int tks_plif_backward_cpu(int dtype, const void* grad_spikes, const void
                                       static_cast<const cpu::acc_type_t<S>*>(sg), out<S>(grad_x),
                                       out<S>(grad_v_init), T, N, k, p, kernel_surrogate(surrogate),
                                       static_cast<float>(alpha));
+    });
+  });
+}
+
+TKS_API int64_t tks_lif_recompute_max_steps_cpu(int dtype) {
+  int64_t steps = 0;
+  const int rc = guarded([&] {
+    check_dtype(dtype);
+    dispatch(dtype, [&](auto* tag) { steps = max_recompute_steps<std::remove_pointer_t<decltype(tag)>>(); });
+  });
+  return rc == TKS_OK ? steps : -1;
+}
+
+TKS_API int tks_lif_backward_x_cpu(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                   const void* grad_v_seq, const void* x, const void* v_init, void* grad_x,
+                                   void* grad_v_init, int64_t T, int64_t N, double tau, double v_threshold,
+                                   double v_reset, int flags, int surrogate, double alpha, int num_threads) {
+  return guarded([&] {
+    check_threads(num_threads);
+    if (!check_backward_x(dtype, T, N, surrogate, grad_spikes, x, grad_x, grad_v_init)) return;
+    const lif::Params p = make_params(tau, v_threshold, v_reset, flags);
+    advise_outputs(dtype, T, N, {grad_x});
+    cpu::ThreadCountScope threads(num_threads);
+    dispatch(dtype, [&](auto* tag) {
+      using S = std::remove_pointer_t<decltype(tag)>;
+      cpu::lif_backward_x<S>(in<S>(grad_spikes), in<S>(grad_v_last), in<S>(grad_v_seq), in<S>(x), in<S>(v_init),
+                             out<S>(grad_x), out<S>(grad_v_init), T, N, p, surrogate, static_cast<float>(alpha));
+    });
+  });
+}
+
+TKS_API int tks_plif_backward_x_cpu(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                    const void* grad_v_seq, const void* x, const void* v_init, void* grad_x,
+                                    void* grad_v_init, double* grad_k, int64_t T, int64_t N, double k,
+                                    double v_threshold, double v_reset, int flags, int surrogate, double alpha,
+                                    int num_threads) {
+  return guarded([&] {
+    check_threads(num_threads);
+    check_ptr(grad_k, "grad_k");
+    *grad_k = 0.0;
+    if (!check_backward_x(dtype, T, N, surrogate, grad_spikes, x, grad_x, grad_v_init)) return;
+    const lif::Params p = make_params(0.0, v_threshold, v_reset, flags);
+    advise_outputs(dtype, T, N, {grad_x});
+    cpu::ThreadCountScope threads(num_threads);
+    dispatch(dtype, [&](auto* tag) {
+      using S = std::remove_pointer_t<decltype(tag)>;
+      *grad_k = cpu::plif_backward_x<S>(in<S>(grad_spikes), in<S>(grad_v_last), in<S>(grad_v_seq), in<S>(x),
+                                        in<S>(v_init), out<S>(grad_x), out<S>(grad_v_init), T, N, k, p, surrogate,
+                                        static_cast<float>(alpha));
     });
   });
 }

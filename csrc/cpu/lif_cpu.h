@@ -32,5 +32,30 @@ void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
                   const acc_type_t<scalar_t>* sg_ext, scalar_t* grad_x, scalar_t* grad_v_init,
                   int64_t T, int64_t N, const lif::Params& p, int32_t surrogate, float alpha);
 
+// The recomputing backward (lif_backward_x, plif_backward_x) re-runs the forward for a
+// block of lanes and keeps every step's charge h of that block in a per-thread buffer of
+// at most kRecomputeBytes (L2-resident), so its block shrinks as T grows, down to
+// kRecomputeMinLanes (64 bytes of fp32 per step: one cache line of each row).
+constexpr int64_t kRecomputeBytes = int64_t(256) * 1024;
+constexpr int64_t kRecomputeMinLanes = 16;
+
+// The largest T whose charges fit that buffer at kRecomputeMinLanes lanes: 4096 steps in
+// fp32, 2048 in fp64. Beyond, forward saves d and backward reads it (lif_backward).
+template <typename acc_t>
+constexpr int64_t recompute_max_steps() {
+  return kRecomputeBytes / (kRecomputeMinLanes * int64_t(sizeof(acc_t)));
+}
+
+// Backward that recomputes from the input: x: [T, N] and v_init ([N] or null) as given
+// to lif_forward; per block of neurons it re-runs the forward recurrence (the same code
+// and arithmetic, so its spikes are forward's in every dtype) and then the reverse one.
+// Other arguments as lif_backward; surrogate is a lif::Surrogate id (no external g').
+// T <= recompute_max_steps<acc_type_t<scalar_t>>().
+template <typename scalar_t>
+void lif_backward_x(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
+                    const scalar_t* grad_v_seq, const scalar_t* x, const scalar_t* v_init,
+                    scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N,
+                    const lif::Params& p, int32_t surrogate, float alpha);
+
 }  // namespace cpu
 }  // namespace tks

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "../half_types.h"
 #include "../lif_math.h"
@@ -20,6 +21,24 @@ namespace cpu {
 constexpr int64_t kBlock = 512;
 // Neurons per parallel task: enough work per thread to amortise the fork.
 constexpr int64_t kGrain = 4096;
+
+// Lanes per block of the recomputing backward (kRecomputeBytes, lif_cpu.h): kBlock,
+// halved until the block's charges for all T steps fit the buffer.
+template <typename acc_t>
+int64_t recompute_lanes(int64_t T) {
+  int64_t lanes = kBlock;
+  while (lanes > kRecomputeMinLanes && T * lanes * int64_t(sizeof(acc_t)) > kRecomputeBytes) lanes /= 2;
+  return lanes;
+}
+
+// This thread's buffer of n compute-type values, kept between calls (the OpenMP threads
+// persist), so a backward allocates nothing on the hot path.
+template <typename acc_t>
+acc_t* thread_buffer(int64_t n) {
+  static thread_local std::vector<acc_t> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
 
 // The per-range kernels are compiled for x86-64-v3 (AVX2, F16C) and the baseline, and
 // the loader picks the best the CPU runs (ifunc): one portable binary, vectorised 8 wide

@@ -116,6 +116,83 @@ void backward_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
   });
 }
 
+// The recomputing backward over [begin, end): for each block of `lanes` neurons the
+// forward recurrence runs again from x (forward_range's expressions: the same charges,
+// hence the same spikes, bit for bit), every step's h kept in `hbuf` ([T][lanes]), then
+// the reverse recurrence reads h instead of a saved d. The reverse step is
+// backward_range's with d = h - vth formed in the compute type, so in fp32/fp64 the
+// gradients are the saved-d path's bit for bit, and in fp16/bf16 g' and the reset term
+// see the unrounded d.
+template <typename scalar_t, int32_t Kind, bool DecayInput, bool HasGradVSeq>
+TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
+                                     const scalar_t* __restrict__ grad_v_last,
+                                     const scalar_t* __restrict__ grad_v_seq,
+                                     const scalar_t* __restrict__ x,
+                                     const scalar_t* __restrict__ v_init, scalar_t* __restrict__ grad_x,
+                                     scalar_t* __restrict__ grad_v_init,
+                                     acc_type_t<scalar_t>* __restrict__ hbuf, const int64_t lanes,
+                                     int64_t T, int64_t N, const lif::Params p, const float alpha_f,
+                                     int64_t begin, int64_t end) {
+  using acc_t = acc_type_t<scalar_t>;
+  const acc_t tau = p.tau, alpha = alpha_f, vth = p.v_threshold, vr = p.v_reset;
+  const bool SoftReset = p.soft_reset, DetachReset = p.detach_reset;
+  const bool at_threshold = p.fire_at_threshold;
+  const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
+  const acc_t input_div = lif::input_divisor<acc_t>(tau, DecayInput);
+  acc_t v[kBlock];
+  for (int64_t n0 = begin; n0 < end; n0 += lanes) {
+    const int64_t len = std::min(lanes, end - n0);
+    for (int64_t i = 0; i < len; ++i) {
+      v[i] = v_init ? Storage<scalar_t>::load(v_init[n0 + i]) : vr_charge;
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t off = t * N + n0;
+      acc_t* __restrict__ hrow = hbuf + t * lanes;
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) {
+        const acc_t h = lif::charge<acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), tau, vr_charge, DecayInput);
+        const acc_t s = lif::fire<acc_t>(h, vth, at_threshold);
+        hrow[i] = h;
+        v[i] = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
+      }
+    }
+    acc_t* __restrict__ gv = v;  // the membrane is done with: the carried gradient takes its place
+    for (int64_t i = 0; i < len; ++i) {
+      gv[i] = grad_v_last ? Storage<scalar_t>::load(grad_v_last[n0 + i]) : acc_t(0);
+    }
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t off = t * N + n0;
+      const acc_t* __restrict__ hrow = hbuf + t * lanes;
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) {
+        acc_t g = gv[i];
+        if (HasGradVSeq) g += Storage<scalar_t>::load(grad_v_seq[off + i]);
+        const acc_t d = hrow[i] - vth;
+        const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+        const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(grad_spikes[off + i]), g, sg, vth,
+                                                   vr, SoftReset, DetachReset, at_threshold);
+        grad_x[off + i] = Storage<scalar_t>::store(lif::grad_x_from_h<acc_t>(gh, input_div));
+        gv[i] = lif::grad_v_prev_from_h<acc_t>(gh, tau);
+      }
+    }
+    for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = Storage<scalar_t>::store(gv[i]);
+  }
+}
+
+template <typename scalar_t, int32_t Kind, bool DecayInput, bool HasGradVSeq>
+void backward_x_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last, const scalar_t* grad_v_seq,
+                     const scalar_t* x, const scalar_t* v_init, scalar_t* grad_x, scalar_t* grad_v_init,
+                     int64_t T, int64_t N, const lif::Params& p, float alpha) {
+  using acc_t = acc_type_t<scalar_t>;
+  const int64_t lanes = recompute_lanes<acc_t>(T);
+  parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
+    acc_t* hbuf = thread_buffer<acc_t>(T * lanes);
+    backward_x_range<scalar_t, Kind, DecayInput, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, x, v_init,
+                                                              grad_x, grad_v_init, hbuf, lanes, T, N, p, alpha,
+                                                              begin, end);
+  });
+}
+
 }  // namespace
 
 template <typename scalar_t>
@@ -166,6 +243,36 @@ void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
 #undef TKS_BWD
 }
 
+template <typename scalar_t>
+void lif_backward_x(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
+                    const scalar_t* grad_v_seq, const scalar_t* x, const scalar_t* v_init,
+                    scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N,
+                    const lif::Params& p, int32_t surrogate, float alpha) {
+#define TKS_BWDX_DI(K, DI)                                                                               \
+  if (grad_v_seq) {                                                                                      \
+    return backward_x_impl<scalar_t, K, DI, true>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x, \
+                                                  grad_v_init, T, N, p, alpha);                          \
+  }                                                                                                      \
+  return backward_x_impl<scalar_t, K, DI, false>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x,  \
+                                                 grad_v_init, T, N, p, alpha);
+#define TKS_BWDX(K)                                  \
+  case K:                                            \
+    if (p.decay_input) { TKS_BWDX_DI(K, true) } else { TKS_BWDX_DI(K, false) }
+  switch (surrogate) {
+    TKS_BWDX(lif::kSigmoid)
+    TKS_BWDX(lif::kAtan)
+    TKS_BWDX(lif::kPiecewiseQuadratic)
+    TKS_BWDX(lif::kPiecewiseExp)
+    TKS_BWDX(lif::kSoftSign)
+    TKS_BWDX(lif::kSuperSpike)
+    TKS_BWDX(lif::kErf)
+    default:
+      break;
+  }
+#undef TKS_BWDX
+#undef TKS_BWDX_DI
+}
+
 }  // namespace cpu
 }  // namespace tks
 
@@ -176,4 +283,6 @@ void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
                                          const tks::lif::Params&);                              \
   template void tks::cpu::lif_backward<S>(const S*, const S*, const S*, const S*,              \
                                           const tks::cpu::acc_type_t<S>*, S*, S*, int64_t, int64_t, \
-                                          const tks::lif::Params&, int32_t, float);
+                                          const tks::lif::Params&, int32_t, float);            \
+  template void tks::cpu::lif_backward_x<S>(const S*, const S*, const S*, const S*, const S*, S*, S*,    \
+                                            int64_t, int64_t, const tks::lif::Params&, int32_t, float);

@@ -34,5 +34,14 @@ double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
                      scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N, double k,
                      const lif::Params& p, int32_t surrogate, float alpha);
 
+// Backward that recomputes from the input (as lif_backward_x): x and v_init as given to
+// plif_forward. Returns dL/dk as plif_backward (the same chunks and order: in fp32/fp64
+// the same bits). T <= recompute_max_steps<acc_type_t<scalar_t>>() (lif_cpu.h).
+template <typename scalar_t>
+double plif_backward_x(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
+                       const scalar_t* grad_v_seq, const scalar_t* x, const scalar_t* v_init,
+                       scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N, double k,
+                       const lif::Params& p, int32_t surrogate, float alpha);
+
 }  // namespace cpu
 }  // namespace tks

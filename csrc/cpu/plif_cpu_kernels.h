@@ -212,6 +212,104 @@ double backward_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
   return total / static_cast<double>(lif::grad_k_divisor<acc_t>(kc, p.decay_input));
 }
 
+// The recomputing backward over chunks [c_begin, c_end): each chunk (fixed by N, as
+// backward_range's) is walked in sub-blocks of `lanes` neurons; for one sub-block the
+// forward recurrence runs again from x (forward_range's expressions, so the same charges
+// and spikes bit for bit), every step's h kept in `hbuf` ([T][lanes]), then the reverse
+// recurrence reads h_t and recovers v_{t-1} from h_{t-1} with the forward's reset. Each
+// lane's dL/dk term is summed over the steps in the same order as backward_range and
+// the chunk's lanes in order, so in fp32/fp64 (where that path saves h) every output is
+// the saved path's bit for bit; in fp16/bf16 d is unrounded.
+template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
+TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
+                                     const scalar_t* __restrict__ grad_v_last,
+                                     const scalar_t* __restrict__ grad_v_seq,
+                                     const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
+                                     scalar_t* __restrict__ grad_x, scalar_t* __restrict__ grad_v_init,
+                                     double* __restrict__ partials, acc_type_t<scalar_t>* __restrict__ hbuf,
+                                     const int64_t lanes, int64_t T, int64_t N, const acc_type_t<scalar_t> k,
+                                     const lif::Params p, const float alpha_f, int64_t c_begin,
+                                     int64_t c_end) {
+  using acc_t = acc_type_t<scalar_t>;
+  const acc_t alpha = alpha_f, vth = p.v_threshold, vr = p.v_reset;  // v_reset: 0 for soft reset
+  const bool at_threshold = p.fire_at_threshold;
+  const bool DecayInput = p.decay_input, SoftReset = p.soft_reset, DetachReset = p.detach_reset;
+  const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
+  const acc_t x_scale = lif::input_scale_k<acc_t>(k, DecayInput);
+  acc_t v[kChunk], gv[kChunk], v_first[kChunk], sum[kChunk];
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const int64_t n0 = c * kChunk;
+    const int64_t len = std::min(kChunk, N - n0);
+    for (int64_t b0 = 0; b0 < len; b0 += lanes) {
+      const int64_t m0 = n0 + b0;
+      const int64_t bl = std::min(lanes, len - b0);
+      acc_t* __restrict__ sm = sum + b0;
+      for (int64_t i = 0; i < bl; ++i) {
+        v_first[i] = v_init ? Storage<scalar_t>::load(v_init[m0 + i]) : vr_charge;
+        v[i] = v_first[i];
+        gv[i] = grad_v_last ? Storage<scalar_t>::load(grad_v_last[m0 + i]) : acc_t(0);
+        sm[i] = acc_t(0);
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t off = t * N + m0;
+        acc_t* __restrict__ hrow = hbuf + t * lanes;
+#pragma omp simd
+        for (int64_t i = 0; i < bl; ++i) {
+          const acc_t h = lif::charge_k<acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), k, vr_charge, DecayInput);
+          const acc_t s = lif::fire<acc_t>(h, vth, at_threshold);
+          hrow[i] = h;
+          v[i] = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
+        }
+      }
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t off = t * N + m0;
+        const acc_t* __restrict__ hrow = hbuf + t * lanes;
+        const acc_t* __restrict__ hprev = t > 0 ? hbuf + (t - 1) * lanes : v_first;
+        const bool first = t == 0;
+#pragma omp simd
+        for (int64_t i = 0; i < bl; ++i) {
+          acc_t g = gv[i];
+          if (HasGradVSeq) g += Storage<scalar_t>::load(grad_v_seq[off + i]);
+          const acc_t h = hrow[i];
+          const acc_t d = h - vth;
+          const acc_t hp = hprev[i];
+          const acc_t v_prev = first ? hp : lif::reset<acc_t>(hp, lif::fire<acc_t>(hp, vth, at_threshold), vth, vr,
+                                                                SoftReset);
+          const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+          const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(grad_spikes[off + i]), g, sg, vth,
+                                                     vr, SoftReset, DetachReset, at_threshold);
+          grad_x[off + i] = Storage<scalar_t>::store(lif::grad_x_from_h_k<acc_t>(gh, x_scale));
+          gv[i] = lif::grad_v_prev_from_h_k<acc_t>(gh, k);
+          sm[i] += gh * lif::charge_k_term<acc_t>(h, v_prev, vr, DecayInput);
+        }
+      }
+      for (int64_t i = 0; i < bl; ++i) grad_v_init[m0 + i] = Storage<scalar_t>::store(gv[i]);
+    }
+    double chunk_sum = 0.0;
+    for (int64_t i = 0; i < len; ++i) chunk_sum += static_cast<double>(sum[i]);
+    partials[c] = chunk_sum;
+  }
+}
+
+template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
+double backward_x_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last, const scalar_t* grad_v_seq,
+                       const scalar_t* x, const scalar_t* v_init, scalar_t* grad_x, scalar_t* grad_v_init,
+                       int64_t T, int64_t N, double k, const lif::Params& p, float alpha) {
+  using acc_t = acc_type_t<scalar_t>;
+  const acc_t kc = static_cast<acc_t>(k);
+  const int64_t lanes = recompute_lanes<acc_t>(T);
+  std::vector<double> partials(static_cast<size_t>(num_chunks(N)));
+  double* part = partials.data();
+  parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
+    acc_t* hbuf = thread_buffer<acc_t>(T * lanes);
+    backward_x_range<scalar_t, Kind, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x,
+                                                  grad_v_init, part, hbuf, lanes, T, N, kc, p, alpha, begin, end);
+  });
+  double total = 0.0;
+  for (const double s : partials) total += s;
+  return total / static_cast<double>(lif::grad_k_divisor<acc_t>(kc, p.decay_input));
+}
+
 }  // namespace
 
 template <typename scalar_t>
@@ -263,6 +361,34 @@ double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
   return 0.0;
 }
 
+template <typename scalar_t>
+double plif_backward_x(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
+                       const scalar_t* grad_v_seq, const scalar_t* x, const scalar_t* v_init,
+                       scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N, double k,
+                       const lif::Params& p, int32_t surrogate, float alpha) {
+#define TKS_BWDX(K)                                                                                   \
+  case K:                                                                                             \
+    if (grad_v_seq) {                                                                                 \
+      return backward_x_impl<scalar_t, K, true>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x, \
+                                                grad_v_init, T, N, k, p, alpha);                      \
+    }                                                                                                 \
+    return backward_x_impl<scalar_t, K, false>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x,  \
+                                               grad_v_init, T, N, k, p, alpha);
+  switch (surrogate) {
+    TKS_BWDX(lif::kSigmoid)
+    TKS_BWDX(lif::kAtan)
+    TKS_BWDX(lif::kPiecewiseQuadratic)
+    TKS_BWDX(lif::kPiecewiseExp)
+    TKS_BWDX(lif::kSoftSign)
+    TKS_BWDX(lif::kSuperSpike)
+    TKS_BWDX(lif::kErf)
+    default:
+      break;
+  }
+#undef TKS_BWDX
+  return 0.0;
+}
+
 #undef TKS_ALWAYS_INLINE
 
 }  // namespace cpu
@@ -276,4 +402,7 @@ double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
   template double tks::cpu::plif_backward<S>(const S*, const S*, const S*, const S*, const S*,  \
                                              const tks::cpu::acc_type_t<S>*, S*, S*, int64_t,   \
                                              int64_t, double, const tks::lif::Params&, int32_t, \
-                                             float);
+                                             float);                                             \
+  template double tks::cpu::plif_backward_x<S>(const S*, const S*, const S*, const S*, const S*, S*, S*, \
+                                               int64_t, int64_t, double, const tks::lif::Params&, int32_t, \
+                                               float);

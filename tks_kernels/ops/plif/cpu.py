@@ -4,10 +4,14 @@ CUDA) as the ``torch.library`` custom ops ``tks_kernels::plif_forward`` /
 ``torch.compile(fullgraph=True)`` traces through them. This module defines the ops and
 their CPU kernels; ``cuda.py`` registers the CUDA ones.
 
-Forward saves one value per neuron and step in x's dtype, as LIF: h itself for
-fp32/fp64 (exact), d = h - v_threshold for fp16/bf16 (saturated, its sign kept, so
-backward's spikes equal forward's); plus references to v_init ([*]) and k (a scalar);
-nothing under no_grad. Backward recovers v_{t-1} from step t-1's saved value
+On the CPU, as LIF (``ops/lif/cpu.py``), forward saves the input itself
+(``plif_forward_x``: x, v_init and k are kept by autograd, forward writes only the spikes)
+and backward recomputes from it (``plif_backward_x``), for T <= ``recompute_max_steps``;
+there, in fp32/fp64, every gradient is the saved path's bit for bit. At more steps, on
+CUDA and in the contract-3 functions, forward saves one value per neuron and step in x's
+dtype: h itself for fp32/fp64 (exact), d = h - v_threshold for fp16/bf16 (saturated, its
+sign kept, so backward's spikes equal forward's); plus references to v_init ([*]) and k
+(a scalar); nothing under no_grad. Backward recovers v_{t-1} from step t-1's saved value
 (``v_from_saved`` in lif_math.h) and sums dL/dk inside the fused pass; autograd carries
 it on to w through k = sigmoid(w).
 """
@@ -21,6 +25,7 @@ from ... import _native
 from .._layout import (check_float, check_same_device, check_step_tensor, check_steps, compute_dtype, grad_like,
                        like_layout, surrogate_grad_like, time_major_dense)
 from .._native_op import NativeOp
+from ..lif.cpu import HAS_RECOMPUTE, recomputes
 from . import PLIFConfig
 
 _LIB = torch.library.Library("tks_kernels", "FRAGMENT")
@@ -34,6 +39,17 @@ _LIB.define(
     "Tensor k, bool decay_input, float v_threshold, float v_reset, bool soft_reset, int surrogate, float alpha, "
     "bool detach_reset, bool fire_at_threshold=True, Tensor? surrogate_grad=None) "
     "-> (Tensor grad_x, Tensor grad_v_init, Tensor grad_k)"
+)
+
+_LIB.define(
+    "plif_forward_x(Tensor x, Tensor? v_init, Tensor k, bool decay_input, float v_threshold, float v_reset, "
+    "bool soft_reset, int surrogate, float alpha, bool detach_reset, bool return_v_seq, "
+    "bool fire_at_threshold=True) -> (Tensor spikes, Tensor v_last, Tensor v_seq)"
+)
+_LIB.define(
+    "plif_backward_x(Tensor grad_spikes, Tensor? grad_v_last, Tensor? grad_v_seq, Tensor x, Tensor? v_init, "
+    "Tensor k, bool decay_input, float v_threshold, float v_reset, bool soft_reset, int surrogate, float alpha, "
+    "bool detach_reset, bool fire_at_threshold=True) -> (Tensor grad_x, Tensor grad_v_init, Tensor grad_k)"
 )
 
 
@@ -181,12 +197,96 @@ if _native.cpu_lib is not None:
     PLIF_BACKWARD.register("cpu", _cpu_backward)
 
 
+def run_backward_x(grad_spikes, grad_v_last, grad_v_seq, x_in, v_init, k, decay_input, v_threshold, v_reset,
+                   soft_reset, surrogate, alpha, detach_reset, fire_at_threshold=True):
+    """Checks, layout and outputs of plif_backward_x (CPU): x_in and v_init as forward got them."""
+    check_float(x_in, "x")
+    check_steps(x_in, "x")
+    check_step_tensor(v_init, x_in, "v_init")
+    check_k(k, x_in)
+    if grad_spikes.shape != x_in.shape:
+        raise RuntimeError(f"tks_kernels: grad_spikes has shape {tuple(grad_spikes.shape)} but x has "
+                           f"{tuple(x_in.shape)}")
+    x = time_major_dense(x_in)
+    x0 = x[0]
+    v0 = like_layout(v_init, x0) if v_init is not None else None
+    gs = like_layout(grad_spikes.to(x.dtype), x)
+    gvl = grad_like(grad_v_last, x0, "grad_v_last")
+    gvs = grad_like(grad_v_seq, x, "grad_v_seq")
+    grad_x = torch.empty_like(x)
+    grad_v_init = torch.empty_like(x0)
+    if x.numel() == 0:
+        return grad_x, grad_v_init, torch.zeros((), dtype=k.dtype, device=k.device)
+    lib = _native.cpu_lib
+    out = _native.ctypes.c_double(0.0)
+    _native.check(lib, lib.tks_plif_backward_x_cpu(
+        _native.dtype_code(x.dtype), gs.data_ptr(), _native.ptr(gvl), _native.ptr(gvs), x.data_ptr(), _native.ptr(v0),
+        grad_x.data_ptr(), grad_v_init.data_ptr(), _native.ctypes.byref(out), x.shape[0], x0.numel(), k.item(),
+        v_threshold, v_reset, _native.lif_flags(decay_input, soft_reset, detach_reset, fire_at_threshold), surrogate,
+        alpha, torch.get_num_threads()))
+    return grad_x, grad_v_init, torch.tensor(out.value, dtype=k.dtype)
+
+
+def _cpu_forward_x(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+                   return_v_seq, fire_at_threshold=True):
+    spikes, v_last, v_seq, _ = _cpu_forward(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate,
+                                            alpha, detach_reset, False, return_v_seq, fire_at_threshold)
+    return spikes, v_last, v_seq
+
+
+@torch.library.register_fake("tks_kernels::plif_forward_x")
+def _plif_forward_x_fake(x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha,
+                         detach_reset, return_v_seq, fire_at_threshold=True):
+    return (torch.empty_like(x), torch.empty_like(x[0]),
+            torch.empty_like(x) if return_v_seq else x.new_empty((0,)))
+
+
+@torch.library.register_fake("tks_kernels::plif_backward_x")
+def _plif_backward_x_fake(grad_spikes, grad_v_last, grad_v_seq, x, v_init, k, *scalars, **kwargs):
+    return torch.empty_like(x), torch.empty_like(x[0]), torch.empty_like(k)
+
+
+def _setup_context_x(ctx, inputs, output):
+    (x, v_init, k, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+     return_v_seq, *rest) = inputs
+    ctx.save_for_backward(x, v_init, k)  # the inputs themselves: nothing new is kept
+    ctx.set_materialize_grads(False)
+    ctx.scalars = (decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+                   rest[0] if rest else True)
+    ctx.has_v_seq = return_v_seq
+
+
+def _backward_x(ctx, grad_spikes, grad_v_last, grad_v_seq):
+    x, v_init, k = ctx.saved_tensors
+    if grad_spikes is None:
+        grad_spikes = torch.zeros_like(x)
+    grad_x, grad_v_init, grad_k = PLIF_BACKWARD_X(
+        grad_spikes, grad_v_last, grad_v_seq if ctx.has_v_seq else None, x, v_init, k, *ctx.scalars
+    )
+    return (grad_x, grad_v_init if v_init is not None else None, grad_k) + (None,) * 9
+
+
+PLIF_FORWARD_X = NativeOp(_LIB, "plif_forward_x", _setup_context_x, _backward_x)
+PLIF_BACKWARD_X = NativeOp(_LIB, "plif_backward_x")
+if HAS_RECOMPUTE:
+    PLIF_FORWARD_X.register("cpu", _cpu_forward_x)
+    PLIF_BACKWARD_X.register("cpu", run_backward_x)
+
+
 def forward_op(x: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tensor, cfg: PLIFConfig,
                return_v_seq: bool):
-    """Calls ``tks_kernels::plif_forward``, saving for backward only when a gradient is needed."""
+    """Calls ``tks_kernels::plif_forward_x`` (CPU, T within the recomputing backward's
+    buffer, a gradient needed: x is saved) or ``tks_kernels::plif_forward``, saving for
+    backward only when a gradient is needed."""
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or k.requires_grad or (v_init is not None and v_init.requires_grad)
     )
+    if needs_grad and recomputes(x):
+        spikes, v_last, v_seq = PLIF_FORWARD_X(
+            x, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
+            cfg.alpha, cfg.detach_reset, return_v_seq, cfg.fire_at_threshold, grad=True,
+        )
+        return (spikes, v_last, v_seq) if return_v_seq else (spikes, v_last)
     spikes, v_last, v_seq, _ = PLIF_FORWARD(
         x, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id,
         cfg.alpha, cfg.detach_reset, needs_grad, return_v_seq, cfg.fire_at_threshold, grad=needs_grad,
