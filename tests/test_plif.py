@@ -34,8 +34,9 @@ from tks_kernels.ops.plif import reference
 from lif_cases import OPTION_GRID, RESETS, rel_err
 
 HAS_CPU = tks_kernels.available_backends()["cpu"][0]
-needs_cpu = pytest.mark.skipif(not HAS_CPU, reason="tks_kernels._C not built")
-needs_interp = pytest.mark.skipif(not triton_interpreted(), reason="CPU tensors need TRITON_INTERPRET=1")
+needs_cpu = pytest.mark.skipif(not HAS_CPU, reason="the native CPU library did not load")
+needs_interp = pytest.mark.skipif(not (triton_interpreted() and tks_kernels.available_backends()["triton"][0]),
+                                  reason="the Triton interpreter is not available here (TRITON_INTERPRET=1 and triton)")
 
 # (backend, device) pairs: the fused kernels here, and on a GPU.
 HOST_BACKENDS = [pytest.param("cpu", "cpu", marks=needs_cpu, id="cpu"),
