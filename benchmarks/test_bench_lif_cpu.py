@@ -15,7 +15,7 @@ from conftest import CPU_LIF_SHAPES, DEVICE, has_module, run_case, saved_bytes
 
 pytestmark = [
     pytest.mark.skipif(DEVICE.type != "cpu", reason="CPU benchmarks (TKS_BENCH_DEVICE is not cpu)"),
-    pytest.mark.skipif(not tks_kernels.available_backends()["cpu"][0], reason="tks_kernels._C not built"),
+    pytest.mark.skipif(not tks_kernels.available_backends()["cpu"][0], reason="the native CPU library did not load"),
 ]
 
 SETTINGS = dict(tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False)

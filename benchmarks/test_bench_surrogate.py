@@ -26,7 +26,7 @@ from conftest import CPU_LIF_SHAPES, DEVICE, has_module, run_case, saved_bytes
 
 pytestmark = [
     pytest.mark.skipif(DEVICE.type != "cpu", reason="CPU benchmarks (TKS_BENCH_DEVICE is not cpu)"),
-    pytest.mark.skipif(not tks_kernels.available_backends()["cpu"][0], reason="tks_kernels._C not built"),
+    pytest.mark.skipif(not tks_kernels.available_backends()["cpu"][0], reason="the native CPU library did not load"),
     pytest.mark.skipif(not has_module("spikingjelly"), reason="SpikingJelly is not installed"),
 ]
 

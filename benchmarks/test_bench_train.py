@@ -65,7 +65,7 @@ def _neuron_elements(model, x) -> int:
 @pytest.mark.parametrize("impl", IMPLS)
 def test_resnet19_train_step(benchmark, impl, width):
     if impl == "cpu" and not tks_kernels.available_backends()["cpu"][0]:
-        pytest.skip("tks_kernels._C is not built")
+        pytest.skip("the native CPU library did not load")
     if impl == "spikingjelly" and not has_module("spikingjelly"):
         pytest.skip("spikingjelly is not installed")
     torch.manual_seed(0)

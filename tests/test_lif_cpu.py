@@ -14,7 +14,7 @@ from tks_kernels.ops.lif import SURROGATES
 
 from lif_cases import OPTION_GRID, RESETS, assert_matches_reference, lif_run, random_input, rel_err
 
-pytestmark = pytest.mark.skipif(not tks_kernels.available_backends()["cpu"][0], reason="tks_kernels._C not built")
+pytestmark = pytest.mark.skipif(not tks_kernels.available_backends()["cpu"][0], reason="the native CPU library did not load")
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 

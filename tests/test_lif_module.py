@@ -154,7 +154,7 @@ def test_unavailable_backend_says_why():
 
 def test_auto_backend_uses_fused_kernel_on_cpu():
     if not HAS_CPU:
-        pytest.skip("tks_kernels._C not built")
+        pytest.skip("the native CPU library did not load")
     from tks_kernels.ops.lif import _resolve
 
     assert _resolve("auto", "cpu") == "cpu"

@@ -28,7 +28,7 @@ from tks_kernels.ops import tks
 from tks_kernels.ops.tks import reference
 
 HAS_CPU_EXT = available_backends()["cpu"][0]
-needs_cpu = pytest.mark.skipif(not HAS_CPU_EXT, reason="tks_kernels._C did not build")
+needs_cpu = pytest.mark.skipif(not HAS_CPU_EXT, reason="the native CPU library did not load")
 
 OPTIONS = [
     dict(teacher="sum", detach_teacher=False, label_smoothing=0.0),
