@@ -14,6 +14,11 @@ echo "[tests] ctest ($TKS_BUILD_DIR)"
 if command -v ctest >/dev/null 2>&1; then CTEST=ctest; else CTEST="$VENV/bin/ctest"; fi
 "$CTEST" --test-dir "$TKS_BUILD_DIR" --output-on-failure
 
+# The GPU check script on the CPU (every step that can run here, GPU tests collected and
+# skipped, benchmarks as a smoke run), so it cannot rot between GPU sessions.
+echo "[tests] benchmarks/gpu_check.sh --dry-run"
+PYTHON="$VENV/bin/python" bash "$ROOT/benchmarks/gpu_check.sh" --dry-run
+
 echo "[tests] pytest"
 cd "$ROOT"
 # TKS_REQUIRE_EXTENSION=1: a build that did not load fails the run instead of skipping.
