@@ -42,6 +42,8 @@ __global__ void __launch_bounds__(detail::kThreads)
     tile.load(grad_spikes + off, gs_next);
     if (has_gvs) tile.load(grad_v_seq + off, gvs_next);
   }
+  // Not unrolled: nvcc's unrolled copy split the 16-byte Pack stores into scalars.
+  #pragma unroll 1
   for (int64_t t = T - 1; t >= 0; --t) {
     A d[V], gs[V], gvs[V];
 #pragma unroll

@@ -36,6 +36,8 @@ __global__ void __launch_bounds__(detail::kThreads)
   }
   A x_next[V];
   tile.load(x, x_next);
+  // Not unrolled: nvcc's unrolled copy split the 16-byte Pack stores into scalars.
+  #pragma unroll 1
   for (int64_t t = 0; t < T; ++t) {
     A xt[V];
 #pragma unroll

@@ -53,6 +53,8 @@ __global__ void __launch_bounds__(kThreads)
   }
   A x_next[V];
   tile.load(x, x_next);
+  // Not unrolled: nvcc's unrolled copy split the 16-byte Pack stores into scalars.
+  #pragma unroll 1
   for (int64_t t = 0; t < T; ++t) {
     A xt[V];
 #pragma unroll
@@ -136,6 +138,8 @@ __global__ void __launch_bounds__(kThreads)
       tile.load(grad_spikes + off, gs_next);
       if (has_gvs) tile.load(grad_v_seq + off, gvs_next);
     }
+    // Not unrolled: nvcc's unrolled copy split the 16-byte Pack stores into scalars.
+    #pragma unroll 1
     for (int64_t t = T - 1; t >= 0; --t) {
       A q[V], v_prev[V], gs[V], gvs[V];
       if (t > 0) {
