@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from .._backends import backends_line
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -209,6 +210,7 @@ def train_one(args: argparse.Namespace, loss_name: str, out: Path, d: Dist, devi
     log(f"[{loss_name}] {args.model} on {args.data} (train {len(train_set)}, test {len(test_set)}), T={args.T}, "
         f"{sum(p.numel() for p in base.parameters()) / 1e6:.3f}M parameters, {d.world} process(es) on {device}, "
         f"lr {lr:.3g}, batch {args.batch_size}x{d.world}, {args.epochs} epochs, out {out}")
+    log(f"[{loss_name}] {backends_line(args.backend, args.loss_backend or args.backend, device)}")
     stopped = False
     for epoch in range(start_epoch, args.epochs):
         if args.stop_after is not None and epoch >= args.stop_after:
