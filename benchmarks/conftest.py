@@ -13,17 +13,20 @@ Environment: ``TKS_BENCH_DEVICE`` (cpu|cuda, default cuda when available),
 ``TKS_BENCH_THREADS`` (CPU threads, default 2), ``TKS_BENCH_ROUNDS`` (default 5),
 ``TKS_BENCH_SMOKE=1`` (tiny shapes, one round: checks that every case and the result
 file work, as ``gpu_check.sh --dry-run`` does in CI; its numbers mean nothing),
-``THP_MEM_ALLOC_ENABLE`` (PyTorch's CPU allocator backs large tensors with transparent
-huge pages; default 1 here, set 0 to measure with 4 KiB pages). On a VM, first-touch page
-faults of fresh 4 KiB pages can cost more than the kernels themselves; the setting applies
-to every implementation in the run alike, and is PyTorch's documented CPU tuning.
+``THP_MEM_ALLOC_ENABLE`` (1: PyTorch's CPU allocator backs large tensors with transparent
+huge pages, its documented CPU tuning; default 0 here, PyTorch's own default: 4 KiB pages,
+which is what users get). Fresh 4 KiB pages fault in on first touch, which on a VM can
+cost more than a kernel itself; our CPU kernels advise huge pages on their own large
+outputs (csrc/cpu/huge_pages.h), the peers' temporaries get none. The setting applies to
+every implementation in a run alike and each row records it (``thp``);
+``test_bench_lif_cpu_pages.py`` measures both settings in one run.
 """
 from __future__ import annotations
 
 import os
 
 # Read by PyTorch at its first allocation: set before torch is imported.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "0")
 
 import functools
 import importlib.util

@@ -57,6 +57,32 @@ TKS_HD T charge(T v, T x, T tau, T v_reset, bool decay_input) {
   return decay_input ? v + (x - (v - v_reset)) / tau : v - (v - v_reset) / tau + x;
 }
 
+// Division by tau, exact and cheap where it can be. With Pow2 (tau a power of two, so
+// r = 1/tau is exact) x * r is the real number x / tau rounded once: the same bits as the
+// IEEE division the reference computes, subnormal results included; otherwise the
+// division itself. (A reciprocal with one FMA correction, q = x*r, e = fma(-q, tau, x),
+// q + e*r, is not exact for every tau: tested over all 2^32 fp32 x it misses for
+// significands of all ones, e.g. tau = 2 - 2^-23, and on ties of subnormal quotients,
+// e.g. tau = 10; the CPU's vector division is one instruction, so it stays.)
+template <bool Pow2, typename T>
+TKS_HD T div_tau(T x, T tau, T r) {
+  return Pow2 ? x * r : x / tau;
+}
+
+// Whether 1/tau is exact in T (tau a power of two, 1/tau representable). Host code: it
+// picks the kernel once per call.
+template <typename T>
+inline bool exact_reciprocal(T tau) {
+  int e = 0;
+  return std::isfinite(tau) && tau > T(0) && std::frexp(tau, &e) == T(0.5) && (T(1) / tau) * tau == T(1);
+}
+
+// charge with the division by tau through div_tau: the same bits as charge.
+template <bool Pow2, typename T>
+TKS_HD T charge_div(T v, T x, T tau, T r, T v_reset, bool decay_input) {
+  return decay_input ? v + div_tau<Pow2>(x - (v - v_reset), tau, r) : v - div_tau<Pow2>(v - v_reset, tau, r) + x;
+}
+
 // Fire: Heaviside(h - v_threshold), as 0/1 in the compute type; at_threshold: whether
 // h == v_threshold fires.
 template <typename T>

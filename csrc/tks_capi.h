@@ -76,6 +76,25 @@ TKS_API int tks_plif_backward_cpu(int dtype, const void* grad_spikes, const void
                                   double v_reset, int flags, int surrogate, double alpha,
                                   int num_threads);
 
+/* Backward that recomputes from the input, CPU (LIF and parametric LIF): x and v_init
+ * ([T, N], [N] or NULL) as given to forward, which then needs no `saved` (pass NULL);
+ * per block of neurons the forward recurrence runs again (the same arithmetic: the same
+ * spikes in every dtype), then the reverse one. Built-in surrogates only. Other
+ * arguments as tks_lif_backward_cpu / tks_plif_backward_cpu. T must be at most
+ * tks_lif_recompute_max_steps_cpu(dtype) (the charges of a block for all T steps are
+ * kept in a per-thread buffer); -1 for a bad dtype. */
+TKS_API int64_t tks_lif_recompute_max_steps_cpu(int dtype);
+TKS_API int tks_lif_backward_x_cpu(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                   const void* grad_v_seq, const void* x, const void* v_init,
+                                   void* grad_x, void* grad_v_init, int64_t T, int64_t N, double tau,
+                                   double v_threshold, double v_reset, int flags, int surrogate,
+                                   double alpha, int num_threads);
+TKS_API int tks_plif_backward_x_cpu(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                    const void* grad_v_seq, const void* x, const void* v_init,
+                                    void* grad_x, void* grad_v_init, double* grad_k, int64_t T,
+                                    int64_t N, double k, double v_threshold, double v_reset,
+                                    int flags, int surrogate, double alpha, int num_threads);
+
 /* TKS loss, CPU (csrc/tks_math.h). logits [T, B, C] with unit class stride and the given
  * step/batch strides; labels int64 [B] or probs [B, C] (compute dtype, contiguous); terms
  * [2, B], loss [], parts [2] in the compute dtype; grad [T, B, C] contiguous in the

@@ -18,13 +18,14 @@ namespace {
 // One thread's range of neurons [begin, end). Everything arrives by value with
 // __restrict__ pointers: the compiler may keep the scalars in registers and
 // vectorise the inner loop (through a lambda's captures it cannot).
-template <typename scalar_t, bool DecayInput, bool SaveD, bool SaveVSeq>
+template <typename scalar_t, bool DecayInput, bool Pow2, bool SaveD, bool SaveVSeq>
 TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
                    scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
                    scalar_t* __restrict__ v_seq, scalar_t* __restrict__ d_saved, int64_t T,
                    int64_t N, const lif::Params p, int64_t begin, int64_t end) {
   using acc_t = acc_type_t<scalar_t>;
   const acc_t tau = p.tau, vth = p.v_threshold, vr = p.v_reset;
+  const acc_t inv_tau = acc_t(1) / tau;  // exact with Pow2 (lif::div_tau)
   // Run-time options are loop invariants the compiler turns into selects: fewer
   // template instances (a fast build) for a few more instructions per element.
   const bool SoftReset = p.soft_reset;
@@ -40,7 +41,8 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t
       const int64_t off = t * N + n0;
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
-        const acc_t h = lif::charge<acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), tau, vr_charge, DecayInput);
+        const acc_t h = lif::charge_div<Pow2, acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), tau, inv_tau,
+                                                     vr_charge, DecayInput);
         const acc_t s = lif::fire<acc_t>(h, vth, at_threshold);
         const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
         spikes[off + i] = Storage<scalar_t>::store(s);
@@ -53,12 +55,12 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t
   }
 }
 
-template <typename scalar_t, bool DecayInput, bool SaveD, bool SaveVSeq>
+template <typename scalar_t, bool DecayInput, bool Pow2, bool SaveD, bool SaveVSeq>
 void forward_impl(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
                   scalar_t* v_last, scalar_t* v_seq, scalar_t* d_saved, int64_t T, int64_t N,
                   const lif::Params& p) {
   parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
-    forward_range<scalar_t, DecayInput, SaveD, SaveVSeq>(x, v_init, spikes, v_last, v_seq,
+    forward_range<scalar_t, DecayInput, Pow2, SaveD, SaveVSeq>(x, v_init, spikes, v_last, v_seq,
                                                                     d_saved, T, N, p, begin, end);
   });
 }
@@ -123,7 +125,7 @@ void backward_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
 // backward_range's with d = h - vth formed in the compute type, so in fp32/fp64 the
 // gradients are the saved-d path's bit for bit, and in fp16/bf16 g' and the reset term
 // see the unrounded d.
-template <typename scalar_t, int32_t Kind, bool DecayInput, bool HasGradVSeq>
+template <typename scalar_t, int32_t Kind, bool DecayInput, bool Pow2, bool HasGradVSeq>
 TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
                                      const scalar_t* __restrict__ grad_v_last,
                                      const scalar_t* __restrict__ grad_v_seq,
@@ -138,7 +140,10 @@ TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
   const bool SoftReset = p.soft_reset, DetachReset = p.detach_reset;
   const bool at_threshold = p.fire_at_threshold;
   const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
+  const acc_t inv_tau = acc_t(1) / tau;  // exact with Pow2 (lif::div_tau)
+  // dL/dx = gh / tau (the reference's autograd divides) or gh.
   const acc_t input_div = lif::input_divisor<acc_t>(tau, DecayInput);
+  const acc_t inv_input_div = acc_t(1) / input_div;
   acc_t v[kBlock];
   for (int64_t n0 = begin; n0 < end; n0 += lanes) {
     const int64_t len = std::min(lanes, end - n0);
@@ -150,7 +155,8 @@ TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
       acc_t* __restrict__ hrow = hbuf + t * lanes;
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
-        const acc_t h = lif::charge<acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), tau, vr_charge, DecayInput);
+        const acc_t h = lif::charge_div<Pow2, acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), tau, inv_tau,
+                                                     vr_charge, DecayInput);
         const acc_t s = lif::fire<acc_t>(h, vth, at_threshold);
         hrow[i] = h;
         v[i] = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
@@ -171,7 +177,7 @@ TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
         const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
         const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(grad_spikes[off + i]), g, sg, vth,
                                                    vr, SoftReset, DetachReset, at_threshold);
-        grad_x[off + i] = Storage<scalar_t>::store(lif::grad_x_from_h<acc_t>(gh, input_div));
+        grad_x[off + i] = Storage<scalar_t>::store(lif::div_tau<Pow2, acc_t>(gh, input_div, inv_input_div));
         gv[i] = lif::grad_v_prev_from_h<acc_t>(gh, tau);
       }
     }
@@ -179,7 +185,7 @@ TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
   }
 }
 
-template <typename scalar_t, int32_t Kind, bool DecayInput, bool HasGradVSeq>
+template <typename scalar_t, int32_t Kind, bool DecayInput, bool Pow2, bool HasGradVSeq>
 void backward_x_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last, const scalar_t* grad_v_seq,
                      const scalar_t* x, const scalar_t* v_init, scalar_t* grad_x, scalar_t* grad_v_init,
                      int64_t T, int64_t N, const lif::Params& p, float alpha) {
@@ -187,7 +193,7 @@ void backward_x_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last, c
   const int64_t lanes = recompute_lanes<acc_t>(T);
   parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
     acc_t* hbuf = thread_buffer<acc_t>(T * lanes);
-    backward_x_range<scalar_t, Kind, DecayInput, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, x, v_init,
+    backward_x_range<scalar_t, Kind, DecayInput, Pow2, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, x, v_init,
                                                               grad_x, grad_v_init, hbuf, lanes, T, N, p, alpha,
                                                               begin, end);
   });
@@ -201,8 +207,11 @@ void lif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
                  int64_t N, const lif::Params& p) {
   // Three run-time flags become template parameters: 8 specialisations (decay_input
   // picks between two divisions, the outputs between stores).
-#define TKS_FWD(DI, SD, SV) \
-  return forward_impl<scalar_t, DI, SD, SV>(x, v_init, spikes, v_last, v_seq, d_saved, T, N, p)
+  // tau a power of two: multiplications by the exact 1/tau (lif::div_tau), 16 in all.
+  const bool pow2 = lif::exact_reciprocal<acc_type_t<scalar_t>>(static_cast<acc_type_t<scalar_t>>(p.tau));
+#define TKS_FWD(DI, SD, SV)                                                                            \
+  if (pow2) return forward_impl<scalar_t, DI, true, SD, SV>(x, v_init, spikes, v_last, v_seq, d_saved, T, N, p); \
+  return forward_impl<scalar_t, DI, false, SD, SV>(x, v_init, spikes, v_last, v_seq, d_saved, T, N, p)
 #define TKS_FWD_SV(DI, SD) \
   if (v_seq) { TKS_FWD(DI, SD, true); } else { TKS_FWD(DI, SD, false); }
 #define TKS_FWD_SD(DI) \
@@ -248,13 +257,16 @@ void lif_backward_x(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
                     const scalar_t* grad_v_seq, const scalar_t* x, const scalar_t* v_init,
                     scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N,
                     const lif::Params& p, int32_t surrogate, float alpha) {
-#define TKS_BWDX_DI(K, DI)                                                                               \
-  if (grad_v_seq) {                                                                                      \
-    return backward_x_impl<scalar_t, K, DI, true>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x, \
-                                                  grad_v_init, T, N, p, alpha);                          \
-  }                                                                                                      \
-  return backward_x_impl<scalar_t, K, DI, false>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x,  \
-                                                 grad_v_init, T, N, p, alpha);
+  const bool pow2 = lif::exact_reciprocal<acc_type_t<scalar_t>>(static_cast<acc_type_t<scalar_t>>(p.tau));
+#define TKS_BWDX_P2(K, DI, P2)                                                                              \
+  if (grad_v_seq) {                                                                                         \
+    return backward_x_impl<scalar_t, K, DI, P2, true>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x, \
+                                                      grad_v_init, T, N, p, alpha);                         \
+  }                                                                                                         \
+  return backward_x_impl<scalar_t, K, DI, P2, false>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x,  \
+                                                     grad_v_init, T, N, p, alpha);
+#define TKS_BWDX_DI(K, DI) \
+  if (pow2) { TKS_BWDX_P2(K, DI, true) } else { TKS_BWDX_P2(K, DI, false) }
 #define TKS_BWDX(K)                                  \
   case K:                                            \
     if (p.decay_input) { TKS_BWDX_DI(K, true) } else { TKS_BWDX_DI(K, false) }
@@ -271,6 +283,7 @@ void lif_backward_x(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
   }
 #undef TKS_BWDX
 #undef TKS_BWDX_DI
+#undef TKS_BWDX_P2
 }
 
 }  // namespace cpu

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -267,6 +268,68 @@ void test_keep_sign() {
         0.25 + 2 * 1.0);
 }
 
+// div_tau<true> (x * 1/tau for tau a power of two) against IEEE division, bit for bit:
+// over all 2^32 fp32 x for tau = 2, and for other powers of two over every x whose
+// quotient is subnormal or near it (|x| < 2^-100 * tau: where rounding granularity is
+// fixed; for tau up to 2^24), the top two binades, two whole middle binades (every significand: elsewhere the
+// computation is this one scaled by a power of two, exactly), the specials, and 2^22
+// random bit patterns. Also which taus take that path (exact_reciprocal).
+uint64_t div_mismatches(float tau, uint32_t lo, uint32_t hi) {
+  const float r = 1.0f / tau;
+  uint64_t bad = 0;
+  for (uint64_t b = lo; b <= hi; ++b) {
+    const uint32_t u = static_cast<uint32_t>(b);
+    float x;
+    std::memcpy(&x, &u, sizeof(x));
+    const float want = x / tau, got = div_tau<true, float>(x, tau, r);
+    uint32_t wb, gb;
+    std::memcpy(&wb, &want, 4);
+    std::memcpy(&gb, &got, 4);
+    bad += (wb != gb && !(want != want && got != got)) ? 1 : 0;
+  }
+  return bad;
+}
+
+uint64_t div_mismatches_both_signs(float tau, uint32_t lo, uint32_t hi) {
+  return div_mismatches(tau, lo, hi) + div_mismatches(tau, lo | 0x80000000u, hi | 0x80000000u);
+}
+
+void test_div_tau() {
+  check_true("every fp32 x: x * (1/2) == x / 2", div_mismatches(2.0f, 0u, 0xFFFFFFFFu) == 0, __LINE__);
+  uint32_t rng = 12345u;
+  for (const int k : {0, 1, 3, 10, 24, 63, 100, 126, 127}) {
+    const float tau = std::ldexp(1.0f, k);
+    // Every x with a quotient below 2^-100 (subnormal or near), for tau up to 2^24 (above,
+    // that is most x: the random patterns cover them).
+    uint32_t small_hi;
+    const float small = std::ldexp(1.0f, std::min(k, 24) - 100);
+    std::memcpy(&small_hi, &small, 4);
+    uint64_t bad = div_mismatches_both_signs(tau, 0u, small_hi);
+    bad += div_mismatches_both_signs(tau, 0x7E800000u, 0x7FFFFFFFu);  // top binades, inf, NaNs
+    bad += div_mismatches_both_signs(tau, 0x3F800000u, 0x407FFFFFu);  // [1, 4)
+    for (int i = 0; i < (1 << 22); ++i) {
+      rng = rng * 1664525u + 1013904223u;
+      bad += div_mismatches(tau, rng, rng);
+    }
+    char what[96];
+    std::snprintf(what, sizeof(what), "div_tau<true> == IEEE division, tau = 2^%d", k);
+    check_true(what, bad == 0, __LINE__);
+    check_true("exact_reciprocal(2^k), float", exact_reciprocal<float>(tau), __LINE__);
+    check_true("exact_reciprocal(2^k), double", exact_reciprocal<double>(std::ldexp(1.0, k)), __LINE__);
+  }
+  for (const float tau : {3.0f, 1.5f, 10.0f, 2.5f, std::nextafter(1.0f, 2.0f), std::nextafter(2.0f, 1.0f), 1e30f}) {
+    check_true("not exact_reciprocal (not a power of two)", !exact_reciprocal<float>(tau), __LINE__);
+  }
+  check_true("not exact_reciprocal(inf)", !exact_reciprocal<float>(std::numeric_limits<float>::infinity()), __LINE__);
+  // Without Pow2 it is the division itself.
+  check_exact("div_tau<false>(1, 3)", div_tau<false, float>(1.0f, 3.0f, 1.0f / 3.0f), 1.0f / 3.0f, __LINE__);
+  check_exact("charge_div<true> == charge (tau = 2)", charge_div<true, float>(0.3f, 1.7f, 2.0f, 0.5f, 0.1f, true),
+              charge<float>(0.3f, 1.7f, 2.0f, 0.1f, true), __LINE__);
+  check_exact("charge_div<true> == charge (no decay_input)",
+              charge_div<true, float>(0.3f, 1.7f, 4.0f, 0.25f, 0.1f, false), charge<float>(0.3f, 1.7f, 4.0f, 0.1f, false),
+              __LINE__);
+}
+
 template <typename T>
 void run_all() {
   test_charge<T>();
@@ -283,6 +346,7 @@ int main() {
   run_all<double>();
   test_keep_sign();
   test_exp();
+  test_div_tau();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

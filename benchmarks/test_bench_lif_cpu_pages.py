@@ -1,0 +1,130 @@
+"""CPU LIF forward+backward at PyTorch's default settings and with huge pages, in one run.
+
+Issue 15's measurement: LIF forward+backward on [8, 32, 32768] (fp32 and bf16, 2 threads)
+for the fused CPU kernel, SpikingJelly 2.0's multi-step CPU LIFNode, the plain-PyTorch
+reference, and a tensor copy of the same size, each page setting in its own process
+(PyTorch reads ``THP_MEM_ALLOC_ENABLE`` at its first allocation):
+
+- ``thp=0``: **the default** (4 KiB pages from PyTorch's default CPU allocator; a fresh
+  large output faults in page by page). Our kernels ask for huge pages on their own large
+  outputs (csrc/cpu/huge_pages.h), which works wherever the system's THP mode is
+  ``madvise`` or ``always``;
+- ``cpu_saved_d``: the same kernel with the saved-distance path (forward writes d,
+  backward reads it: the design before issue 15, still used at T > 4096);
+- ``thp=1``: PyTorch backs every large tensor with huge pages (its documented CPU tuning),
+  which speeds the peers' many temporaries too.
+
+Implementations run round-robin inside each process (one timed call of each per round,
+median of the rounds), so a change in the machine's load hits all of them alike; the
+rows carry the 1-minute load average. ``bytes``: what a perfect kernel moves, 20 bytes per
+neuron and step in fp32 for forward+backward (forward reads x, writes spikes; backward
+reads x and grad_spikes, writes grad_x), 10 in bf16; ``copy_frac``: that over the copy's
+rate (read + write of one prefaulted [T, *] tensor).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import tks_kernels
+
+from conftest import DEVICE, SMOKE, THREADS, ROUNDS, has_module, write_row
+
+pytestmark = [
+    pytest.mark.skipif(DEVICE.type != "cpu", reason="CPU benchmarks (TKS_BENCH_DEVICE is not cpu)"),
+    pytest.mark.skipif(not tks_kernels.available_backends()["cpu"][0], reason="the native CPU library is not built"),
+]
+
+SHAPE = (2, 4, 512) if SMOKE else (8, 32, 32768)
+
+_CHILD = textwrap.dedent(r"""
+    import json, os, sys, time
+    import torch
+    torch.set_num_threads(int(sys.argv[1]))
+    rounds, shape, with_sj = int(sys.argv[2]), tuple(json.loads(sys.argv[3])), sys.argv[4] == "1"
+    from tks_kernels.functional import lif_multistep
+    settings = dict(tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False)
+    out = []
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(shape).to(dtype).requires_grad_()
+        g = torch.randn(shape).to(dtype)
+        def ours(backend):
+            def f():
+                s, _ = lif_multistep(x, backend=backend, surrogate="sigmoid", **settings)
+                torch.autograd.grad(s, x, g)
+            return f
+        def saved_path():
+            # the saved-d path (as at T > recompute_max_steps), for the before/after ratio
+            from tks_kernels.ops.lif import cpu as lif_cpu
+            steps, lif_cpu._MAX_STEPS = lif_cpu._MAX_STEPS, {}
+            try:
+                ours("cpu")()
+            finally:
+                lif_cpu._MAX_STEPS = steps
+        impls = {"cpu": ours("cpu"), "cpu_saved_d": saved_path, "torch": ours("torch")}
+        if with_sj:
+            from spikingjelly.activation_based import neuron, surrogate
+            node = neuron.LIFNode(surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m", **settings)
+            def sj():
+                node.reset()
+                torch.autograd.grad(node(x), x, g)
+            impls["spikingjelly"] = sj
+        src = torch.randn(shape).to(dtype)
+        dst = torch.empty_like(src)
+        impls["copy"] = lambda: dst.copy_(src)
+        times = {k: [] for k in impls}
+        for f in impls.values():
+            f()
+        for _ in range(rounds):
+            for k, f in impls.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+        for k, ts in times.items():
+            ts.sort()
+            out.append({"dtype": str(dtype)[6:], "impl": k, "median_ms": ts[len(ts) // 2] * 1e3,
+                        "min_ms": ts[0] * 1e3})
+    print(json.dumps({"rows": out, "load": os.getloadavg()[0]}))
+""")
+
+
+def _measure(thp: str, rounds: int):
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE=thp)
+    args = [sys.executable, "-c", _CHILD, str(THREADS), str(rounds), json.dumps(SHAPE),
+            "1" if has_module("spikingjelly") else "0"]
+    res = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_lif_cpu_fwd_bwd_both_page_settings(record_property):
+    n = torch.Size(SHAPE).numel()
+    rounds = max(ROUNDS, 1 if SMOKE else 9)
+    lines = []
+    for thp in ("0", "1"):
+        res = _measure(thp, rounds)
+        rows = {(r["dtype"], r["impl"]): r for r in res["rows"]}
+        for (dtype, impl), r in rows.items():
+            esize = 4 if dtype == "float32" else 2
+            copy = rows[(dtype, "copy")]
+            copy_rate = 2 * n * esize / (copy["median_ms"] / 1e3)
+            row = {"case": f"lif fwd+bwd {impl} {dtype} (pages)", "impl": impl, "dtype": dtype, "shape": str(SHAPE),
+                   "thp": thp, "default_setting": thp == "0", "threads": THREADS, "load1": round(res["load"], 2),
+                   "median_ms": round(r["median_ms"], 2), "min_ms": round(r["min_ms"], 2)}
+            if impl != "copy":
+                moved = 5 * n * esize  # the recomputing design's minimum, for every implementation
+                row["copy_frac"] = round(moved / (r["median_ms"] / 1e3) / copy_rate, 3)
+                for peer in ("spikingjelly", "torch"):
+                    if impl == "cpu" and (dtype, peer) in rows:
+                        row[f"x_vs_{peer}"] = round(rows[(dtype, peer)]["median_ms"] / r["median_ms"], 2)
+            write_row(row)
+            lines.append(row)
+    for row in lines:
+        print(json.dumps(row))
+    record_property("rows", lines)
