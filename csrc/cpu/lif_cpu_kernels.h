@@ -144,7 +144,7 @@ TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
   // dL/dx = gh / tau (the reference's autograd divides) or gh.
   const acc_t input_div = lif::input_divisor<acc_t>(tau, DecayInput);
   const acc_t inv_input_div = acc_t(1) / input_div;
-  acc_t v[kBlock];
+  acc_t v[kBlock], sgrow[kBlock];
   for (int64_t n0 = begin; n0 < end; n0 += lanes) {
     const int64_t len = std::min(lanes, end - n0);
     for (int64_t i = 0; i < len; ++i) {
@@ -169,12 +169,16 @@ TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t off = t * N + n0;
       const acc_t* __restrict__ hrow = hbuf + t * lanes;
+      // g' in a loop of its own: fused into the loop below, an exp-based surrogate (the
+      // polynomial's integer select among the option selects) left that loop scalar.
+#pragma omp simd
+      for (int64_t i = 0; i < len; ++i) sgrow[i] = lif::surrogate_grad_t<Kind, acc_t>(hrow[i] - vth, alpha);
 #pragma omp simd
       for (int64_t i = 0; i < len; ++i) {
         acc_t g = gv[i];
         if (HasGradVSeq) g += Storage<scalar_t>::load(grad_v_seq[off + i]);
         const acc_t d = hrow[i] - vth;
-        const acc_t sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+        const acc_t sg = sgrow[i];
         const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(grad_spikes[off + i]), g, sg, vth,
                                                    vr, SoftReset, DetachReset, at_threshold);
         grad_x[off + i] = Storage<scalar_t>::store(lif::div_tau<Pow2, acc_t>(gh, input_div, inv_input_div));
