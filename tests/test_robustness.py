@@ -310,7 +310,8 @@ def test_nonsense_epochs_are_refused(epoch):
 
 # ----------------------------------------------------------------------------- training (1, 2, 7, 8, 9, 10)
 
-TINY = ["--model", "mlp", "--width", "0.25", "-T", "2", "--epochs", "3", "--batch-size", "32",
+# --data digits: one run in --out (the no-argument default is the multi-seed CE-vs-TKS demo).
+TINY = ["--data", "digits", "--model", "mlp", "--width", "0.25", "-T", "2", "--epochs", "3", "--batch-size", "32",
         "--limit-train", "64", "--limit-test", "32", "--no-progress", "--seed", "1", "--backend", "torch"]
 
 
