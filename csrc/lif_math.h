@@ -77,6 +77,61 @@ inline bool exact_reciprocal(T tau) {
   return std::isfinite(tau) && tau > T(0) && std::frexp(tau, &e) == T(0.5) && (T(1) / tau) * tau == T(1);
 }
 
+// ---- fp32 division by a fixed tau through its reciprocal: IEEE bits, no divide ----
+// q0 = x*r with r = RN(1/tau) (computed once on the host) is within an ulp of x/tau;
+// the residual e = x - q0*tau is then exact (one FMA), and q0 + e*r rounded once (one
+// more FMA) is the correctly rounded quotient (Markstein's theorem) unless tau's
+// significand is all ones (r's error is then too large: tau = 2 - 2^-23 misses on ~25M
+// of the 2^32 x) or the quotient is tiny (e is no longer exact once q0*tau's last bit
+// falls below 2^-149: misses on subnormal quotients for tau = 10, 100). The host routes
+// the first case to IEEE division (TauDivisor::ieee, a branch uniform over a whole
+// call); a kernel routes |q0| outside [kDivRcpMin, kDivRcpMax] (tiny, huge, inf, NaN) to
+// IEEE division with a rarely taken branch. e == 0 (q0 exact, x = +-0 included) keeps
+// q0, so the sign of a zero quotient is IEEE's. A power-of-two tau takes the same path
+// (r exact, e = 0). Proven by csrc/tests/test_div_tau.cpp over all 2^32 fp32 x for
+// several tau against IEEE division, bit for bit.
+constexpr float kDivRcpMin = 0x1p-90f;   // |q0| below: IEEE division (tau >= 2^-10)
+constexpr float kDivRcpMax = 0x1p+126f;  // |q0| above (or inf/NaN): IEEE division
+constexpr float kDivTauMin = 0x1p-10f;   // tau outside [2^-10, 2^10]: IEEE division
+constexpr float kDivTauMax = 0x1p+10f;
+
+// fp32 FMA, explicit: contraction is off (-fmad=false, -ffp-contract=off), this is not.
+TKS_HD float fma_f32(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+// What a kernel needs to divide by tau: tau, r = RN(1/tau), and whether IEEE division
+// must be used for every x (made by make_tau_divisor on the host).
+struct TauDivisor {
+  float tau;
+  float r;
+  bool ieee;
+};
+
+// Host: the divisor for tau; `ieee` for a significand of all ones, tau outside
+// [kDivTauMin, kDivTauMax], or a non-finite tau.
+inline TauDivisor make_tau_divisor(float tau) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &tau, sizeof(bits));
+  const bool all_ones = (bits & 0x7fffffu) == 0x7fffffu;
+  const bool in_range = tau >= kDivTauMin && tau <= kDivTauMax;  // false for NaN
+  return TauDivisor{tau, 1.0f / tau, all_ones || !in_range};
+}
+
+// x / tau with the bits of IEEE division (see above); d from make_tau_divisor.
+TKS_HD float div_tau_rcp(float x, const TauDivisor& d) {
+  const float q0 = x * d.r;
+  const float e = fma_f32(-q0, d.tau, x);
+  const float q1 = e == 0.0f ? q0 : fma_f32(e, d.r, q0);
+  const float a = std::fabs(q0);
+  if (d.ieee || (a != 0.0f && !(a >= kDivRcpMin && a <= kDivRcpMax))) return x / d.tau;
+  return q1;
+}
+
 // charge with the division by tau through div_tau: the same bits as charge.
 template <bool Pow2, typename T>
 TKS_HD T charge_div(T v, T x, T tau, T r, T v_reset, bool decay_input) {
