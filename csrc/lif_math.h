@@ -132,6 +132,14 @@ TKS_HD float div_tau_rcp(float x, const TauDivisor& d) {
   return q1;
 }
 
+// charge<float> with one division through div_tau_rcp, decay_input a run-time flag that
+// selects the numerator and the sum (no second copy of the division): the same bits as
+// charge<float>.
+TKS_HD float charge_rcp(float v, float x, const TauDivisor& d, float v_reset, bool decay_input) {
+  const float q = div_tau_rcp(decay_input ? x - (v - v_reset) : v - v_reset, d);
+  return decay_input ? v + q : v - q + x;
+}
+
 // charge with the division by tau through div_tau: the same bits as charge.
 template <bool Pow2, typename T>
 TKS_HD T charge_div(T v, T x, T tau, T r, T v_reset, bool decay_input) {

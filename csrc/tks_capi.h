@@ -135,6 +135,21 @@ TKS_API int tks_plif_backward_cuda(int dtype, const void* grad_spikes, const voi
                                    void* grad_k, double* workspace, int64_t T, int64_t N,
                                    double v_threshold, double v_reset, int flags, int surrogate,
                                    double alpha, void* stream);
+/* Backward that recomputes from the input, CUDA (LIF and parametric LIF): as the CPU's
+ * (tks_lif_backward_x_cpu), one thread's charges for all T steps in registers, so T must be
+ * at most tks_lif_recompute_max_steps_cuda(dtype) (8 for float32/float64, 4 for
+ * float16/bfloat16; -1 for a bad dtype); other arguments as tks_lif_backward_cuda /
+ * tks_plif_backward_cuda (no sg: built-in surrogates only). */
+TKS_API int64_t tks_lif_recompute_max_steps_cuda(int dtype);
+TKS_API int tks_lif_backward_x_cuda(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                    const void* grad_v_seq, const void* x, const void* v_init, void* grad_x,
+                                    void* grad_v_init, int64_t T, int64_t N, double tau, double v_threshold,
+                                    double v_reset, int flags, int surrogate, double alpha, void* stream);
+TKS_API int tks_plif_backward_x_cuda(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                     const void* grad_v_seq, const void* x, const void* v_init, const void* k,
+                                     void* grad_x, void* grad_v_init, void* grad_k, double* workspace, int64_t T,
+                                     int64_t N, double v_threshold, double v_reset, int flags, int surrogate,
+                                     double alpha, void* stream);
 TKS_API int tks_loss_forward_cuda(int dtype, const void* logits, void* grad, const int64_t* labels,
                                   const void* probs, void* terms, void* loss, void* parts,
                                   int64_t T, int64_t B, int64_t C, int64_t stride_t,

@@ -13,6 +13,7 @@ CUDA build fails rather than skips.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import pytest
@@ -438,3 +439,138 @@ def test_int64_indexing():
     assert torch.equal(v[-4096:], v_ref)
     del s, v, x
     torch.cuda.empty_cache()
+
+
+# --- the recomputing backward (issue 15) ----------------------------------------------------
+# With a gradient needed and T <= the device's recompute_max_steps(dtype), forward saves x
+# and backward re-runs the forward recurrence from it (lif_forward_x / lif_backward_x, and
+# the plif_ ones); beyond, the saved-distance path runs.
+
+def _max_steps(dtype) -> int:
+    from tks_kernels.ops.lif.cpu import RECOMPUTE_MAX_STEPS
+    fn = RECOMPUTE_MAX_STEPS.get(torch.device(DEVICE).type)
+    return fn(dtype) if fn is not None else 0
+
+
+class _RecordOps(TorchDispatchMode):
+    """Names of the tks_kernels ops dispatched."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "tks_kernels":
+            self.names.append(func._opname)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_recompute_within_its_steps_and_saved_distance_beyond(dtype):
+    T = _max_steps(dtype)
+    assert T >= 4, f"the {DEVICE} backend has no recomputing backward for {dtype}"
+    for steps, forward, backward in ((T, "lif_forward_x", "lif_backward_x"), (T + 1, "lif_forward", "lif_backward")):
+        if steps > 64:
+            continue  # the CPU standing in: its limit is thousands of steps
+        x = random_input((steps, 3, 257), dtype).requires_grad_()
+        with _RecordOps() as rec:
+            s, v = lif_multistep(x, backend=BACKEND, tau=3.0)
+            (s.sum() + v.sum()).backward()
+        assert rec.names == [forward, backward], rec.names
+        assert _saved_bytes(lambda: lif_multistep(x, backend=BACKEND)) == x.nbytes
+        # Against the reference at the limit and beyond it.
+        assert_matches_reference(random_input((steps, 2, 129), dtype), random_input((2, 129), dtype, seed=3),
+                                 tau=3.0, v_reset=None if steps % 2 else -0.25)
+
+
+RECOMPUTE_OPTIONS = [
+    dict(surrogate=s, soft=soft, decay_input=d, detach=dr, fire_at_threshold=f, tau=tau)
+    for (s, (soft, tau)), d, dr, f in itertools.product(
+        itertools.product(range(len(SURROGATES)), ((True, 2.0), (False, 3.0), (False, 1.7))), (True, False),
+        (True, False), (True, False))
+]
+
+
+def _op_args(o):
+    return (o["decay_input"], 0.6, 0.0 if o["soft"] else -0.2, o["soft"], o["surrogate"], 2.5, o["detach"],
+            o["fire_at_threshold"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_recompute_equals_saved_distance_backward(dtype):
+    # fp32/fp64: d is saved exactly, so both backwards give the same bits; fp16/bf16: the
+    # recomputing one sees the unrounded d, within the gradient tolerance of the other.
+    T = min(_max_steps(dtype), 8)
+    x = random_input((T, 1030), dtype, offset=0.5)
+    v0 = random_input((1030,), dtype, seed=2)
+    x[:, :7] = 0.6  # ties with the threshold: the firing rule matters
+    gs, gvl, gvs = (random_input(t.shape, dtype, seed=i) for i, t in enumerate((x, v0, x), start=4))
+    for o in RECOMPUTE_OPTIONS:
+        a = _op_args(o)
+        tau = o["tau"]
+        s, _, _, d = torch.ops.tks_kernels.lif_forward(x, v0, tau, a[0], a[1], a[2], a[3], a[4], a[5], a[6], True,
+                                                       True, a[7])
+        s_x, _, _ = torch.ops.tks_kernels.lif_forward_x(x, v0, tau, a[0], a[1], a[2], a[3], a[4], a[5], a[6], True,
+                                                        a[7])
+        assert torch.equal(s, s_x), o
+        saved = torch.ops.tks_kernels.lif_backward(gs, gvl, gvs, d, tau, *a)
+        recomputed = torch.ops.tks_kernels.lif_backward_x(gs, gvl, gvs, x, v0, tau, *a)
+        for name, p, q in zip(("grad_x", "grad_v_init"), recomputed, saved):
+            if dtype in (torch.float32, torch.float64):
+                assert torch.equal(p, q), f"{name} {o}"
+            else:
+                assert rel_err(p, q) <= GRAD_TOL[dtype], f"{name} {rel_err(p, q):.3g} {o}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_plif_recompute_equals_saved_backward(dtype):
+    # PLIF saves h in fp32/fp64: both backwards give the same bits, dL/dk included (the same
+    # per-thread order of the sum and the same fixed tree over blocks).
+    T = min(_max_steps(dtype), 8)
+    x = random_input((T, 2 * 1031), dtype, offset=0.5)
+    v0 = random_input((2 * 1031,), dtype, seed=2)
+    gs, gvl, gvs = (random_input(t.shape, dtype, seed=i) for i, t in enumerate((x, v0, x), start=4))
+    importlib.import_module(f"tks_kernels.ops.plif.{BACKEND}")  # defines and registers the plif ops
+    cdt = torch.float64 if dtype == torch.float64 else torch.float32
+    for o in RECOMPUTE_OPTIONS[::3]:
+        a = _op_args(o)
+        k = torch.tensor(1.0 / o["tau"], dtype=cdt, device=DEVICE)
+        s, _, _, saved = torch.ops.tks_kernels.plif_forward(x, v0, k, a[0], a[1], a[2], a[3], a[4], a[5], a[6], True,
+                                                            False, a[7])
+        s_x, _, _ = torch.ops.tks_kernels.plif_forward_x(x, v0, k, a[0], a[1], a[2], a[3], a[4], a[5], a[6], False,
+                                                         a[7])
+        assert torch.equal(s, s_x), o
+        want = torch.ops.tks_kernels.plif_backward(gs, gvl, gvs, saved, v0, k, *a)
+        got = torch.ops.tks_kernels.plif_backward_x(gs, gvl, gvs, x, v0, k, *a)
+        for name, p, q in zip(("grad_x", "grad_v_init", "grad_k"), got, want):
+            if dtype in (torch.float32, torch.float64):
+                assert torch.equal(p, q), f"{name} {o}"
+            else:
+                assert rel_err(p, q) <= 4 * GRAD_TOL[dtype], f"{name} {rel_err(p, q):.3g} {o}"
+        # Deterministic: a second run gives the same dL/dk.
+        again = torch.ops.tks_kernels.plif_backward_x(gs, gvl, gvs, x, v0, k, *a)
+        assert torch.equal(again[2], got[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_plif_recompute_matches_reference(dtype):
+    from tks_kernels.ops import plif as plif_ops
+    T = _max_steps(dtype)
+    if T > 64:
+        T = 8
+    x0 = random_input((T, 3, 515), dtype)
+    v00 = random_input((3, 515), dtype, seed=2)
+    results = {}
+    for backend in (BACKEND, "torch"):
+        x = x0.clone().requires_grad_()
+        v0 = v00.clone().requires_grad_()
+        w = torch.tensor(0.3, device=DEVICE, requires_grad=True)
+        cfg = plif_ops.make_config(v_reset=None, decay_input=True)
+        s, v = plif_ops.plif_multistep(x, v0, w, cfg, backend=backend)
+        loss = (s * x0).sum() + v.float().sum()
+        results[backend] = (s, *torch.autograd.grad(loss, (x, v0, w)))
+    got, ref = results[BACKEND], results["torch"]
+    assert torch.equal(got[0], ref[0])
+    tol = {torch.float32: 1e-4, torch.float64: 1e-9}.get(dtype, 8 * GRAD_TOL.get(dtype, 0.0))
+    for name, a, b in zip(("grad_x", "grad_v_init", "grad_w"), got[1:], ref[1:]):
+        assert rel_err(a, b) <= tol, f"{name}: {rel_err(a, b):.3g}"

@@ -32,6 +32,20 @@ void check_cuda(cudaError_t err, const char* what) {
 
 cudaStream_t as_stream(void* stream) { return static_cast<cudaStream_t>(stream); }
 
+// The recomputing backward's own checks: built-in surrogates only, x given, T within the
+// registers (the caller picks this path by tks_lif_recompute_max_steps_cuda).
+bool check_backward_x(int dtype, int64_t T, int64_t N, int surrogate, const void* grad_spikes, const void* x,
+                      const void* grad_x, const void* grad_v_init) {
+  require(surrogate != TKS_SURROGATE_EXTERNAL,
+          "the recomputing backward computes g' itself: surrogate must be a built-in id, got " +
+              std::to_string(surrogate));
+  if (!check_backward(dtype, T, N, surrogate, nullptr, grad_spikes, x, grad_x, grad_v_init)) return false;
+  const int64_t max_steps = cuda::lif_recompute_max_steps_cuda(static_cast<cuda::DType>(dtype));
+  require(T <= max_steps, "the recomputing backward takes T <= " + std::to_string(max_steps) +
+                              " steps for this dtype (tks_lif_recompute_max_steps_cuda), got " + std::to_string(T));
+  return true;
+}
+
 }  // namespace
 
 void set_error(const std::string& message) { g_error = message; }
@@ -113,6 +127,43 @@ TKS_API int tks_plif_backward_cuda(int dtype, const void* grad_spikes, const voi
                                         make_params(0.0, v_threshold, v_reset, flags), kernel_surrogate(surrogate),
                                         static_cast<float>(alpha), as_stream(stream)),
                "plif_backward_cuda");
+  });
+}
+
+TKS_API int64_t tks_lif_recompute_max_steps_cuda(int dtype) {
+  if (dtype < TKS_FLOAT32 || dtype > TKS_BFLOAT16) return -1;
+  return cuda::lif_recompute_max_steps_cuda(static_cast<cuda::DType>(dtype));
+}
+
+TKS_API int tks_lif_backward_x_cuda(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                    const void* grad_v_seq, const void* x, const void* v_init, void* grad_x,
+                                    void* grad_v_init, int64_t T, int64_t N, double tau, double v_threshold,
+                                    double v_reset, int flags, int surrogate, double alpha, void* stream) {
+  return guarded([&] {
+    if (!check_backward_x(dtype, T, N, surrogate, grad_spikes, x, grad_x, grad_v_init)) return;
+    check_cuda(cuda::lif_backward_x_cuda(cuda_dtype(dtype), grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x,
+                                         grad_v_init, T, N, make_params(tau, v_threshold, v_reset, flags),
+                                         kernel_surrogate(surrogate), static_cast<float>(alpha), as_stream(stream)),
+               "lif_backward_x_cuda");
+  });
+}
+
+TKS_API int tks_plif_backward_x_cuda(int dtype, const void* grad_spikes, const void* grad_v_last,
+                                     const void* grad_v_seq, const void* x, const void* v_init, const void* k,
+                                     void* grad_x, void* grad_v_init, void* grad_k, double* workspace, int64_t T,
+                                     int64_t N, double v_threshold, double v_reset, int flags, int surrogate,
+                                     double alpha, void* stream) {
+  return guarded([&] {
+    check_ptr(grad_k, "grad_k");
+    check_ptr(k, "k");
+    // N == 0: nothing to do, the caller zero-fills grad_k.
+    if (!check_backward_x(dtype, T, N, surrogate, grad_spikes, x, grad_x, grad_v_init)) return;
+    check_ptr(workspace, "workspace");
+    check_cuda(cuda::plif_backward_x_cuda(cuda_dtype(dtype), grad_spikes, grad_v_last, grad_v_seq, x, v_init, k,
+                                          grad_x, grad_v_init, grad_k, workspace, T, N,
+                                          make_params(0.0, v_threshold, v_reset, flags), kernel_surrogate(surrogate),
+                                          static_cast<float>(alpha), as_stream(stream)),
+               "plif_backward_x_cuda");
   });
 }
 

@@ -85,6 +85,90 @@ struct alignas(16) Pack {
   S e[V];
 };
 
+// One 16-byte pack as four 32-bit words, converted to and from the compute type. The
+// stores are one explicit st.global.v4 (nvcc split a Pack struct store into scalar
+// stores in the backward kernels); 16-bit types convert two lanes per instruction.
+template <typename S>
+struct Words;
+
+template <>
+struct Words<float> {
+  static __device__ __forceinline__ void unpack(const uint4& u, float (&o)[4]) {
+    o[0] = __uint_as_float(u.x), o[1] = __uint_as_float(u.y), o[2] = __uint_as_float(u.z),
+    o[3] = __uint_as_float(u.w);
+  }
+  static __device__ __forceinline__ uint4 pack(const float (&i)[4]) {
+    return make_uint4(__float_as_uint(i[0]), __float_as_uint(i[1]), __float_as_uint(i[2]), __float_as_uint(i[3]));
+  }
+};
+
+template <>
+struct Words<double> {
+  static __device__ __forceinline__ void unpack(const uint4& u, double (&o)[2]) {
+    o[0] = __hiloint2double(static_cast<int>(u.y), static_cast<int>(u.x));
+    o[1] = __hiloint2double(static_cast<int>(u.w), static_cast<int>(u.z));
+  }
+  static __device__ __forceinline__ uint4 pack(const double (&i)[2]) {
+    return make_uint4(static_cast<unsigned>(__double2loint(i[0])), static_cast<unsigned>(__double2hiint(i[0])),
+                      static_cast<unsigned>(__double2loint(i[1])), static_cast<unsigned>(__double2hiint(i[1])));
+  }
+};
+
+template <typename S2>
+__device__ __forceinline__ unsigned bits32(S2 v) {
+  unsigned u;
+  memcpy(&u, &v, sizeof(u));
+  return u;
+}
+template <typename S2>
+__device__ __forceinline__ S2 from32(unsigned u) {
+  S2 v;
+  memcpy(&v, &u, sizeof(u));
+  return v;
+}
+
+template <>
+struct Words<__half> {
+  static __device__ __forceinline__ void unpack(const uint4& u, float (&o)[8]) {
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 f = __half22float2(from32<__half2>(w[k]));
+      o[2 * k] = f.x, o[2 * k + 1] = f.y;
+    }
+  }
+  static __device__ __forceinline__ uint4 pack(const float (&i)[8]) {
+    unsigned w[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) w[k] = bits32(__floats2half2_rn(i[2 * k], i[2 * k + 1]));  // each RN, as store
+    return make_uint4(w[0], w[1], w[2], w[3]);
+  }
+};
+
+template <>
+struct Words<__nv_bfloat16> {
+  static __device__ __forceinline__ void unpack(const uint4& u, float (&o)[8]) {
+    const unsigned w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      o[2 * k] = __uint_as_float(w[k] << 16), o[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+  }
+  static __device__ __forceinline__ uint4 pack(const float (&i)[8]) {
+    unsigned w[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) w[k] = bits32(__floats2bfloat162_rn(i[2 * k], i[2 * k + 1]));  // each RN
+    return make_uint4(w[0], w[1], w[2], w[3]);
+  }
+};
+
+__device__ __forceinline__ uint4 load128(const void* p) { return __ldg(static_cast<const uint4*>(p)); }
+
+__device__ __forceinline__ void store128(void* p, const uint4& u) {
+  asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(u.x), "r"(u.y), "r"(u.z), "r"(u.w)
+               : "memory");
+}
+
 // The V neurons one thread owns, the same in every [T, N] row and in the [N]
 // tensors. Vec: n0 .. n0+V-1, read and written as one 16-byte access (the caller
 // guarantees 16-byte aligned pointers and N % V == 0, so a pack is all in or all
@@ -108,10 +192,8 @@ struct Tile {
 
   // row: a [T, N] tensor already offset to its step, or an [N] tensor.
   __device__ __forceinline__ void load(const S* __restrict__ row, acc_t<S> (&out)[V]) const {
-    if (Vec) {
-      const Pack<S, V> pk = *reinterpret_cast<const Pack<S, V>*>(row + n0);
-#pragma unroll
-      for (int k = 0; k < V; ++k) out[k] = Storage<S>::load(pk.e[k]);
+    if constexpr (Vec) {
+      Words<S>::unpack(load128(row + n0), out);
     } else {
 #pragma unroll
       for (int k = 0; k < V; ++k) {
@@ -131,11 +213,8 @@ struct Tile {
   }
 
   __device__ __forceinline__ void store(S* __restrict__ row, const acc_t<S> (&in)[V]) const {
-    if (Vec) {
-      Pack<S, V> pk;
-#pragma unroll
-      for (int k = 0; k < V; ++k) pk.e[k] = Storage<S>::store(in[k]);
-      *reinterpret_cast<Pack<S, V>*>(row + n0) = pk;
+    if constexpr (Vec) {
+      store128(row + n0, Words<S>::pack(in));
     } else {
 #pragma unroll
       for (int k = 0; k < V; ++k) {
@@ -146,11 +225,13 @@ struct Tile {
   }
 
   __device__ __forceinline__ void store_d(S* __restrict__ row, const acc_t<S> (&in)[V]) const {
-    if (Vec) {
+    if constexpr (Vec) {
       Pack<S, V> pk;
 #pragma unroll
       for (int k = 0; k < V; ++k) pk.e[k] = Storage<S>::store_d(in[k]);
-      *reinterpret_cast<Pack<S, V>*>(row + n0) = pk;
+      uint4 u;
+      memcpy(&u, &pk, sizeof(u));
+      store128(row + n0, u);
     } else {
 #pragma unroll
       for (int k = 0; k < V; ++k) {

@@ -6,7 +6,8 @@
 //
 // Every launcher enqueues its kernel on `stream` and returns cudaGetLastError()
 // (cudaSuccess when there was nothing to do). The per-element math is
-// csrc/lif_math.h's, compiled with -fmad=false so spikes equal the reference's.
+// csrc/lif_math.h's, compiled with -fmad=false so spikes equal the reference's (the fp32
+// division by tau is lif::div_tau_rcp: explicit FMAs, IEEE division's bits).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -43,6 +44,18 @@ cudaError_t lif_backward_cuda(DType dtype, const void* grad_spikes, const void* 
                               const void* grad_v_seq, const void* d_saved, const void* sg, void* grad_x,
                               void* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
                               int32_t surrogate, float alpha, cudaStream_t stream);
+
+// The backward that recomputes from the input: x ([T, N]) and v_init ([N] or null) as
+// given to forward, which then writes no d_saved. Each thread re-runs the forward
+// recurrence for its neurons with every step's charge in registers (the same arithmetic:
+// the same spikes in every dtype), then the reverse one. Built-in surrogates only; other
+// arguments as lif_backward_cuda. T must be at most lif_recompute_max_steps_cuda(dtype)
+// (cudaErrorInvalidValue otherwise): 8 for float32/float64, 4 for float16/bfloat16.
+int64_t lif_recompute_max_steps_cuda(DType dtype);
+cudaError_t lif_backward_x_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last,
+                                const void* grad_v_seq, const void* x, const void* v_init, void* grad_x,
+                                void* grad_v_init, int64_t T, int64_t N, const lif::Params& p,
+                                int32_t surrogate, float alpha, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace tks

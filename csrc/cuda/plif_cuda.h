@@ -41,5 +41,14 @@ cudaError_t plif_backward_cuda(DType dtype, const void* grad_spikes, const void*
                                double* workspace, int64_t T, int64_t N, const lif::Params& p,
                                int32_t surrogate, float alpha, cudaStream_t stream);
 
+// The backward that recomputes from the input (as lif_backward_x_cuda): x and v_init as
+// given to forward, which then writes no saved values. T <= lif_recompute_max_steps_cuda
+// (dtype). Other arguments as plif_backward_cuda.
+cudaError_t plif_backward_x_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last,
+                                 const void* grad_v_seq, const void* x, const void* v_init, const void* k,
+                                 void* grad_x, void* grad_v_init, void* grad_k, double* workspace, int64_t T,
+                                 int64_t N, const lif::Params& p, int32_t surrogate, float alpha,
+                                 cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace tks

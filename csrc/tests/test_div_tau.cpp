@@ -128,6 +128,26 @@ void random_taus() {
   check(misses == 0, "random tau", 0.0);
 }
 
+// charge_rcp against charge<float> (IEEE division), both decay modes, random operands.
+void charge_matches() {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.3f, 1.5f);
+  uint64_t misses = 0, n = 0;
+  for (const float tau : {1.5f, 2.0f, 3.0f, 10.0f, 0.7f, 7.389056f}) {
+    const TauDivisor d = tks::lif::make_tau_divisor(tau);
+    for (int i = 0; i < (1 << 16); ++i) {
+      const float v = normal(rng), x = i % 7 == 0 ? 0.0f : normal(rng), vr = i % 3 == 0 ? 0.0f : -0.25f;
+      for (const bool di : {true, false}) {
+        misses += differs(tks::lif::charge_rcp(v, x, d, vr, di), tks::lif::charge<float>(v, x, tau, vr, di));
+        ++n;
+      }
+    }
+  }
+  std::printf("charge_rcp against charge<float>: %llu of %llu differ\n", static_cast<unsigned long long>(misses),
+              static_cast<unsigned long long>(n));
+  check(misses == 0, "charge_rcp", 0.0);
+}
+
 }  // namespace
 
 int main() {
@@ -145,6 +165,7 @@ int main() {
   // all subnormal quotients).
   exhaustive(all_ones, true);
   random_taus();
+  charge_matches();
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed == 0 ? 0 : 1;
 }

@@ -84,10 +84,15 @@ def recompute_max_steps(dtype: torch.dtype) -> int:
     return _MAX_STEPS.get(dtype, 0)
 
 
+# Device type -> the largest T of its recomputing backward, by dtype (cuda.py adds "cuda").
+RECOMPUTE_MAX_STEPS: dict = {"cpu": recompute_max_steps}
+
+
 def recomputes(x: torch.Tensor) -> bool:
-    """Whether a CPU forward of x saves x and the backward recomputes from it: T within the
-    recomputing backward's buffer (see the module docstring), else the saved-d path."""
-    return x.device.type == "cpu" and x.dim() >= 1 and 1 <= x.shape[0] <= recompute_max_steps(x.dtype)
+    """Whether a forward of x saves x and the backward recomputes from it: T within the
+    device's recomputing backward (see the module docstring), else the saved-d path."""
+    max_steps = RECOMPUTE_MAX_STEPS.get(x.device.type)
+    return max_steps is not None and x.dim() >= 1 and 1 <= x.shape[0] <= max_steps(x.dtype)
 
 
 # launch(dtype_code, *pointers, T, N, flags): the device's C function, partially applied.

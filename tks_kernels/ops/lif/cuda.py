@@ -1,18 +1,28 @@
-"""The CUDA LIF kernels (``csrc/cuda/lif_cuda_{fwd,bwd}.cu`` in ``libtks_kernels_cuda``)
-as the CUDA kernels of the ``tks_kernels::lif_forward`` / ``lif_backward`` ops that
-``cpu.py`` defines: ``torch.library`` dispatches by the tensors' device, and the fake
-implementations and autograd registered there serve both. What forward saves is the
-same too (see ``cpu.py``). Kernels run on the tensors' device and its current stream.
+"""The CUDA LIF kernels (``csrc/cuda/lif_cuda_kernels.cuh`` in ``libtks_kernels_cuda``)
+as the CUDA kernels of the ``tks_kernels::lif_forward`` / ``lif_backward`` and
+``lif_forward_x`` / ``lif_backward_x`` ops that ``cpu.py`` defines: ``torch.library``
+dispatches by the tensors' device, and the fake implementations and autograd registered
+there serve both. Kernels run on the tensors' device and its current stream.
+
+As on the CPU, a forward that needs a gradient saves x itself and writes only the spikes
+when T <= ``recompute_max_steps_cuda(dtype)`` (8 in fp32/fp64, 4 in fp16/bf16: one
+thread's charges for all steps fit in 32 registers); backward then re-runs the forward
+recurrence from x in registers (every x row loaded at once) and the reverse one: 20 bytes
+per neuron and step in fp32 instead of 24, no [T, *] buffer of d. Longer sequences, and
+the contract-3 functions, save d (``lif_forward`` / ``lif_backward``).
 """
 from __future__ import annotations
 
+import ctypes
 from typing import Optional
 
 import torch
 
 from ... import _native
 from . import LIFConfig
-from .cpu import LIF_BACKWARD, LIF_FORWARD, forward_op, run_backward, run_forward
+from .._layout import check_float, check_step_tensor, check_steps, grad_like, like_layout, time_major_dense
+from .cpu import (LIF_BACKWARD, LIF_BACKWARD_X, LIF_FORWARD, LIF_FORWARD_X, RECOMPUTE_MAX_STEPS, forward_op,
+                  run_backward, run_forward)
 # Any surrogate, fused: the same op functions; the CUDA backward reads g' = sg from memory.
 from .cpu import backward_sg, forward_saved, saved_distance  # noqa: F401
 
@@ -71,9 +81,83 @@ def _cuda_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_inp
                             soft_reset, surrogate, alpha, detach_reset, fire_at_threshold, surrogate_grad, launch)
 
 
+_P, _I64, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+# The recomputing backward's C functions (csrc/tks_capi.h); a library without them (a
+# stale build) keeps the saved-d path.
+_X_PROTOTYPES = {
+    "tks_lif_backward_x_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _D, _D, _D, _INT, _INT, _D, _P],
+    "tks_plif_backward_x_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _D, _D, _INT, _INT, _D,
+                                 _P],
+    "tks_lif_recompute_max_steps_cuda": [_INT],
+}
+
+
+def _bind_recompute(lib) -> bool:
+    if lib is None or not all(hasattr(lib, name) for name in _X_PROTOTYPES):
+        return False
+    for name, argtypes in _X_PROTOTYPES.items():
+        getattr(lib, name).argtypes = argtypes
+        getattr(lib, name).restype = _I64 if name == "tks_lif_recompute_max_steps_cuda" else _INT
+    return True
+
+
+HAS_RECOMPUTE = _bind_recompute(_native.cuda_lib)
+_MAX_STEPS = ({dtype: int(_native.cuda_lib.tks_lif_recompute_max_steps_cuda(code))
+               for dtype, code in _native.DTYPE_CODES.items()} if HAS_RECOMPUTE else {})
+
+
+def recompute_max_steps_cuda(dtype: torch.dtype) -> int:
+    """The largest T for which the CUDA backward recomputes from x (0: never)."""
+    return _MAX_STEPS.get(dtype, 0)
+
+
+def layout_backward_x(grad_spikes, grad_v_last, grad_v_seq, x_in, v_init):
+    """Checks and dense time-major views of the recomputing backward's inputs, and its
+    outputs: (x, v0, gs, gvl, gvs, grad_x, grad_v_init)."""
+    check_float(x_in, "x")
+    check_steps(x_in, "x")
+    check_step_tensor(v_init, x_in, "v_init")
+    if grad_spikes.shape != x_in.shape:
+        raise RuntimeError(f"tks_kernels: grad_spikes has shape {tuple(grad_spikes.shape)} but x has "
+                           f"{tuple(x_in.shape)}")
+    check_devices(x_in, grad_spikes=grad_spikes, grad_v_last=grad_v_last, grad_v_seq=grad_v_seq, v_init=v_init)
+    x = time_major_dense(x_in)
+    x0 = x[0]
+    v0 = like_layout(v_init, x0) if v_init is not None else None
+    gs = like_layout(grad_spikes.to(x.dtype), x)
+    gvl = grad_like(grad_v_last, x0, "grad_v_last")
+    gvs = grad_like(grad_v_seq, x, "grad_v_seq")
+    return x, v0, gs, gvl, gvs, torch.empty_like(x), torch.empty_like(x0)
+
+
+def _cuda_forward_x(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset, surrogate, alpha, detach_reset,
+                    return_v_seq, fire_at_threshold=True):
+    spikes, v_last, v_seq, _ = _cuda_forward(x, v_init, tau, decay_input, v_threshold, v_reset, soft_reset,
+                                             surrogate, alpha, detach_reset, False, return_v_seq, fire_at_threshold)
+    return spikes, v_last, v_seq
+
+
+def _cuda_backward_x(grad_spikes, grad_v_last, grad_v_seq, x_in, v_init, tau, decay_input, v_threshold, v_reset,
+                     soft_reset, surrogate, alpha, detach_reset, fire_at_threshold=True):
+    lib = _native.cuda_lib
+    x, v0, gs, gvl, gvs, grad_x, grad_v_init = layout_backward_x(grad_spikes, grad_v_last, grad_v_seq, x_in, v_init)
+    if x.numel() > 0:
+        with _on_device(x.device):
+            _native.check(lib, lib.tks_lif_backward_x_cuda(
+                _native.dtype_code(x.dtype), gs.data_ptr(), _native.ptr(gvl), _native.ptr(gvs), x.data_ptr(),
+                _native.ptr(v0), grad_x.data_ptr(), grad_v_init.data_ptr(), x.shape[0], x[0].numel(), tau,
+                v_threshold, v_reset, _native.lif_flags(decay_input, soft_reset, detach_reset, fire_at_threshold),
+                surrogate, alpha, _native.cuda_stream(x.device)))
+    return grad_x, grad_v_init
+
+
 if _native.cuda_lib is not None:
     LIF_FORWARD.register("cuda", _cuda_forward)
     LIF_BACKWARD.register("cuda", _cuda_backward)
+if HAS_RECOMPUTE:
+    LIF_FORWARD_X.register("cuda", _cuda_forward_x)
+    LIF_BACKWARD_X.register("cuda", _cuda_backward_x)
+    RECOMPUTE_MAX_STEPS["cuda"] = recompute_max_steps_cuda
 
 
 def lif_multistep(x: torch.Tensor, v_init: Optional[torch.Tensor], cfg: LIFConfig, return_v_seq: bool = False):
