@@ -5,8 +5,10 @@ Spikes must equal the reference's bit for bit in every dtype. fp32/fp64 membrane
 gradients agree to 1e-5 relative to their largest magnitude (membranes are in fact
 bit-exact: same expression order, -fmad=false). fp16/bf16 membranes are within one
 rounding step of the reference, which computes in fp32 and casts; their gradients are
-within a few rounding steps, as backward reads the saved distance to threshold in the
-storage type (lif_math.h's keep_sign) where the reference has the exact fp32 value.
+within a few rounding steps (the saved-distance backward, T above the recomputing limit,
+reads d in the storage type, lif_math.h's keep_sign, where the reference has the exact
+fp32 value). The recomputing backward (T <= 8 in fp32/fp64, 4 in fp16/bf16) must equal the
+saved-distance one bit for bit in fp32/fp64, LIF and PLIF, dL/dk included.
 
 GPU tests (``-m gpu``): skipped without a CUDA device. With a device, a missing
 CUDA build fails rather than skips.

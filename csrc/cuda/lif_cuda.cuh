@@ -162,6 +162,7 @@ struct Words<__nv_bfloat16> {
   }
 };
 
+// Through the read-only path (ld.global.nc): only for data the kernel does not write.
 __device__ __forceinline__ uint4 load128(const void* p) { return __ldg(static_cast<const uint4*>(p)); }
 
 __device__ __forceinline__ void store128(void* p, const uint4& u) {
@@ -190,7 +191,8 @@ struct Tile {
     return Vec ? n0 + k : n0 + static_cast<int64_t>(k) * kThreads;
   }
 
-  // row: a [T, N] tensor already offset to its step, or an [N] tensor.
+  // row: a [T, N] tensor already offset to its step, or an [N] tensor, that the kernel
+  // does not write (the vector path reads through the read-only cache).
   __device__ __forceinline__ void load(const S* __restrict__ row, acc_t<S> (&out)[V]) const {
     if constexpr (Vec) {
       Words<S>::unpack(load128(row + n0), out);
