@@ -25,6 +25,9 @@ from tks_kernels.ops.plif import init_w as plif_init_w
 from tks_kernels.ops.plif import make_config as plif_make_config
 
 pytestmark = pytest.mark.skipif(bn_cpu._native.cpu_lib is None, reason="the native CPU library did not load")
+needs_plif = pytest.mark.skipif(not (bn_cpu.HAS_PLIF and bn_cpu.HAS_STATS),
+                                reason="the native library lacks the fused BN + PLIF and statistics kernels (a stale "
+                                       "build: rebuild libtks_kernels)")
 
 
 def make_inputs(shape, dtype, channels_last, residual, v_init, affine=True, seed=0):
@@ -173,6 +176,7 @@ def _plif_case_args(case, dtype):
     return inputs, bn_opts, plif_make_config(**lif), w
 
 
+@needs_plif
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(case=cases())
 def test_cpu_plif_matches_reference_fp64(case):
@@ -181,6 +185,7 @@ def test_cpu_plif_matches_reference_fp64(case):
             rtol=1e-9, atol=1e-11)
 
 
+@needs_plif
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(case=cases())
 def test_cpu_plif_matches_reference_fp32(case):
@@ -189,6 +194,7 @@ def test_cpu_plif_matches_reference_fp32(case):
             rtol=1e-4, atol=2e-5)
 
 
+@needs_plif
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("channels_last, batch_stats", [(False, True), (True, False)])
 def test_cpu_plif_matches_reference_16bit(dtype, channels_last, batch_stats):
@@ -201,6 +207,7 @@ def test_cpu_plif_matches_reference_16bit(dtype, channels_last, batch_stats):
             atol=tol)
 
 
+@needs_plif
 def test_plif_backward_is_deterministic_across_thread_counts():
     # several chunks of neurons per step, channels_last: the dL/dk and per-channel sums
     inputs = make_inputs((3, 2, 8, 32, 32), torch.float32, True, True, True)
@@ -220,6 +227,7 @@ def test_plif_backward_is_deterministic_across_thread_counts():
             assert torch.equal(a, b), name
 
 
+@needs_plif
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("shape, channels_last", [((2, 3, 5, 7, 9), False), ((2, 3, 5, 7, 9), True),
                                                    ((3, 4, 6), False), ((2, 2, 3, 40, 40), False),
@@ -305,6 +313,7 @@ def test_backend_without_kernel_says_so(monkeypatch):
     assert B.fused_backend("triton", y.device) is None
 
 
+@needs_plif
 def test_plif_opcheck():
     y, r, v0, w, b, rm, rv = make_inputs((2, 2, 3, 4, 4), torch.float32, True, True, True)
     scale, shift, center, invstd = B.batch_norm_coefficients(y, B.BNArgs(w, b, rm, rv, False, 0.1, 1e-5))
@@ -371,6 +380,7 @@ def test_fused_layer_equals_separate_layers(name, make_bn, channels_last, residu
         torch.testing.assert_close(pair[True][1][k], v, rtol=1e-12, atol=1e-15, msg=k)
 
 
+@needs_plif
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("channels_last, residual, train", [(False, False, True), (True, True, True),
                                                             (False, True, False), (True, False, False)])
@@ -438,6 +448,7 @@ def test_batchnorm1d_pair_fuses():
     torch.testing.assert_close(outs[1][2], outs[0][2])
 
 
+@needs_plif
 def test_only_lif_and_plif_with_a_builtin_surrogate_fuse():
     y = torch.zeros(2, 2, 3, 4, 4)
     bn = nn.BatchNorm2d(3)
@@ -456,8 +467,10 @@ MODEL_CASES = [
     ("resnet19", dict(width=1 / 16, input_size=8), 3, 17),
     ("resnet19", dict(width=1 / 16, input_size=8, style="tdbn"), 3, 17),
     ("vggsnn", dict(width=1 / 16, input_size=16), 2, 8),
-    ("resnet19_plif", dict(width=1 / 16, input_size=8, neuron=dict(learnable_tau=True)), 3, 17),
-    ("vggsnn_plif", dict(width=1 / 16, input_size=16, neuron=dict(learnable_tau=True, tau=3.0)), 2, 8),
+    pytest.param("resnet19_plif", dict(width=1 / 16, input_size=8, neuron=dict(learnable_tau=True)), 3, 17,
+                 marks=needs_plif),
+    pytest.param("vggsnn_plif", dict(width=1 / 16, input_size=16, neuron=dict(learnable_tau=True, tau=3.0)), 2, 8,
+                 marks=needs_plif),
 ]
 
 
