@@ -84,8 +84,8 @@ inline bool exact_reciprocal(T tau) {
 // significand is all ones (r's error is then too large: tau = 2 - 2^-23 misses on ~25M
 // of the 2^32 x) or the quotient is tiny (e is no longer exact once q0*tau's last bit
 // falls below 2^-149: misses on subnormal quotients for tau = 10, 100). The host routes
-// the first case to IEEE division (TauDivisor::ieee, a branch uniform over a whole
-// call); a kernel routes |q0| outside [kDivRcpMin, kDivRcpMax] (tiny, huge, inf, NaN) to
+// the first case to IEEE division (TauDivisor::ieee(): bounds no quotient meets); a
+// kernel routes |q0| outside [kDivRcpMin, kDivRcpMax] (tiny, huge, inf, NaN) to
 // IEEE division with a rarely taken branch. e == 0 (q0 exact, x = +-0 included) keeps
 // q0, so the sign of a zero quotient is IEEE's. A power-of-two tau takes the same path
 // (r exact, e = 0). Proven by csrc/tests/test_div_tau.cpp over all 2^32 fp32 x for
@@ -104,22 +104,28 @@ TKS_HD float fma_f32(float a, float b, float c) {
 #endif
 }
 
-// What a kernel needs to divide by tau: tau, r = RN(1/tau), and whether IEEE division
-// must be used for every x (made by make_tau_divisor on the host).
+// What a kernel needs to divide by tau: tau, r = RN(1/tau), and the bounds of |q0| that
+// the reciprocal path takes (made by make_tau_divisor on the host). A tau that needs IEEE
+// division for every x gets bounds no q0 meets, so the class is data, not a branch the
+// compiler would unswitch the time loop on (a second copy of every loop).
 struct TauDivisor {
   float tau;
   float r;
-  bool ieee;
+  float lo;    // |q0| < lo takes IEEE division unless |q0| == zero_ok
+  float hi;    // |q0| > hi (or NaN) takes IEEE division
+  float zero_ok;  // 0: a zero quotient keeps the reciprocal path (exact, sign included); -1: not
+  bool ieee() const { return !(lo <= hi); }
 };
 
-// Host: the divisor for tau; `ieee` for a significand of all ones, tau outside
-// [kDivTauMin, kDivTauMax], or a non-finite tau.
+// Host: the divisor for tau; IEEE division for every x (ieee()) for a significand of all
+// ones, tau outside [kDivTauMin, kDivTauMax], or a non-finite tau.
 inline TauDivisor make_tau_divisor(float tau) {
   uint32_t bits = 0;
   std::memcpy(&bits, &tau, sizeof(bits));
   const bool all_ones = (bits & 0x7fffffu) == 0x7fffffu;
   const bool in_range = tau >= kDivTauMin && tau <= kDivTauMax;  // false for NaN
-  return TauDivisor{tau, 1.0f / tau, all_ones || !in_range};
+  if (all_ones || !in_range) return TauDivisor{tau, 1.0f / tau, INFINITY, -INFINITY, -1.0f};
+  return TauDivisor{tau, 1.0f / tau, kDivRcpMin, kDivRcpMax, 0.0f};
 }
 
 // x / tau with the bits of IEEE division (see above); d from make_tau_divisor.
@@ -128,7 +134,7 @@ TKS_HD float div_tau_rcp(float x, const TauDivisor& d) {
   const float e = fma_f32(-q0, d.tau, x);
   const float q1 = e == 0.0f ? q0 : fma_f32(e, d.r, q0);
   const float a = std::fabs(q0);
-  if (d.ieee || (a != 0.0f && !(a >= kDivRcpMin && a <= kDivRcpMax))) return x / d.tau;
+  if ((a < d.lo && a != d.zero_ok) || !(a <= d.hi)) return x / d.tau;
   return q1;
 }
 

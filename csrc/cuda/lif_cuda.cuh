@@ -206,11 +206,25 @@ struct Tile {
   }
 
   // A row of the compute type (the external surrogate derivative g'), read element-wise.
+  // On the vector path the row must be 16-byte aligned too: 16-byte loads (two for 2-byte S).
   __device__ __forceinline__ void load_acc(const acc_t<S>* __restrict__ row, acc_t<S> (&out)[V]) const {
+    using A = acc_t<S>;
+    if constexpr (Vec) {
+      constexpr int per = static_cast<int>(16 / sizeof(A));
 #pragma unroll
-    for (int k = 0; k < V; ++k) {
-      const int64_t i = index(k);
-      out[k] = (Vec || i < N) ? row[i] : acc_t<S>(0);
+      for (int w = 0; w < V / per; ++w) {
+        const uint4 u = load128(row + n0 + w * per);
+        A part[per];
+        memcpy(part, &u, sizeof(u));
+#pragma unroll
+        for (int k = 0; k < per; ++k) out[w * per + k] = part[k];
+      }
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) {
+        const int64_t i = index(k);
+        out[k] = i < N ? row[i] : A(0);
+      }
     }
   }
 

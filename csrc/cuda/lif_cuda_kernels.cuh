@@ -371,7 +371,7 @@ struct BackwardArgs {
 };
 
 inline lif::TauDivisor host_divisor(const lif::Params& p, bool learn) {
-  return learn ? lif::TauDivisor{1.0f, 1.0f, true} : lif::make_tau_divisor(static_cast<float>(p.tau));
+  return learn ? lif::make_tau_divisor(1.0f) : lif::make_tau_divisor(static_cast<float>(p.tau));  // PLIF: unused
 }
 
 template <typename S, bool Learn>
@@ -443,8 +443,8 @@ cudaError_t backward_typed(const BackwardArgs& a, int64_t T, int64_t N, const li
   constexpr int V = vec_width<S>();
   constexpr int VS = strided_lanes<S>();
   const bool vec = N % V == 0 && aligned16(a.grad_spikes) && aligned16(a.grad_v_last) &&
-                   aligned16(a.grad_v_seq) && aligned16(a.saved) && aligned16(a.v_init) && aligned16(a.grad_x) &&
-                   aligned16(a.grad_v_init);
+                   aligned16(a.grad_v_seq) && aligned16(a.saved) && aligned16(a.v_init) && aligned16(a.sg) &&
+                   aligned16(a.grad_x) && aligned16(a.grad_v_init);
 #define TKS_BWD(K)                                                                                  \
   case K:                                                                                           \
     return vec ? launch_backward<S, V, true, Learn, K, Recompute>(a, T, N, p, alpha, stream)       \
