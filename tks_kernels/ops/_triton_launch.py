@@ -123,6 +123,12 @@ def launch_config(n: int, dtype: torch.dtype) -> Tuple[int, int]:
     return 2 * elems_16b * 32 * 4, 4  # fp32: 1024, bf16/fp16: 2048, fp64: 512
 
 
+def launch_config_x(n: int, dtype: torch.dtype, chunk: int) -> Tuple[int, int]:
+    """(BLOCK, num_warps) of the recomputing backward (``_backward_x_kernel``), which
+    keeps ``chunk`` fp32 membranes per element in registers."""
+    return launch_config(n, dtype)
+
+
 def is_dense(sizes, strides) -> bool:
     """Whether a tensor of these sizes/strides covers its memory exactly (any order)."""
     expected = 1
