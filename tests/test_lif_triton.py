@@ -5,7 +5,9 @@ conftest.py), which is slow: tensors here are small, the kernels' blocks large. 
 tests run on CUDA tensors where there is a GPU (``gpu`` marker). Spikes exact in every
 dtype; fp32 values and gradients 1e-5 relative; bf16/fp16 values within one storage step
 (the interpreter truncates bf16 on stores), gradients also within the rounding of the
-saved d (see ``assert_values``).
+saved d (see ``assert_values``). Training takes the recomputing backward for T <=
+``RECOMPUTE_MAX_STEPS`` and the saved-distance one above; both are tested (the
+"recompute" section compares them directly).
 """
 from __future__ import annotations
 
@@ -139,10 +141,10 @@ def test_forward_scalars_bit_exact(device, tau):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("T", [1, 2, 13, 16, 17, 64])
+@pytest.mark.parametrize("T", [1, 2, 7, 8, 9, 64])
 def test_time_lengths(device, T):
-    """Recompute in one chunk (T = 1, 2), in two (13: the last one partial, 16), and
-    the saved distance beyond RECOMPUTE_MAX_STEPS (17, 64)."""
+    """Recompute in one chunk (T = 1, 2), in two (7: the last one partial, 8), and
+    the saved distance beyond RECOMPUTE_MAX_STEPS (9, 64)."""
     cfg = make_config(tau=2.0, v_threshold=0.8, surrogate="atan")
     x, v0 = _inputs((T, 2, 19), torch.float32, device)
     _check(x, v0, cfg, True, _grad_outputs(x, True))
@@ -486,16 +488,17 @@ def test_torch_compile_fullgraph(device):
 @pytest.mark.gpu
 def test_no_recompile_for_new_sizes():
     """T and N are run-time arguments: new lengths and layer sizes (same dtype, same
-    N % 16 class) reuse the compiled kernels."""
+    N % 16 class, same recompute chunk) reuse the compiled kernels."""
     cfg = make_config()
-    x, _ = _inputs((4, 64), torch.float32, "cuda")
-    lif_triton.lif_multistep(x.requires_grad_(), None, cfg)[0].sum().backward()
-    caches = [k.device_caches[torch.cuda.current_device()][0]
-              for k in (lif_triton._lif_forward_kernel, lif_triton._lif_backward_kernel)]
+    kernels = (lif_triton._forward_kernel, lif_triton._backward_kernel, lif_triton._backward_x_kernel)
+    for T in (4, 64):  # the recomputing backward (chunk 4) and the saved-distance one
+        x, _ = _inputs((T, 64), torch.float32, "cuda")
+        lif_triton.lif_multistep(x.requires_grad_(), None, cfg)[0].sum().backward()
+    caches = [k.device_caches[torch.cuda.current_device()][0] for k in kernels]
     if not all(isinstance(c, dict) for c in caches):
         pytest.skip("this Triton version keeps its kernel cache differently")
     before = [len(c) for c in caches]
-    for T, N in [(5, 96), (33, 4096), (2, 160 * 1024)]:
+    for T, N in [(5, 96), (33, 4096), (7, 160 * 1024), (40, 160 * 1024)]:
         x, _ = _inputs((T, N), torch.float32, "cuda")
         lif_triton.lif_multistep(x.requires_grad_(), None, cfg)[0].sum().backward()
     assert [len(c) for c in caches] == before
@@ -615,14 +618,14 @@ def _both_backwards(x, v0, opts, plif, grads):
     return s, new, old
 
 
-# option sets: (T, opts); T across one chunk, two (partial / full) and many (the kernel
-# itself takes any T: 40 = five chunks, past the rule's two)
+# option sets: (T, opts); T across one chunk (1, 3), two (5 partial, 8 full) and more (the
+# kernel itself takes any T: 13 and 40 are past the rule's two chunks)
 _RECOMPUTE_CASES = [
     (1, dict(v_reset=0.0, surrogate="sigmoid")),
+    (3, dict(v_reset=0.0, surrogate="piecewise_exp", decay_input=False)),
     (5, dict(v_reset=None, surrogate="atan", detach_reset=True, fire_at_threshold=False)),
     (8, dict(v_reset=-0.25, surrogate="piecewise_quadratic", decay_input=False)),
     (13, dict(v_reset=0.0, surrogate="erf", fire_at_threshold=False)),
-    (16, dict(v_reset=None, surrogate="super_spike", decay_input=False, detach_reset=True)),
     (40, dict(v_reset=-0.25, surrogate="soft_sign")),
 ]
 
@@ -660,7 +663,8 @@ def test_recompute_spikes_exact(device, dtype, fire_at_threshold, plif):
     (h == v_threshold) and near-ties included. They are read off grad_x: with hard reset,
     detach_reset and only grad_v_seq > 0, dL/dh_t = (dL/dv_t) * (1 - s_t) with
     dL/dv_t > 0, so grad_x_t == 0 exactly where step t spiked."""
-    T = 11  # two chunks, the last partial
+    T = 7  # two chunks, the last partial
+    assert lif_triton.recomputes(torch.empty(T, 1))
     vth = 0.625
     x, _ = _inputs((T, 3, 40), dtype, device, scale=0.3)
     x[:, :, :10] = 2 * vth  # tau = 2 (k = 1/2), v starting at 0: h_0 = vth exactly
@@ -708,3 +712,18 @@ def test_tau_power_of_two_rule():
     assert lif_triton.tau_is_power_of_two(1.0 + 2.0 ** -30, f32)  # rounds to 1 in fp32
     assert not lif_triton.tau_is_power_of_two(1.0 + 2.0 ** -30, f64)
     assert not lif_triton.tau_is_power_of_two(float("inf"), f32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_surrogate_constant_from_the_host(dtype):
+    """The kernels take g''s loop-invariant factor from the host (surrogate_const): bit
+    for bit the compute-type arithmetic the kernel did itself, for many alphas."""
+    gen = torch.Generator().manual_seed(0)
+    alphas = torch.cat([torch.exp(torch.empty(3000, dtype=torch.float64).uniform_(-12, 12, generator=gen)),
+                        torch.tensor([1.0, 2.0, 4.0, 0.5, 3.0, 1e-30, 1e30])])
+    pi, sqrt_pi = (torch.tensor(v, dtype=dtype) for v in (torch.pi, torch.pi ** 0.5))
+    for alpha in alphas.tolist():
+        a = torch.tensor(alpha, dtype=dtype)
+        for kind, want in ((1, pi / 2 * a), (3, a / 2), (6, a / sqrt_pi), (0, a), (2, a)):
+            got = torch.tensor(lif_triton.surrogate_const(alpha, kind, dtype), dtype=dtype)
+            assert torch.equal(got, want), (alpha, kind, got.item(), want.item())

@@ -19,19 +19,26 @@ Kernels (each one family for LIF and PLIF):
   of ops/_triton_launch.py). The contract-3 functions (``forward_saved``,
   ``backward_sg``, ``saved_distance``) and T > ``RECOMPUTE_MAX_STEPS`` use it.
 
-The rule (``recompute_chunk``): chunks of min(next_pow2(T), 8) steps, and recompute while
-T <= 16 (at most two chunks). Bytes per neuron and step of forward+backward in fp32:
-saved-d 24 (x, spikes, d; d, grad_spikes, grad_x), recompute 16 + 4 R where R is how
-often backward reads x: 1 for one chunk (20 bytes), 1.5 for two (22); three chunks would
-be 24, no gain for the extra arithmetic. A chunk of 8 steps holds 8 fp32 values per
-element in registers (the compile check in tests/test_codegen_triton.py shows no spills).
+The rule (``recompute_chunk``, ``recomputes``): chunks of min(next_pow2(T), 4) steps, and
+recompute while T <= 8 (at most two chunks). Bytes per neuron and step of forward+backward
+in fp32: saved-d 24 (x, spikes, d; d, grad_spikes, grad_x), recompute 16 + 4 R where R is
+how often backward reads x: 1 for one chunk (20 bytes), 1.5 for two (22); three chunks
+would be 24, no gain for the extra arithmetic. The chunk is 4 because the reverse loop
+over a chunk is unrolled (the tuple of h is indexed by constants) and ptxas interleaves
+its steps: compiled for sm_90 with 4 fp32 elements per thread, chunks of 8 took the
+sigmoid backward to 190 registers (PLIF 236), chunks of 4 to about 100 (PLIF 136), with
+no spills (tests/test_codegen_triton.py keeps every variant within 160 and spill-free).
 
 The math and its operation order mirror ``csrc/lif_math.h`` and ``reference.py``, so
 spikes equal the reference bit for bit in fp32:
 
 - true division by tau: a tau that is a power of two (with an exact reciprocal)
   multiplies by 1/tau, which is the correctly rounded quotient; any other tau divides
-  with ``tl.math.div_rn`` (IEEE round to nearest; Triton's fp32 ``/`` is ``div.full``);
+  with ``tl.math.div_rn`` (IEEE round to nearest; Triton's fp32 ``/`` is ``div.full``).
+  A reciprocal with FMA corrections is not used: it is the correctly rounded quotient only
+  with a guard that sends tiny and huge quotients (and taus with a significand of all
+  ones) to IEEE division, and per element in a Triton block program that guard is a
+  select, which computes the division anyway;
 - no FMA contraction: kernels are launched with ``enable_fp_fusion=False``, the
   counterpart of the CUDA kernels' ``-fmad=false``;
 - the scalars reach the kernels as the bit patterns of their compute-type roundings
@@ -70,6 +77,7 @@ from .._triton_launch import (
     fires,
     forward_outputs,
     launch_config,
+    launch_config_k,
     launch_config_x,
     like_layout,
     on_device,
@@ -88,8 +96,8 @@ _SQRT_PI = tl.constexpr(math.sqrt(math.pi))
 
 # Recompute while T <= RECOMPUTE_MAX_STEPS (chunks of at most RECOMPUTE_CHUNK steps); see
 # the module docstring. Module attributes, so a benchmark can move the rule.
-RECOMPUTE_CHUNK = 8
-RECOMPUTE_MAX_STEPS = 16
+RECOMPUTE_CHUNK = 4
+RECOMPUTE_MAX_STEPS = 8
 
 # saved-value modes of _forward_kernel
 SAVE_NOTHING, SAVE_D, SAVE_H = 0, 1, 2
@@ -118,20 +126,36 @@ def _div_tau(a, tau, inv_tau, TAU_POW2: tl.constexpr, IS_F64: tl.constexpr):
 
 
 @triton.jit
-def _surrogate_grad(x, alpha, KIND: tl.constexpr, IS_F64: tl.constexpr):
-    """g'(x) at x = h - v_threshold; KIND is the index in ``SURROGATES``.
-    Same expressions as ``surrogate_grad`` in csrc/lif_math.h."""
+def _surrogate_const(alpha, KIND: tl.constexpr, IS_F64: tl.constexpr):
+    """The loop-invariant factor of g' for ``_surrogate_grad_c`` (the LIF kernels get it
+    from the host, ``surrogate_const``: ptxas neither hoists an IEEE division out of the
+    time loop nor, hoisted, keeps its slow-path call free of a stack frame)."""
+    if KIND == 1:  # atan: (pi / 2) * alpha
+        return _div(tl.full([], _PI, alpha.dtype), 2.0, IS_F64) * alpha
+    elif KIND == 3:  # piecewise_exp
+        return _div(alpha, 2.0, IS_F64)
+    elif KIND == 6:  # erf
+        return _div(alpha, tl.full([], _SQRT_PI, alpha.dtype), IS_F64)
+    else:
+        return alpha
+
+
+@triton.jit
+def _surrogate_grad_c(x, alpha, c, KIND: tl.constexpr, IS_F64: tl.constexpr):
+    """g'(x) at x = h - v_threshold with c = ``_surrogate_const(alpha, KIND)``; KIND is
+    the index in ``SURROGATES``. Same expressions, in the same order, as
+    ``surrogate_grad`` in csrc/lif_math.h."""
     if KIND == 0:  # sigmoid
         sg = _div(1.0, 1.0 + tl.exp(-alpha * x), IS_F64)
         return alpha * sg * (1.0 - sg)
     elif KIND == 1:  # atan
-        u = _div(tl.full([], _PI, x.dtype), 2.0, IS_F64) * alpha * x
+        u = c * x
         return _div(alpha, 2.0 * (1.0 + u * u), IS_F64)
     elif KIND == 2:  # piecewise_quadratic
         g = alpha - alpha * alpha * tl.abs(x)
         return tl.where(g > 0.0, g, 0.0)
     elif KIND == 3:  # piecewise_exp
-        return _div(alpha, 2.0, IS_F64) * tl.exp(-alpha * tl.abs(x))
+        return c * tl.exp(-alpha * tl.abs(x))
     elif KIND == 4:  # soft_sign
         u = 1.0 + tl.abs(alpha * x)
         return _div(alpha, 2.0 * u * u, IS_F64)
@@ -139,7 +163,14 @@ def _surrogate_grad(x, alpha, KIND: tl.constexpr, IS_F64: tl.constexpr):
         u = 1.0 + tl.abs(x)
         return _div(alpha, u * u, IS_F64)
     else:  # erf
-        return _div(alpha, tl.full([], _SQRT_PI, x.dtype), IS_F64) * tl.exp(-alpha * alpha * x * x)
+        return c * tl.exp(-alpha * alpha * x * x)
+
+
+@triton.jit
+def _surrogate_grad(x, alpha, KIND: tl.constexpr, IS_F64: tl.constexpr):
+    """g'(x) at x = h - v_threshold; KIND is the index in ``SURROGATES`` (for kernels
+    that do not hoist the constant: ``_surrogate_grad_c``)."""
+    return _surrogate_grad_c(x, alpha, _surrogate_const(alpha, KIND, IS_F64), KIND, IS_F64)
 
 
 @triton.jit
@@ -285,11 +316,12 @@ def _forward_kernel(
     tl.store(v_last_ptr + offs, v.to(st), mask=mask)
 
 
-@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "alpha_bits", "nd_bits", "fire_at"])
+@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "alpha_bits", "sgc_bits", "nd_bits",
+                                "fire_at"])
 def _backward_x_kernel(
     grad_spikes_ptr, grad_v_last_ptr, grad_v_seq_ptr, x_ptr, v_init_ptr, k_ptr,
     grad_x_ptr, grad_v_init_ptr, partials_ptr,
-    T, N, tau_bits, vth_bits, vr_bits, alpha_bits, nd_bits, fire_at,
+    T, N, tau_bits, vth_bits, vr_bits, alpha_bits, sgc_bits, nd_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, SURROGATE: tl.constexpr,
     HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr, HAS_GRAD_V_SEQ: tl.constexpr,
     HAS_V_INIT: tl.constexpr, LEARN_TAU: tl.constexpr, TAU_POW2: tl.constexpr, CHUNK: tl.constexpr,
@@ -305,6 +337,7 @@ def _backward_x_kernel(
     vth = scalar(vth_bits, IS_F64)
     vr = scalar(vr_bits, IS_F64)
     alpha = scalar(alpha_bits, IS_F64)
+    sgc = scalar(sgc_bits, IS_F64)  # _surrogate_const(alpha, SURROGATE), from the host
     nd = scalar(nd_bits, IS_F64)
     dt = vth.dtype
     st = grad_x_ptr.dtype.element_ty
@@ -351,7 +384,7 @@ def _backward_x_kernel(
                 gs = tl.load(grad_spikes_ptr + base + offs, mask=here, other=0.0).to(dt)
             else:
                 gs = tl.zeros([BLOCK], dtype=dt)
-            sg = _surrogate_grad(d, alpha, SURROGATE, IS_F64)
+            sg = _surrogate_grad_c(d, alpha, sgc, SURROGATE, IS_F64)
             gh = _grad_h(gs, g, sg, d, s, vth, vr, nd, SOFT_RESET)
             if LEARN_TAU:
                 if j > 0:
@@ -384,11 +417,12 @@ def _v_from_saved(q, vth, vr, fire_at, SOFT_RESET: tl.constexpr, SAVE_H: tl.cons
     return _reset(h, s, vth, vr, SOFT_RESET)
 
 
-@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "alpha_bits", "nd_bits", "fire_at"])
+@triton.jit(do_not_specialize=["T", "N", "tau_bits", "vth_bits", "vr_bits", "alpha_bits", "sgc_bits", "nd_bits",
+                                "fire_at"])
 def _backward_kernel(
     grad_spikes_ptr, grad_v_last_ptr, grad_v_seq_ptr, saved_ptr, v_init_ptr, k_ptr, sg_ptr,
     grad_x_ptr, grad_v_init_ptr, partials_ptr,
-    T, N, tau_bits, vth_bits, vr_bits, alpha_bits, nd_bits, fire_at,
+    T, N, tau_bits, vth_bits, vr_bits, alpha_bits, sgc_bits, nd_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, SURROGATE: tl.constexpr,
     HAS_GRAD_SPIKES: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr, HAS_GRAD_V_SEQ: tl.constexpr,
     HAS_V_INIT: tl.constexpr, SAVE_H: tl.constexpr, HAS_SG: tl.constexpr, LEARN_TAU: tl.constexpr,
@@ -405,6 +439,7 @@ def _backward_kernel(
     vth = scalar(vth_bits, IS_F64)
     vr = scalar(vr_bits, IS_F64)
     alpha = scalar(alpha_bits, IS_F64)
+    sgc = scalar(sgc_bits, IS_F64)  # _surrogate_const(alpha, SURROGATE), from the host
     nd = scalar(nd_bits, IS_F64)
     dt = vth.dtype
     st = grad_x_ptr.dtype.element_ty
@@ -452,7 +487,7 @@ def _backward_kernel(
             sg = sg_next.to(dt)
             sg_next = tl.load(sg_ptr + prev + offs, mask=more, other=0.0)
         else:
-            sg = _surrogate_grad(d, alpha, SURROGATE, IS_F64)
+            sg = _surrogate_grad_c(d, alpha, sgc, SURROGATE, IS_F64)
         g = gv
         if HAS_GRAD_V_SEQ:
             g = g + gq_next.to(dt)
@@ -499,6 +534,26 @@ def tau_is_power_of_two(tau: float, cdt: torch.dtype) -> bool:
             return False
         return inv32 * tau == 1.0
     return inv * tau == 1.0 and inv != 0.0
+
+
+def _rounded(value: float, cdt: torch.dtype) -> float:
+    return struct.unpack("<f", struct.pack("<f", value))[0] if cdt == torch.float32 else value
+
+
+def surrogate_const(alpha: float, surrogate: int, cdt: torch.dtype) -> float:
+    """``_surrogate_const`` of the kernels on the host, to the bit once rounded to cdt
+    (``scalar_bits``): atan (pi / 2) * alpha, piecewise_exp alpha / 2, erf alpha /
+    sqrt(pi), else alpha, from the operands rounded to cdt. In fp32 the double
+    product of two fp32 numbers is exact and a double quotient rounds to the correctly
+    rounded fp32 one (53 >= 2 * 24 + 2 bits), so the result is the kernel's own."""
+    a = _rounded(alpha, cdt)
+    if surrogate == 1:
+        return _rounded(math.pi, cdt) / 2.0 * a
+    if surrogate == 3:
+        return a / 2.0
+    if surrogate == 6:
+        return a / _rounded(math.sqrt(math.pi), cdt)
+    return a
 
 
 def recompute_chunk(T: int) -> int:
@@ -600,7 +655,7 @@ def run_backward(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, tau, de
     gl = like_layout(grad_v_last, q[0]) if grad_v_last is not None else None
     v0 = like_layout(v_init, q[0]) if (v_init is not None and k is not None) else None
     tau_bits, pow2 = _tau_args(tau, cdt, k)
-    block, warps = launch_config(N, q.dtype)
+    block, warps = launch_config(N, q.dtype) if k is None else launch_config_k(N, q.dtype)
     grid = triton.cdiv(N, block)
     partials = torch.empty(grid if k is not None else 0, dtype=torch.float64, device=q.device)
     with on_device(q):
@@ -609,7 +664,8 @@ def run_backward(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, tau, de
             v0 if v0 is not None else q, k if k is not None else q, sgd if sgd is not None else q,
             grad_x, grad_v_init, partials if k is not None else q,
             T, N, tau_bits, scalar_bits(v_threshold, cdt), scalar_bits(0.0 if soft_reset else v_reset, cdt),
-            scalar_bits(alpha, cdt), scalar_bits(0.0 if detach_reset else 1.0, cdt), int(fire_at_threshold),
+            scalar_bits(alpha, cdt), scalar_bits(surrogate_const(alpha, surrogate, cdt), cdt),
+            scalar_bits(0.0 if detach_reset else 1.0, cdt), int(fire_at_threshold),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate if sgd is None else 0,
             HAS_GRAD_SPIKES=gs is not None, HAS_GRAD_V_LAST=gl is not None, HAS_GRAD_V_SEQ=gq is not None,
             HAS_V_INIT=v0 is not None, SAVE_H=k is not None and q.dtype in (torch.float32, torch.float64),
@@ -645,7 +701,7 @@ def run_backward_x(grad_spikes, grad_v_last, grad_v_seq, x, v_init, k, tau, deca
     v0 = like_layout(v_init, xd[0]) if v_init is not None else None
     tau_bits, pow2 = _tau_args(tau, cdt, k)
     chunk = recompute_chunk(T)
-    block, warps = launch_config_x(N, x.dtype, chunk)
+    block, warps = launch_config_x(N, x.dtype, chunk, ieee_div=k is None and not pow2)
     grid = triton.cdiv(N, block)
     partials = torch.empty(grid if k is not None else 0, dtype=torch.float64, device=x.device)
     with on_device(x):
@@ -654,7 +710,8 @@ def run_backward_x(grad_spikes, grad_v_last, grad_v_seq, x, v_init, k, tau, deca
             v0 if v0 is not None else xd, k if k is not None else xd, grad_x, grad_v_init,
             partials if k is not None else xd,
             T, N, tau_bits, scalar_bits(v_threshold, cdt), scalar_bits(0.0 if soft_reset else v_reset, cdt),
-            scalar_bits(alpha, cdt), scalar_bits(0.0 if detach_reset else 1.0, cdt), int(fire_at_threshold),
+            scalar_bits(alpha, cdt), scalar_bits(surrogate_const(alpha, surrogate, cdt), cdt),
+            scalar_bits(0.0 if detach_reset else 1.0, cdt), int(fire_at_threshold),
             DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate,
             HAS_GRAD_SPIKES=gs is not None, HAS_GRAD_V_LAST=gl is not None, HAS_GRAD_V_SEQ=gq is not None,
             HAS_V_INIT=v0 is not None, LEARN_TAU=k is not None, TAU_POW2=pow2, CHUNK=chunk,
