@@ -1,4 +1,5 @@
-// The LIF family for float16 (IEEE binary16) storage: fp32 math (lif_cpu_f32.cpp) through row conversions.
+// The LIF family for float16 (IEEE binary16) storage: fp32 math (lif_cpu_f32.cpp) through
+// whole-row conversions (lif_cpu_rows16.h).
 #include "lif_cpu_rows16.h"
 
 namespace tks {

@@ -1,12 +1,10 @@
 // One CPU kernel family for LIF and parametric LIF (PLIF = the decay multiplied by a
 // learnable k = 1/tau instead of a division by tau, plus the dL/dk reduction).
 //
-// The math runs on rows of the compute type (fp32, fp64 for double) and is compiled
-// once per compute type (lif_cpu_kernels.h, instantiated in lif_cpu_f32.cpp and
-// lif_cpu_f64.cpp). A storage type narrower than its compute type (fp16, bf16) reaches it
-// through `Rows`: whole rows converted at once into a local buffer and back (AVX2/F16C
-// where the CPU has them, lif_cpu_f16.cpp / lif_cpu_bf16.cpp), so the 16-bit types add no
-// instance of the math and convert with one or two instructions per 8 values. Run-time
+// The math (lif_cpu_kernels.h) is compiled once per loop element type (loop_type_t): fp32,
+// fp64 and bf16, each in its own .cpp; fp16 shares fp32's through `Rows`, whole rows
+// converted with F16C where the CPU has it (lif_cpu_f16.cpp), where per-element
+// conversions would cost more than the math. Run-time
 // options are loop invariants the compiler turns into selects; only what changes the
 // memory traffic (a gradient of v_seq, the learnable decay) is a template parameter.
 // The entry points of lif_cpu.h / plif_cpu.h are defined here for every storage type.
@@ -23,9 +21,9 @@
 namespace tks {
 namespace cpu {
 
-// Row conversions between a storage type and its compute type. For a storage type that
-// is its compute type (`wide`) rows are read and written in place and the functions are
-// null. Offsets count elements of the storage type.
+// Row conversions between a storage type and its compute type. Where the loops read the
+// storage type itself (`wide`: fp32, fp64, bf16) rows are used in place; load/store then
+// serve only tks_convert_*. Offsets count elements of the storage type.
 template <typename acc_t>
 struct Rows {
   bool wide;
@@ -79,15 +77,22 @@ struct Tensors {
   void* grad_v_init;        // [N]
 };
 
-template <typename acc_t>
-void family_forward(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N, const Consts<acc_t>& c);
+// The element type the family's loops read and write: the storage type itself (fp32,
+// fp64, bf16: a bf16 conversion is a shift or a rounding add, cheap inside the loops), or
+// fp32 for fp16, whose rows are converted whole (F16C) through Rows.
+template <typename scalar_t>
+using loop_type_t = std::conditional_t<std::is_same<scalar_t, Half>::value, float, scalar_t>;
+
+template <typename L>
+void family_forward(const Rows<acc_type_t<L>>& io, const Tensors& a, int64_t T, int64_t N,
+                    const Consts<acc_type_t<L>>& c);
 // Both backwards return dL/dk's sum before grad_k_divisor (0 for LIF).
-template <typename acc_t>
-double family_backward(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N, const Consts<acc_t>& c,
-                       int32_t surrogate, acc_t alpha);
-template <typename acc_t>
-double family_backward_x(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N, const Consts<acc_t>& c,
-                         int32_t surrogate, acc_t alpha);
+template <typename L>
+double family_backward(const Rows<acc_type_t<L>>& io, const Tensors& a, int64_t T, int64_t N,
+                       const Consts<acc_type_t<L>>& c, int32_t surrogate, acc_type_t<L> alpha);
+template <typename L>
+double family_backward_x(const Rows<acc_type_t<L>>& io, const Tensors& a, int64_t T, int64_t N,
+                         const Consts<acc_type_t<L>>& c, int32_t surrogate, acc_type_t<L> alpha);
 
 template <typename acc_t>
 Consts<acc_t> lif_consts(const lif::Params& p) {
@@ -134,7 +139,7 @@ void lif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes, sc
   using acc_t = acc_type_t<scalar_t>;
   Tensors a{};
   a.x = x, a.v_init = v_init, a.spikes = spikes, a.v_last = v_last, a.v_seq = v_seq, a.saved = d_saved;
-  family_forward<acc_t>(rows_of<scalar_t>(), a, T, N, lif_consts<acc_t>(p));
+  family_forward<loop_type_t<scalar_t>>(rows_of<scalar_t>(), a, T, N, lif_consts<acc_t>(p));
 }
 
 template <typename scalar_t>
@@ -146,7 +151,7 @@ void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last, cons
   Tensors a{};
   a.grad_spikes = grad_spikes, a.grad_v_last = grad_v_last, a.grad_v_seq = grad_v_seq, a.saved = const_cast<scalar_t*>(d_saved);
   a.sg = surrogate == lif::kExternalSurrogate ? sg_ext : nullptr, a.grad_x = grad_x, a.grad_v_init = grad_v_init;
-  family_backward<acc_t>(rows_of<scalar_t>(), a, T, N, lif_consts<acc_t>(p), surrogate, static_cast<acc_t>(alpha));
+  family_backward<loop_type_t<scalar_t>>(rows_of<scalar_t>(), a, T, N, lif_consts<acc_t>(p), surrogate, static_cast<acc_t>(alpha));
 }
 
 template <typename scalar_t>
@@ -157,7 +162,7 @@ void lif_backward_x(const scalar_t* grad_spikes, const scalar_t* grad_v_last, co
   Tensors a{};
   a.grad_spikes = grad_spikes, a.grad_v_last = grad_v_last, a.grad_v_seq = grad_v_seq, a.x = x, a.v_init = v_init;
   a.grad_x = grad_x, a.grad_v_init = grad_v_init;
-  family_backward_x<acc_t>(rows_of<scalar_t>(), a, T, N, lif_consts<acc_t>(p), surrogate,
+  family_backward_x<loop_type_t<scalar_t>>(rows_of<scalar_t>(), a, T, N, lif_consts<acc_t>(p), surrogate,
                            static_cast<acc_t>(alpha));
 }
 
@@ -167,7 +172,7 @@ void plif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes, s
   using acc_t = acc_type_t<scalar_t>;
   Tensors a{};
   a.x = x, a.v_init = v_init, a.spikes = spikes, a.v_last = v_last, a.v_seq = v_seq, a.saved = saved;
-  family_forward<acc_t>(rows_of<scalar_t>(), a, T, N, plif_consts<acc_t>(p, k, std::is_same<scalar_t, acc_t>::value));
+  family_forward<loop_type_t<scalar_t>>(rows_of<scalar_t>(), a, T, N, plif_consts<acc_t>(p, k, std::is_same<scalar_t, acc_t>::value));
 }
 
 template <typename scalar_t>
@@ -181,7 +186,7 @@ double plif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last, c
   a.v_init = v_init, a.sg = surrogate == lif::kExternalSurrogate ? sg_ext : nullptr;
   a.grad_x = grad_x, a.grad_v_init = grad_v_init;
   const Consts<acc_t> c = plif_consts<acc_t>(p, k, std::is_same<scalar_t, acc_t>::value);
-  const double sum = family_backward<acc_t>(rows_of<scalar_t>(), a, T, N, c, surrogate, static_cast<acc_t>(alpha));
+  const double sum = family_backward<loop_type_t<scalar_t>>(rows_of<scalar_t>(), a, T, N, c, surrogate, static_cast<acc_t>(alpha));
   return sum / static_cast<double>(lif::grad_k_divisor<acc_t>(c.k, p.decay_input));
 }
 
@@ -194,7 +199,7 @@ double plif_backward_x(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
   a.grad_spikes = grad_spikes, a.grad_v_last = grad_v_last, a.grad_v_seq = grad_v_seq, a.x = x, a.v_init = v_init;
   a.grad_x = grad_x, a.grad_v_init = grad_v_init;
   const Consts<acc_t> c = plif_consts<acc_t>(p, k, std::is_same<scalar_t, acc_t>::value);
-  const double sum = family_backward_x<acc_t>(rows_of<scalar_t>(), a, T, N, c, surrogate, static_cast<acc_t>(alpha));
+  const double sum = family_backward_x<loop_type_t<scalar_t>>(rows_of<scalar_t>(), a, T, N, c, surrogate, static_cast<acc_t>(alpha));
   return sum / static_cast<double>(lif::grad_k_divisor<acc_t>(c.k, p.decay_input));
 }
 

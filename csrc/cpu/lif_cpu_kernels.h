@@ -11,6 +11,8 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "lif_cpu_common.h"
@@ -35,30 +37,48 @@ inline int64_t num_chunks(int64_t N) { return (N + kChunk - 1) / kChunk; }
 #define TKS_NOINLINE
 #endif
 
-// A storage row as compute-type values: in place for a wide type, else converted into tmp.
-template <typename acc_t>
-TKS_ALWAYS_INLINE const acc_t* in_row(const Rows<acc_t>& io, const void* base, int64_t off, acc_t* tmp, int64_t n) {
-  if (io.wide) return static_cast<const acc_t*>(base) + off;
-  io.load(base, off, tmp, n);
-  return tmp;
+// Rows of the loops' element type L: the storage type itself (fp32, fp64, bf16: converted
+// inside the loops), or for fp16 (io.wide false) fp32 rows converted whole (F16C) into tmp.
+template <typename L>
+TKS_ALWAYS_INLINE const L* in_row(const Rows<acc_type_t<L>>& io, const void* base, int64_t off, L* tmp, int64_t n) {
+  if constexpr (std::is_same<L, acc_type_t<L>>::value) {
+    if (!io.wide) {
+      io.load(base, off, tmp, n);
+      return tmp;
+    }
+  }
+  return static_cast<const L*>(base) + off;
 }
-// Where a row of results goes: in place for a wide type, else tmp, which flush_row stores.
-template <typename acc_t>
-TKS_ALWAYS_INLINE acc_t* out_row(const Rows<acc_t>& io, void* base, int64_t off, acc_t* tmp) {
-  return io.wide ? static_cast<acc_t*>(base) + off : tmp;
+// Where a row of results goes: in place, else tmp, which flush_row stores.
+template <typename L>
+TKS_ALWAYS_INLINE L* out_row(const Rows<acc_type_t<L>>& io, void* base, int64_t off, L* tmp) {
+  return io.wide ? static_cast<L*>(base) + off : tmp;
 }
-template <typename acc_t>
-TKS_ALWAYS_INLINE void flush_row(const Rows<acc_t>& io, const acc_t* tmp, void* base, int64_t off, int64_t n) {
-  if (!io.wide) io.store(tmp, base, off, n);
+template <typename L>
+TKS_ALWAYS_INLINE void flush_row(const Rows<acc_type_t<L>>& io, const L* tmp, void* base, int64_t off, int64_t n) {
+  if constexpr (std::is_same<L, acc_type_t<L>>::value) {
+    if (!io.wide) io.store(tmp, base, off, n);
+  }
 }
 // A local row of compute-type values stored to a storage row.
-template <typename acc_t>
-TKS_ALWAYS_INLINE void store_row(const Rows<acc_t>& io, const acc_t* src, void* base, int64_t off, int64_t n) {
-  if (io.wide) {
-    std::copy(src, src + n, static_cast<acc_t*>(base) + off);
-  } else {
-    io.store(src, base, off, n);
+template <typename L>
+TKS_ALWAYS_INLINE void store_row(const Rows<acc_type_t<L>>& io, const acc_type_t<L>* src, void* base, int64_t off,
+                                 int64_t n) {
+  L* tmp = static_cast<L*>(base) + off;
+  if constexpr (std::is_same<L, acc_type_t<L>>::value) {
+    if (!io.wide) {
+      io.store(src, base, off, n);
+      return;
+    }
   }
+  for (int64_t i = 0; i < n; ++i) tmp[i] = Storage<L>::store(src[i]);
+}
+// A storage row as compute-type values in dst.
+template <typename L>
+TKS_ALWAYS_INLINE void load_row(const Rows<acc_type_t<L>>& io, const void* base, int64_t off, int64_t n,
+                                acc_type_t<L>* dst, L* tmp) {
+  const L* s = in_row<L>(io, base, off, tmp, n);
+  for (int64_t i = 0; i < n; ++i) dst[i] = Storage<L>::load(s[i]);
 }
 
 // The charge of LIF and PLIF, the reference's operation order: decay_input
@@ -73,18 +93,27 @@ TKS_ALWAYS_INLINE acc_t charge(acc_t v, acc_t x, acc_t tau, acc_t r, acc_t vr, b
 }
 
 // One forward step over a row: h_t (into hr when H), s_t (into sr when Spikes), v_t.
-template <typename acc_t, bool Spikes, bool H>
-TKS_ALWAYS_INLINE void forward_row(const acc_t* __restrict__ xr, acc_t* __restrict__ v, acc_t* __restrict__ hr,
-                                   acc_t* __restrict__ sr, int64_t n, const Consts<acc_t>& c) {
+// Mul: c.mul, a template parameter so that the other branch's division is not computed.
+template <typename L, bool Spikes, bool H, bool Mul, typename acc_t = acc_type_t<L>>
+TKS_ALWAYS_INLINE void forward_row_m(const L* __restrict__ xr, acc_t* __restrict__ v, acc_t* __restrict__ hr,
+                                     L* __restrict__ sr, int64_t n, const Consts<acc_t>& c) {
   const acc_t tau = c.tau, r = c.r, vth = c.vth, vr = c.vr, vrc = c.vr_charge;
-  const bool mul = c.mul, di = c.decay_input, soft = c.soft_reset, at = c.at_threshold;
+  const bool di = c.decay_input, soft = c.soft_reset, at = c.at_threshold;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const acc_t h = charge<acc_t>(v[i], xr[i], tau, r, vrc, mul, di);
+    const acc_t h = charge<acc_t>(v[i], Storage<L>::load(xr[i]), tau, r, vrc, Mul, di);
     const acc_t s = lif::fire<acc_t>(h, vth, at);
     if (H) hr[i] = h;
-    if (Spikes) sr[i] = s;
+    if (Spikes) sr[i] = Storage<L>::store(s);
     v[i] = lif::reset<acc_t>(h, s, vth, vr, soft);
+  }
+}
+template <typename L, bool Spikes, bool H, typename acc_t = acc_type_t<L>>
+TKS_ALWAYS_INLINE void forward_row(const L* xr, acc_t* v, acc_t* hr, L* sr, int64_t n, const Consts<acc_t>& c) {
+  if (c.mul) {
+    forward_row_m<L, Spikes, H, true>(xr, v, hr, sr, n, c);
+  } else {
+    forward_row_m<L, Spikes, H, false>(xr, v, hr, sr, n, c);
   }
 }
 
@@ -122,19 +151,19 @@ TKS_CPU_CLONES TKS_NOINLINE void surrogate_row(int32_t kind, const acc_t* __rest
 
 // One reverse step over a row: dL/dh from d, g' and the gradients; dL/dx out, the
 // carried dL/dv in place, PLIF's dL/dk terms (kt = charge_k_term) summed per lane.
-template <typename acc_t, bool Learnable, bool HasGvs>
+template <typename L, bool Learnable, bool HasGvs, bool Mul, typename acc_t = acc_type_t<L>>
 TKS_ALWAYS_INLINE void reverse_row(const acc_t* __restrict__ d, const acc_t* __restrict__ sg,
-                                   const acc_t* __restrict__ kt, const acc_t* __restrict__ gs,
-                                   const acc_t* __restrict__ gvs, acc_t* __restrict__ gx, acc_t* __restrict__ gv,
+                                   const acc_t* __restrict__ kt, const L* __restrict__ gs,
+                                   const L* __restrict__ gvs, L* __restrict__ gx, acc_t* __restrict__ gv,
                                    acc_t* __restrict__ sum, int64_t n, const Consts<acc_t>& c) {
   const acc_t vth = c.vth, vr = c.vr, gx_div = c.gx_div, gx_r = c.gx_r, gv_c = c.gv_c, k = c.k;
-  const bool mul = c.mul, soft = c.soft_reset, detach = c.detach_reset, at = c.at_threshold;
+  const bool soft = c.soft_reset, detach = c.detach_reset, at = c.at_threshold;
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
     acc_t g = gv[i];
-    if (HasGvs) g += gvs[i];
-    const acc_t gh = lif::step_backward<acc_t>(d[i], gs[i], g, sg[i], vth, vr, soft, detach, at);
-    gx[i] = mul ? gh * gx_r : gh / gx_div;
+    if (HasGvs) g += Storage<L>::load(gvs[i]);
+    const acc_t gh = lif::step_backward<acc_t>(d[i], Storage<L>::load(gs[i]), g, sg[i], vth, vr, soft, detach, at);
+    gx[i] = Storage<L>::store(Mul ? gh * gx_r : gh / gx_div);
     if (Learnable) {
       gv[i] = lif::grad_v_prev_from_h_k<acc_t>(gh, k);
       sum[i] += gh * kt[i];
@@ -144,110 +173,123 @@ TKS_ALWAYS_INLINE void reverse_row(const acc_t* __restrict__ d, const acc_t* __r
   }
 }
 
-template <typename acc_t, bool Learnable>
-TKS_ALWAYS_INLINE void reverse_row_any(const acc_t* d, const acc_t* sg, const acc_t* kt, const acc_t* gs,
-                                       const acc_t* gvs, acc_t* gx, acc_t* gv, acc_t* sum, int64_t n,
-                                       const Consts<acc_t>& c) {
+template <typename L, bool Learnable, typename acc_t = acc_type_t<L>>
+TKS_ALWAYS_INLINE void reverse_row_any(const acc_t* d, const acc_t* sg, const acc_t* kt, const L* gs, const L* gvs,
+                                       L* gx, acc_t* gv, acc_t* sum, int64_t n, const Consts<acc_t>& c) {
+  // Learnable (PLIF) always multiplies.
   if (gvs) {
-    reverse_row<acc_t, Learnable, true>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
+    if (Learnable || c.mul) {
+      reverse_row<L, Learnable, true, true>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
+    } else {
+      reverse_row<L, Learnable, true, false>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
+    }
+  } else if (Learnable || c.mul) {
+    reverse_row<L, Learnable, false, true>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
   } else {
-    reverse_row<acc_t, Learnable, false>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
+    reverse_row<L, Learnable, false, false>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
   }
 }
 
 // v_init ([N]) of lanes [n0, n0 + n), or the rest potential.
-template <typename acc_t>
+template <typename L, typename acc_t = acc_type_t<L>>
 TKS_ALWAYS_INLINE void load_state(const Rows<acc_t>& io, const void* src, int64_t n0, int64_t n, acc_t fill,
-                                  acc_t* dst, acc_t* tmp) {
+                                  acc_t* dst, L* tmp) {
   if (src) {
-    const acc_t* s = in_row(io, src, n0, tmp, n);
-    std::copy(s, s + n, dst);
+    load_row<L>(io, src, n0, n, dst, tmp);
   } else {
     std::fill(dst, dst + n, fill);
   }
 }
 
-template <typename acc_t>
+template <typename L, typename acc_t = acc_type_t<L>>
 TKS_CPU_CLONES void forward_range(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N,
                                   const Consts<acc_t>& c, int64_t c_begin, int64_t c_end) {
-  alignas(64) acc_t v[kChunk], h[kChunk], xt[kChunk], st[kChunk], tmp[kChunk];
+  alignas(64) acc_t v[kChunk], h[kChunk], tmp[kChunk];
+  alignas(64) L xt[kChunk], st[kChunk];
   const acc_t vth = c.vth;
   for (int64_t ch = c_begin; ch < c_end; ++ch) {
     const int64_t n0 = ch * kChunk;
     const int64_t len = std::min(kChunk, N - n0);
-    load_state(io, a.v_init, n0, len, c.vr_charge, v, tmp);
+    load_state<L>(io, a.v_init, n0, len, c.vr_charge, v, xt);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t off = t * N + n0;
-      const acc_t* xr = in_row(io, a.x, off, xt, len);
-      acc_t* sr = out_row(io, a.spikes, off, st);
+      const L* xr = in_row<L>(io, a.x, off, xt, len);
+      L* sr = out_row<L>(io, a.spikes, off, st);
       if (a.saved) {
-        forward_row<acc_t, true, true>(xr, v, h, sr, len, c);
+        forward_row<L, true, true>(xr, v, h, sr, len, c);
       } else {
-        forward_row<acc_t, true, false>(xr, v, h, sr, len, c);
+        forward_row<L, true, false>(xr, v, h, sr, len, c);
       }
-      flush_row(io, sr, a.spikes, off, len);
+      flush_row<L>(io, sr, a.spikes, off, len);
       if (a.saved) {
         if (c.saves_h) {
-          store_row(io, h, a.saved, off, len);
+          store_row<L>(io, h, a.saved, off, len);
         } else {
           // d = h - v_threshold; in 16-bit storage saturated with its sign kept (SavedDistance).
-          acc_t* dr = out_row(io, a.saved, off, tmp);
-          for (int64_t i = 0; i < len; ++i) dr[i] = h[i] - vth;
-          if (!io.wide) io.store_distance(dr, a.saved, off, len);
+          for (int64_t i = 0; i < len; ++i) tmp[i] = h[i] - vth;
+          if (io.wide) {
+            L* dr = static_cast<L*>(a.saved) + off;
+            for (int64_t i = 0; i < len; ++i) dr[i] = SavedDistance<L>::store(tmp[i]);
+          } else {
+            io.store_distance(tmp, a.saved, off, len);
+          }
         }
       }
-      if (a.v_seq) store_row(io, v, a.v_seq, off, len);
+      if (a.v_seq) store_row<L>(io, v, a.v_seq, off, len);
     }
-    store_row(io, v, a.v_last, n0, len);
+    store_row<L>(io, v, a.v_last, n0, len);
   }
 }
 
 // The saved-path backward over chunks [c_begin, c_end): reads forward's saved value q
 // (d, or h when c.saves_h); PLIF recovers v_{t-1} from step t-1's q with the forward's
 // reset (lif::v_from_saved).
-template <typename acc_t, bool Learnable>
+template <typename L, bool Learnable, typename acc_t = acc_type_t<L>>
 TKS_CPU_CLONES void backward_range(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N,
                                    const Consts<acc_t>& c, int32_t kind, acc_t alpha, double* partials,
                                    int64_t c_begin, int64_t c_end) {
   alignas(64) acc_t gv[kChunk], vfirst[kChunk], sum[kChunk], d[kChunk], sgt[kChunk], kt[kChunk];
-  alignas(64) acc_t qa[kChunk], qb[kChunk], gst[kChunk], gvst[kChunk], gxt[kChunk];
+  alignas(64) acc_t qa[kChunk], qb[kChunk];
+  alignas(64) L gst[kChunk], gvst[kChunk], gxt[kChunk];
   const acc_t vth = c.vth, vr = c.vr;
   const bool saves_h = c.saves_h, at = c.at_threshold, soft = c.soft_reset, di = c.decay_input;
   const acc_t* sg_ext = static_cast<const acc_t*>(a.sg);
   for (int64_t ch = c_begin; ch < c_end; ++ch) {
     const int64_t n0 = ch * kChunk;
     const int64_t len = std::min(kChunk, N - n0);
-    load_state(io, a.grad_v_last, n0, len, acc_t(0), gv, gxt);
+    load_state<L>(io, a.grad_v_last, n0, len, acc_t(0), gv, gxt);
     if (Learnable) {
-      load_state(io, a.v_init, n0, len, c.vr_charge, vfirst, gxt);
+      load_state<L>(io, a.v_init, n0, len, c.vr_charge, vfirst, gxt);
       std::fill(sum, sum + len, acc_t(0));
     }
-    const acc_t* q = in_row(io, a.saved, (T - 1) * N + n0, qa, len);
+    // Step t's saved row (q) and step t-1's (qp), in the compute type.
+    acc_t* q = qa;
+    acc_t* qp = qb;
+    load_row<L>(io, a.saved, (T - 1) * N + n0, len, q, gxt);
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t off = t * N + n0;
       surrogate_row<acc_t>(sg_ext ? lif::kExternalSurrogate : kind, q, saves_h ? vth : acc_t(0), d, sgt, len, alpha);
       const acc_t* sg = sg_ext ? sg_ext + off : sgt;
-      const acc_t* qp = nullptr;
+      if (t > 0) load_row<L>(io, a.saved, off - N, len, qp, gxt);
       if (Learnable) {
-        if (t > 0) qp = in_row(io, a.saved, off - N, q == qa ? qb : qa, len);
         for (int64_t i = 0; i < len; ++i) {
           const acc_t h = lif::saved_to_charge<acc_t>(q[i], vth, saves_h);
           acc_t v_prev = vfirst[i];
-          if (qp) {
+          if (t > 0) {
             v_prev = lif::v_from_saved<acc_t>(lif::saved_to_charge<acc_t>(qp[i], vth, saves_h),
                                               lif::saved_to_distance<acc_t>(qp[i], vth, saves_h), vth, vr, soft, at);
           }
           kt[i] = lif::charge_k_term<acc_t>(h, v_prev, vr, di);
         }
       }
-      const acc_t* gs = in_row(io, a.grad_spikes, off, gst, len);
-      const acc_t* gvs = a.grad_v_seq ? in_row(io, a.grad_v_seq, off, gvst, len) : nullptr;
-      acc_t* gx = out_row(io, a.grad_x, off, gxt);
-      reverse_row_any<acc_t, Learnable>(d, sg, kt, gs, gvs, gx, gv, sum, len, c);
-      flush_row(io, gx, a.grad_x, off, len);
-      if (t > 0) q = Learnable ? qp : in_row(io, a.saved, off - N, q == qa ? qb : qa, len);
+      const L* gs = in_row<L>(io, a.grad_spikes, off, gst, len);
+      const L* gvs = a.grad_v_seq ? in_row<L>(io, a.grad_v_seq, off, gvst, len) : nullptr;
+      L* gx = out_row<L>(io, a.grad_x, off, gxt);
+      reverse_row_any<L, Learnable>(d, sg, kt, gs, gvs, gx, gv, sum, len, c);
+      flush_row<L>(io, gx, a.grad_x, off, len);
+      std::swap(q, qp);
     }
-    store_row(io, gv, a.grad_v_init, n0, len);
+    store_row<L>(io, gv, a.grad_v_init, n0, len);
     if (Learnable) {
       double chunk_sum = 0.0;
       for (int64_t i = 0; i < len; ++i) chunk_sum += static_cast<double>(sum[i]);
@@ -262,12 +304,12 @@ TKS_CPU_CLONES void backward_range(const Rows<acc_t>& io, const Tensors& a, int6
 // in `hbuf` ([T][lanes]), then the reverse recurrence reads h_t (and PLIF recovers
 // v_{t-1} from h_{t-1} with the forward's reset). In fp32/fp64 every output is the saved
 // path's bit for bit; in fp16/bf16 d is unrounded.
-template <typename acc_t, bool Learnable>
+template <typename L, bool Learnable, typename acc_t = acc_type_t<L>>
 TKS_CPU_CLONES void backward_x_range(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N,
                                      const Consts<acc_t>& c, int32_t kind, acc_t alpha, acc_t* __restrict__ hbuf,
                                      int64_t lanes, double* partials, int64_t c_begin, int64_t c_end) {
   alignas(64) acc_t v[kChunk], gv[kChunk], vfirst[kChunk], sum[kChunk], d[kChunk], sgt[kChunk], kt[kChunk];
-  alignas(64) acc_t xt[kChunk], gst[kChunk], gvst[kChunk], gxt[kChunk];
+  alignas(64) L xt[kChunk], gst[kChunk], gvst[kChunk], gxt[kChunk];
   const acc_t vth = c.vth, vr = c.vr;
   const bool at = c.at_threshold, soft = c.soft_reset, di = c.decay_input;
   for (int64_t ch = c_begin; ch < c_end; ++ch) {
@@ -277,13 +319,13 @@ TKS_CPU_CLONES void backward_x_range(const Rows<acc_t>& io, const Tensors& a, in
       const int64_t m0 = n0 + b0;
       const int64_t bl = std::min(lanes, len - b0);
       acc_t* __restrict__ sm = sum + b0;
-      load_state(io, a.v_init, m0, bl, c.vr_charge, vfirst, xt);
+      load_state<L>(io, a.v_init, m0, bl, c.vr_charge, vfirst, xt);
       std::copy(vfirst, vfirst + bl, v);
-      load_state(io, a.grad_v_last, m0, bl, acc_t(0), gv, xt);
+      load_state<L>(io, a.grad_v_last, m0, bl, acc_t(0), gv, xt);
       if (Learnable) std::fill(sm, sm + bl, acc_t(0));
       for (int64_t t = 0; t < T; ++t) {
-        const acc_t* xr = in_row(io, a.x, t * N + m0, xt, bl);
-        forward_row<acc_t, false, true>(xr, v, hbuf + t * lanes, nullptr, bl, c);
+        const L* xr = in_row<L>(io, a.x, t * N + m0, xt, bl);
+        forward_row<L, false, true>(xr, v, hbuf + t * lanes, static_cast<L*>(nullptr), bl, c);
       }
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t off = t * N + m0;
@@ -299,13 +341,13 @@ TKS_CPU_CLONES void backward_x_range(const Rows<acc_t>& io, const Tensors& a, in
             kt[i] = lif::charge_k_term<acc_t>(hrow[i], v_prev, vr, di);
           }
         }
-        const acc_t* gs = in_row(io, a.grad_spikes, off, gst, bl);
-        const acc_t* gvs = a.grad_v_seq ? in_row(io, a.grad_v_seq, off, gvst, bl) : nullptr;
-        acc_t* gx = out_row(io, a.grad_x, off, gxt);
-        reverse_row_any<acc_t, Learnable>(d, sgt, kt, gs, gvs, gx, gv, sm, bl, c);
-        flush_row(io, gx, a.grad_x, off, bl);
+        const L* gs = in_row<L>(io, a.grad_spikes, off, gst, bl);
+        const L* gvs = a.grad_v_seq ? in_row<L>(io, a.grad_v_seq, off, gvst, bl) : nullptr;
+        L* gx = out_row<L>(io, a.grad_x, off, gxt);
+        reverse_row_any<L, Learnable>(d, sgt, kt, gs, gvs, gx, gv, sm, bl, c);
+        flush_row<L>(io, gx, a.grad_x, off, bl);
       }
-      store_row(io, gv, a.grad_v_init, m0, bl);
+      store_row<L>(io, gv, a.grad_v_init, m0, bl);
     }
     if (Learnable) {
       double chunk_sum = 0.0;
@@ -317,22 +359,22 @@ TKS_CPU_CLONES void backward_x_range(const Rows<acc_t>& io, const Tensors& a, in
 
 }  // namespace
 
-template <typename acc_t>
-void family_forward(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N, const Consts<acc_t>& c) {
+template <typename L>
+void family_forward(const Rows<acc_type_t<L>>& io, const Tensors& a, int64_t T, int64_t N, const Consts<acc_type_t<L>>& c) {
   parallel_for(0, num_chunks(N), kGrainChunks,
-               [&](int64_t begin, int64_t end) { forward_range<acc_t>(io, a, T, N, c, begin, end); });
+               [&](int64_t begin, int64_t end) { forward_range<L>(io, a, T, N, c, begin, end); });
 }
 
-template <typename acc_t>
-double family_backward(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N, const Consts<acc_t>& c,
-                       int32_t surrogate, acc_t alpha) {
+template <typename L>
+double family_backward(const Rows<acc_type_t<L>>& io, const Tensors& a, int64_t T, int64_t N,
+                       const Consts<acc_type_t<L>>& c, int32_t surrogate, acc_type_t<L> alpha) {
   std::vector<double> partials(c.learnable ? static_cast<size_t>(num_chunks(N)) : 0);
   double* part = partials.data();
   parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
     if (c.learnable) {
-      backward_range<acc_t, true>(io, a, T, N, c, surrogate, alpha, part, begin, end);
+      backward_range<L, true>(io, a, T, N, c, surrogate, alpha, part, begin, end);
     } else {
-      backward_range<acc_t, false>(io, a, T, N, c, surrogate, alpha, part, begin, end);
+      backward_range<L, false>(io, a, T, N, c, surrogate, alpha, part, begin, end);
     }
   });
   double total = 0.0;
@@ -340,18 +382,19 @@ double family_backward(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64
   return total;
 }
 
-template <typename acc_t>
-double family_backward_x(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N, const Consts<acc_t>& c,
-                         int32_t surrogate, acc_t alpha) {
+template <typename L>
+double family_backward_x(const Rows<acc_type_t<L>>& io, const Tensors& a, int64_t T, int64_t N,
+                         const Consts<acc_type_t<L>>& c, int32_t surrogate, acc_type_t<L> alpha) {
+  using acc_t = acc_type_t<L>;
   const int64_t lanes = recompute_lanes<acc_t>(T);
   std::vector<double> partials(c.learnable ? static_cast<size_t>(num_chunks(N)) : 0);
   double* part = partials.data();
   parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
     acc_t* hbuf = thread_buffer<acc_t>(T * lanes);
     if (c.learnable) {
-      backward_x_range<acc_t, true>(io, a, T, N, c, surrogate, alpha, hbuf, lanes, part, begin, end);
+      backward_x_range<L, true>(io, a, T, N, c, surrogate, alpha, hbuf, lanes, part, begin, end);
     } else {
-      backward_x_range<acc_t, false>(io, a, T, N, c, surrogate, alpha, hbuf, lanes, part, begin, end);
+      backward_x_range<L, false>(io, a, T, N, c, surrogate, alpha, hbuf, lanes, part, begin, end);
     }
   });
   double total = 0.0;
@@ -365,11 +408,16 @@ double family_backward_x(const Rows<acc_t>& io, const Tensors& a, int64_t T, int
 }  // namespace cpu
 }  // namespace tks
 
-// The family's math for one compute type.
-#define TKS_LIF_FAMILY_INSTANTIATE(A)                                                                          \
-  template void tks::cpu::family_forward<A>(const tks::cpu::Rows<A>&, const tks::cpu::Tensors&, int64_t,       \
-                                            int64_t, const tks::cpu::Consts<A>&);                              \
-  template double tks::cpu::family_backward<A>(const tks::cpu::Rows<A>&, const tks::cpu::Tensors&, int64_t,    \
-                                               int64_t, const tks::cpu::Consts<A>&, int32_t, A);               \
-  template double tks::cpu::family_backward_x<A>(const tks::cpu::Rows<A>&, const tks::cpu::Tensors&, int64_t,  \
-                                                 int64_t, const tks::cpu::Consts<A>&, int32_t, A);
+// The family's math for one loop element type L (lif_cpu_family.h's loop_type_t).
+#define TKS_LIF_FAMILY_INSTANTIATE(L)                                                                           \
+  template void tks::cpu::family_forward<L>(const tks::cpu::Rows<tks::cpu::acc_type_t<L>>&,                     \
+                                            const tks::cpu::Tensors&, int64_t, int64_t,                         \
+                                            const tks::cpu::Consts<tks::cpu::acc_type_t<L>>&);                  \
+  template double tks::cpu::family_backward<L>(const tks::cpu::Rows<tks::cpu::acc_type_t<L>>&,                  \
+                                               const tks::cpu::Tensors&, int64_t, int64_t,                      \
+                                               const tks::cpu::Consts<tks::cpu::acc_type_t<L>>&, int32_t,       \
+                                               tks::cpu::acc_type_t<L>);                                        \
+  template double tks::cpu::family_backward_x<L>(const tks::cpu::Rows<tks::cpu::acc_type_t<L>>&,                \
+                                                 const tks::cpu::Tensors&, int64_t, int64_t,                    \
+                                                 const tks::cpu::Consts<tks::cpu::acc_type_t<L>>&, int32_t,     \
+                                                 tks::cpu::acc_type_t<L>);

@@ -1,11 +1,10 @@
-// Row conversions between the 16-bit storage types and fp32 for the LIF family
-// (lif_cpu_family.h's Rows): whole rows at a time, with AVX2 and F16C where the CPU has
-// them (one or two instructions per 8 values: vcvtph2ps / vcvtps2ph for fp16, a shift and
-// a rounding add for bf16), else the branch-free scalar conversions of half_types.h (which
-// the compiler vectorises for the baseline). Both give the bits of c10::Half /
-// c10::BFloat16 (round to nearest even; a NaN becomes the sign and 0x7E00 / 0x7FC0);
-// tests/test_native.py checks every 16-bit value and millions of floats through these
-// functions (tks_convert_f16 / tks_convert_bf16).
+// Row conversions between fp16 and fp32 for the LIF family (lif_cpu_family.h's Rows):
+// whole rows at a time, with F16C where the CPU has it (vcvtph2ps / vcvtps2ph, one
+// instruction per 8 values), else the branch-free scalar conversions of half_types.h
+// (which the compiler vectorises for the baseline, at about 15 instructions a value).
+// Both give the bits of c10::Half (round to nearest even; a NaN becomes its sign and
+// 0x7E00); tests/test_native.py checks every fp16 value and millions of floats through
+// these functions (tks_convert_f16).
 #pragma once
 
 #include <cstdint>
@@ -50,33 +49,6 @@ void store_distance(const float* src, void* dst, int64_t off, int64_t n) {
 }
 
 #if defined(TKS_ROWS_AVX2)
-TKS_TARGET_AVX2 inline void load_bf16_avx2(const void* src, int64_t off, float* dst, int64_t n) {
-  const uint16_t* s = static_cast<const uint16_t*>(src) + off;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16)));
-  }
-  for (; i < n; ++i) dst[i] = bf16_bits_to_float(s[i]);
-}
-
-// float_to_bf16_bits, 8 at a time: bits + 0x7FFF + (bit 16), shifted down; NaN -> 0x7FC0.
-TKS_TARGET_AVX2 inline void store_bf16_avx2(const float* src, void* dst, int64_t off, int64_t n) {
-  uint16_t* d = static_cast<uint16_t*>(dst) + off;
-  const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7FFF), qnan = _mm256_set1_epi32(0x7FC0);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 f = _mm256_loadu_ps(src + i);
-    const __m256i b = _mm256_castps_si256(f);
-    __m256i r = _mm256_add_epi32(b, _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(b, 16), one), bias));
-    r = _mm256_srli_epi32(r, 16);
-    r = _mm256_blendv_epi8(r, qnan, _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
-    const __m128i p = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), p);
-  }
-  for (; i < n; ++i) d[i] = float_to_bf16_bits(src[i]);
-}
-
 TKS_TARGET_AVX2 inline void load_f16_avx2(const void* src, int64_t off, float* dst, int64_t n) {
   const uint16_t* s = static_cast<const uint16_t*>(src) + off;
   int64_t i = 0;
