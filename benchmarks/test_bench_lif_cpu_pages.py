@@ -28,7 +28,9 @@ rate it is compared with (read + write of one [T, *] tensor):
   outputs come from, as a training step allocates them (fp32's 32 MiB: fresh pages and
   their faults every call; bf16's 16 MiB: blocks glibc reuses from its heap);
 - ``copy_frac_dram``: a prefaulted copy of 64 MiB whatever the dtype (bf16: twice the
-  elements), above the L3: the memory's own copy rate.
+  elements), above the L3: the memory's own copy rate;
+- ``copy_frac_dram_cpu``: the same from CPU seconds (``cpu_ms``, all threads) instead of
+  wall time, steadier on a loaded machine.
 """
 from __future__ import annotations
 
@@ -97,17 +99,20 @@ _CHILD = textwrap.dedent(r"""
         big_dst = torch.empty_like(big)
         impls["copy_dram"] = lambda: big_dst.copy_(big)
         times = {k: [] for k in impls}
+        cpu_times = {k: [] for k in impls}
         for f in impls.values():
             f()
         for _ in range(rounds):
             for k, f in impls.items():
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 f()
                 times[k].append(time.perf_counter() - t0)
+                cpu_times[k].append(time.process_time() - c0)
         for k, ts in times.items():
             ts.sort()
+            cs = sorted(cpu_times[k])
             out.append({"dtype": str(dtype)[6:], "impl": k, "median_ms": ts[len(ts) // 2] * 1e3,
-                        "min_ms": ts[0] * 1e3})
+                        "min_ms": ts[0] * 1e3, "cpu_ms": cs[len(cs) // 2] * 1e3})
     print(json.dumps({"rows": out, "load": os.getloadavg()[0]}))
 """)
 
@@ -134,7 +139,8 @@ def test_lif_cpu_fwd_bwd_both_page_settings(record_property):
             copy_rate = {k: b / (rows[(dtype, k)]["median_ms"] / 1e3) for k, b in copy_bytes.items()}
             row = {"case": f"lif fwd+bwd {impl} {dtype} (pages)", "impl": impl, "dtype": dtype, "shape": str(SHAPE),
                    "thp": thp, "default_setting": thp == "0", "threads": THREADS, "load1": round(res["load"], 2),
-                   "median_ms": round(r["median_ms"], 2), "min_ms": round(r["min_ms"], 2)}
+                   "median_ms": round(r["median_ms"], 2), "min_ms": round(r["min_ms"], 2),
+                   "cpu_ms": round(r["cpu_ms"], 2)}
             if impl in copy_bytes:
                 row["GB/s"] = round(copy_rate[impl] / 1e9, 2)
             else:
@@ -144,6 +150,10 @@ def test_lif_cpu_fwd_bwd_both_page_settings(record_property):
                 row["copy_frac"] = round(rate / copy_rate["copy"], 3)
                 row["copy_frac_fresh"] = round(rate / copy_rate["copy_fresh"], 3)
                 row["copy_frac_dram"] = round(rate / copy_rate["copy_dram"], 3)
+                # The same from CPU time (all threads), steadier than wall time on a loaded
+                # machine: a kernel's share of the copy's CPU seconds per byte.
+                dram_cpu_rate = copy_bytes["copy_dram"] / rows[(dtype, "copy_dram")]["cpu_ms"]
+                row["copy_frac_dram_cpu"] = round(moved / r["cpu_ms"] / dram_cpu_rate, 3)
                 for peer in ("spikingjelly", "torch"):
                     if impl == "cpu" and (dtype, peer) in rows:
                         row[f"x_vs_{peer}"] = round(rows[(dtype, peer)]["median_ms"] / r["median_ms"], 2)
