@@ -24,7 +24,7 @@ from ..._backends import resolve_backend
 from ..lif import FLOAT_DTYPES, LIFConfig
 
 # Backends with a fused kernel for this op.
-FUSED_BACKENDS = ("torch", "cpu", "triton")
+FUSED_BACKENDS = ("torch", "cpu", "triton", "cuda")
 
 
 class BNArgs(NamedTuple):
@@ -167,6 +167,10 @@ def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch
         from . import triton
 
         return triton.bn_lif(y, bn, cfg, residual, v_init)
+    if name == "cuda":
+        from . import cuda
+
+        return cuda.bn_lif(y, bn, cfg, residual, v_init)
     raise NotImplementedError(f"backend {name!r} has no fused BN + LIF kernel yet (there are: "
                               f"{', '.join(FUSED_BACKENDS)}); run BN and LIF as separate layers")
 

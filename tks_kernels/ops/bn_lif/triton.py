@@ -316,7 +316,8 @@ def _bn_input_grad_kernel(
 class _Geometry:
     """The tiling of a time-major dense y [T, B, C, *] (see the module docstring)."""
 
-    def __init__(self, y: torch.Tensor):
+    def __init__(self, y: torch.Tensor, backward: bool = False):
+        self.backward = backward
         self.T = y.shape[0]
         self.C = y.shape[2]
         self.N = y[0].numel()
@@ -324,7 +325,16 @@ class _Geometry:
         self.ch_on_rows = inner > 1
         self.R, self.K = (self.N // inner, inner) if self.ch_on_rows else (self.N // max(self.C, 1), self.C)
         self.outer = self.N // max(self.C * inner, 1)
-        tile = INTERPRETER_TILE if INTERPRETED else (2048 if y.element_size() <= 2 else 1024)
+        if INTERPRETED:
+            tile = INTERPRETER_TILE
+        elif self.K % 16:
+            # no vector access: each element's scalar access has its own 64-bit address
+            # (4 per thread keeps backward within the registers, tests/test_codegen_triton.py)
+            tile = 512
+        else:
+            # two 16-byte accesses per thread and stream; backward keeps more per element
+            tile = 1024 if backward or y.element_size() > 2 else 2048
+            tile = 512 if y.element_size() == 8 else tile
         self.cols = min(triton.next_power_of_2(max(self.K, 1)), tile)
         self.rows = max(1, tile // self.cols)
         self.n_kb = triton.cdiv(self.K, self.cols)
@@ -338,7 +348,7 @@ class _Geometry:
         if INTERPRETED:
             target = 3  # few programs, so the tests run the persistent loop
         else:
-            target = 8 * torch.cuda.get_device_properties(device).multi_processor_count
+            target = 8 * _sm_count(device)
         if self.ch_on_rows:
             return min(self.n_tiles, target), self.outer * self.n_kb
         per_cb = max(1, min(self.n_rb, target // self.n_kb))
@@ -348,8 +358,19 @@ class _Geometry:
         return self.T, self.N, self.R, self.K, self.C, self.n_kb
 
     def meta(self, dtype: torch.dtype):
+        # backward: 8 warps, so each thread keeps half the elements (4 warps spilled for
+        # some fp32 tiles under Triton 3.9, tests/test_codegen_triton.py)
+        warps = 1 if INTERPRETED else (8 if self.backward and self.cols * self.rows >= 1024 else 4)
         return dict(CH_ON_ROWS=self.ch_on_rows, IS_F64=dtype == torch.float64, ROWS=self.rows, COLS=self.cols,
-                    num_warps=1 if INTERPRETED else 4)
+                    num_warps=warps)
+
+
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of device (an H100/H200's 132 where there is no CUDA
+    device: tests/triton_codegen.py compiles the launches of CPU tensors)."""
+    if device.type != "cuda":
+        return 132
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _combine(part: torch.Tensor, C: int) -> torch.Tensor:
@@ -475,7 +496,7 @@ def bn_lif_backward_triton(
     res = _check_like(residual, y, "residual")
     v0 = _check_like(v_init, y[0], "v_init")
     grad_y, grad_res, grad_v_init = _backward_outputs(y, residual, v_init)
-    g = _Geometry(y)
+    g = _Geometry(y, backward=True)
     if g.N == 0:
         return grad_y, grad_res, grad_v_init, torch.zeros(2, g.C, dtype=torch.float64, device=y.device)
     cdt = torch.float64 if y.dtype == torch.float64 else torch.float32
