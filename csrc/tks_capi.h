@@ -182,6 +182,26 @@ TKS_API int tks_bn_lif_backward_cpu(int dtype, const void* grad_spikes, const vo
                                     void* grad_residual, void* grad_v_init, double* sums, int64_t T, int64_t N,
                                     int64_t C, int64_t inner, double tau, double v_threshold, double v_reset,
                                     int flags, int surrogate, double alpha, int batch_stats, int num_threads);
+/* Parametric LIF in place of LIF (k = 1/tau, the decay, in (0, 1], replaces tau); backward
+ * also writes dL/dk to *grad_k (summed over fixed chunks of neurons in order: the same bits
+ * for any thread count). Otherwise as tks_bn_lif_forward_cpu / tks_bn_lif_backward_cpu. */
+TKS_API int tks_bn_plif_forward_cpu(int dtype, const void* y, const void* residual, const void* scale,
+                                    const void* shift, const void* v_init, void* spikes, void* v_last, int64_t T,
+                                    int64_t N, int64_t C, int64_t inner, double k, double v_threshold,
+                                    double v_reset, int flags, int num_threads);
+TKS_API int tks_bn_plif_backward_cpu(int dtype, const void* grad_spikes, const void* grad_v_last, const void* y,
+                                     const void* residual, const void* scale, const void* shift,
+                                     const void* center, const void* invstd, const void* v_init, void* grad_y,
+                                     void* grad_residual, void* grad_v_init, double* sums, double* grad_k, int64_t T,
+                                     int64_t N, int64_t C, int64_t inner, double k, double v_threshold,
+                                     double v_reset, int flags, int surrogate, double alpha, int batch_stats,
+                                     int num_threads);
+/* BN's batch statistics of y [T, N] (channel of element n of a step: (n / inner) % C) in one
+ * read: mean [C] and the biased variance var [C] in fp64, over every step and neuron of the
+ * channel (shifted fp64 sums over fixed pieces in a fixed order: the same bits for any
+ * thread count). N must be > 0. */
+TKS_API int tks_bn_stats_cpu(int dtype, const void* y, double* mean, double* var, int64_t T, int64_t N, int64_t C,
+                             int64_t inner, int num_threads);
 
 #ifdef __cplusplus
 }

@@ -168,7 +168,7 @@ def test_gpu_long_time(backend):
 def test_gpu_statistics(backend, channels_last):
     _skip_unavailable(backend)
     if backend == "cuda":
-        from tks_kernels.ops.bn_lif.cuda import bn_stats_cuda as stats
+        stats = torch.ops.tks_kernels.bn_stats  # the CUDA kernel registered on the op
     else:
         from tks_kernels.ops.bn_lif.triton import bn_stats_triton as stats
 
@@ -216,7 +216,7 @@ def test_cuda_opcheck():
     torch.library.opcheck(torch.ops.tks_kernels.bn_lif_backward,
                           (torch.randn_like(y), None, y, r, scale, shift, center, invstd, v0, 2.0, True, 0.5, 0.0,
                            False, True, False, 2, 2.0, True))
-    torch.library.opcheck(torch.ops.tks_kernels.bn_stats_cuda, (y,))
+    torch.library.opcheck(torch.ops.tks_kernels.bn_stats, (y,))
 
 
 @pytest.mark.parametrize("name, kw, cin", [("resnet19", dict(width=1 / 8, input_size=16), 3),

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _numbers
-from ..neuron import LIF, state_as_v_init
+from ..neuron import LIF, ParametricLIF, state_as_v_init
 from ..ops import bn_lif as _bn_lif
 
 # The TKS paper's neuron (BrainCog's LIFNode), in tks_kernels.LIF's arguments. BrainCog
@@ -29,8 +29,10 @@ PAPER_NEURON: Mapping[str, Any] = {
     "alpha": 2.0,
     "fire_at_threshold": False,
 }
+# learnable_tau (not a LIF argument): the models' neurons are ParametricLIF with
+# init_tau=tau (a learnt time constant per layer) instead of LIF.
 NEURON_OPTIONS = ("tau", "decay_input", "v_threshold", "v_reset", "detach_reset", "surrogate", "alpha",
-                  "fire_at_threshold")
+                  "fire_at_threshold", "learnable_tau")
 
 
 def neuron_options(neuron: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -47,9 +49,14 @@ def neuron_options(neuron: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     return opts
 
 
-def make_lif(neuron: Mapping[str, Any], backend: str) -> LIF:
+def make_lif(neuron: Mapping[str, Any], backend: str) -> nn.Module:
+    """A multi-step LIF neuron with the options ``neuron`` (ParametricLIF with
+    ``init_tau=tau`` when ``neuron["learnable_tau"]``)."""
     opts = dict(neuron)
     fire_at_threshold = bool(opts.pop("fire_at_threshold", True))
+    if opts.pop("learnable_tau", False):
+        return ParametricLIF(init_tau=opts.pop("tau", 2.0), **opts, step_mode="m", backend=backend,
+                             fire_at_threshold=fire_at_threshold)
     return LIF(**opts, step_mode="m", backend=backend, fire_at_threshold=fire_at_threshold)
 
 
@@ -76,24 +83,24 @@ class FusesBN:
 
 
 def _fused_backend(bn: nn.Module, neuron: nn.Module, y: torch.Tensor) -> Optional[str]:
-    """The backend of a fused BN + LIF for this pair, or None when it runs unfused: the
-    neuron must be a multi-step :class:`LIF` with a built-in surrogate (ParametricLIF and
-    other surrogates run unfused) and its backend must have the fused kernel."""
-    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or type(neuron) is not LIF:
+    """The backend of a fused BN + LIF (PLIF) for this pair, or None when it runs unfused:
+    the neuron must be a multi-step :class:`LIF` or :class:`ParametricLIF` with a built-in
+    surrogate (other surrogates run unfused) and its backend must have the fused kernel."""
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or type(neuron) not in (LIF, ParametricLIF):
         return None
     if neuron.step_mode != "m" or neuron.store_v_seq or neuron.surrogate is None:
         return None
     if y.dim() < 3 or y.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         return None
-    return _bn_lif.fused_backend(neuron.backend, y.device)
+    return _bn_lif.fused_backend(neuron.backend, y.device, plif=type(neuron) is ParametricLIF)
 
 
 def bn_lif_forward(conv_bn: nn.Sequential, neuron: nn.Module, x: torch.Tensor,
                    residual: Optional[torch.Tensor] = None, fuse: bool = True) -> torch.Tensor:
     """``neuron(conv_bn(x) + residual)`` for a :class:`SeqToANN` ending in a batch norm and a
     multi-step neuron; x, residual ``[T, B, ...]``. With ``fuse`` the BN, the add and a LIF
-    neuron run as one fused op (the same result; the neuron's membrane state is kept as
-    the neuron would)."""
+    or ParametricLIF neuron run as one fused op (the same result; the neuron's membrane
+    state is kept as the neuron would)."""
     bn = conv_bn[-1]
     if fuse:
         T, B = x.shape[0], x.shape[1]
@@ -106,7 +113,11 @@ def bn_lif_forward(conv_bn: nn.Sequential, neuron: nn.Module, x: torch.Tensor,
             neuron._check_not_recomputed()
             cfg = neuron.cfg
             v_init = state_as_v_init(neuron.v, y[0], cfg.v_rest)
-            spikes, neuron.v = _bn_lif.bn_lif(y, _bn_lif.bn_args(bn), cfg, residual, v_init, backend=backend)
+            if type(neuron) is ParametricLIF:
+                spikes, neuron.v = _bn_lif.bn_plif(y, _bn_lif.bn_args(bn), cfg, neuron.w, residual, v_init,
+                                                   backend=backend)
+            else:
+                spikes, neuron.v = _bn_lif.bn_lif(y, _bn_lif.bn_args(bn), cfg, residual, v_init, backend=backend)
             return spikes
         out = SeqToANN(bn)(y)
     else:
@@ -124,7 +135,8 @@ class SpikingSequential(nn.Sequential, FusesBN):
         while i < len(mods):
             m = mods[i]
             if (self.fuse_bn and i + 1 < len(mods) and isinstance(m, SeqToANN) and len(m) > 0
-                    and isinstance(m[-1], nn.modules.batchnorm._BatchNorm) and isinstance(mods[i + 1], LIF)):
+                    and isinstance(m[-1], nn.modules.batchnorm._BatchNorm)
+                    and isinstance(mods[i + 1], (LIF, ParametricLIF))):
                 x = bn_lif_forward(m, mods[i + 1], x)
                 i += 2
             else:
@@ -220,8 +232,8 @@ class SpikingModel(nn.Module):
     @property
     def fuse_bn(self) -> bool:
         """Whether BN + LIF pairs (and a residual block's add) run as one fused op
-        (``ops/bn_lif``); settable. Only LIF neurons with a built-in surrogate on a backend
-        with the fused kernel fuse; the rest run as separate layers."""
+        (``ops/bn_lif``); settable. Only LIF and ParametricLIF neurons with a built-in
+        surrogate on a backend with the fused kernel fuse; the rest run as separate layers."""
         return self.__dict__.get("_fuse_bn", True)
 
     @fuse_bn.setter

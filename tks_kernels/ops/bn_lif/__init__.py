@@ -1,21 +1,30 @@
-"""Batch norm (tdBN) + optional residual add + multi-step LIF, fused (issue 16).
+"""Batch norm (tdBN) + optional residual add + multi-step LIF or parametric LIF, fused (issue 16).
 
 ``reference.py`` is the definition: ``F.batch_norm`` over time and batch together, the
-residual added, then the LIF reference of ``ops/lif``. ``cpu.py`` is the fused kernel:
-forward reads y once for the batch statistics (``torch.var_mean``) and once in the native
-kernel that applies BN's per-channel affine, adds the residual and runs the LIF recurrence,
-writing only the spikes; it saves y (and the residual), not the membrane; backward
-recomputes the membrane from y, runs the reverse recurrence and BN's backward in one native
-call with deterministic fp64 per-channel sums.
+residual added, then the LIF (PLIF) reference of ``ops/lif`` (``ops/plif``). ``cpu.py`` is
+the fused kernel: forward reads y once for the batch statistics (a native one-read
+kernel, fp64 sums) and once in the native kernel that applies BN's per-channel affine,
+adds the residual and runs the neuron's recurrence, writing only the spikes; it saves y
+(and the residual), not the membrane; backward recomputes the membrane from y, runs the
+reverse recurrence and BN's backward in one native call with deterministic fp64
+per-channel sums (and, for PLIF, dL/dk).
 
 Shapes: ``y`` (the convolution's output) and ``residual`` are ``[T, B, C, *]`` (``*`` =
 ``H, W`` for BatchNorm2d, nothing for BatchNorm1d), NCHW or channels_last per step; the
 statistics are over every dimension but C (time and batch together, as the models'
 ``[T*B, C, H, W]`` BN layers).
+
+Backends: :data:`BACKEND_MODULES` maps a backend name to its module in this package. A
+backend module provides ``bn_lif(y, bn, cfg, residual, v_init) -> (spikes, v_last)`` and,
+where it fuses the parametric LIF, ``bn_plif(y, bn, cfg, k, residual, v_init)`` (k: the
+0-dim decay ``sigmoid(w)`` in the compute dtype, differentiable) and ``HAS_PLIF = True``.
+It may pass its own batch-statistics function to :func:`batch_norm_coefficients`.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+import importlib
+from types import ModuleType
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -23,8 +32,26 @@ from torch import nn
 from ..._backends import resolve_backend
 from ..lif import FLOAT_DTYPES, LIFConfig
 
-# Backends with a fused kernel for this op.
-FUSED_BACKENDS = ("torch", "cpu", "triton", "cuda")
+# Backend name -> the module of this package with its fused kernels (a new backend adds
+# one line here).
+BACKEND_MODULES: Dict[str, str] = {
+    "torch": "reference",
+    "cpu": "cpu",
+    "triton": "triton",
+    "cuda": "cuda",
+}
+# Backends with a fused kernel for this op (kept for callers of the old name).
+FUSED_BACKENDS = tuple(BACKEND_MODULES)
+_LOADED: Dict[str, ModuleType] = {}
+
+
+def backend_module(name: str) -> Optional[ModuleType]:
+    """The module of backend ``name`` (imported on first use), or None if it has none."""
+    if name not in BACKEND_MODULES:
+        return None
+    if name not in _LOADED:
+        _LOADED[name] = importlib.import_module(f"{__name__}.{BACKEND_MODULES[name]}")
+    return _LOADED[name]
 
 
 class BNArgs(NamedTuple):
@@ -107,18 +134,28 @@ def stat_dims(y: torch.Tensor) -> Tuple[int, ...]:
     return (0, 1) + tuple(range(3, y.dim()))
 
 
-def batch_norm_coefficients(y: torch.Tensor, bn: BNArgs):
+def torch_batch_stats(y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(mean, biased var) ``[C]`` of y ``[T, B, C, *]`` over every dimension but C, with
+    ``torch.var_mean`` (a float copy first for 16-bit storage: var_mean keeps the dtype)."""
+    dtype = compute_dtype(y.dtype)
+    var, mean = torch.var_mean(y if y.dtype == dtype else y.to(dtype), dim=stat_dims(y), unbiased=False)
+    return mean, var
+
+
+def batch_norm_coefficients(y: torch.Tensor, bn: BNArgs,
+                            batch_stats: Optional[Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]] = None):
     """(scale, shift, center, invstd), each ``[C]`` in the compute dtype, with which
     ``BN(y) = y * scale + shift`` per channel (ATen's CPU formula: scale = weight * invstd,
     shift = bias - mean * scale); ``center`` is the mean BN subtracts. With batch
-    statistics the running statistics are updated as ``nn.BatchNorm2d`` does (momentum,
-    unbiased variance). No autograd."""
+    statistics (``batch_stats(y) -> (mean, biased var)``, any float dtype; default
+    :func:`torch_batch_stats`) the running statistics are updated as ``nn.BatchNorm2d``
+    does (momentum, unbiased variance). No autograd."""
     dtype = compute_dtype(y.dtype)
     C = y.shape[2]
     with torch.no_grad():
         if bn.batch_stats:
-            # one read of y (a float copy first for 16-bit storage: var_mean keeps the dtype)
-            var, mean = torch.var_mean(y if y.dtype == dtype else y.to(dtype), dim=stat_dims(y), unbiased=False)
+            mean, var = (batch_stats or torch_batch_stats)(y)
+            mean, var = mean.to(dtype), var.to(dtype)
             if bn.running_mean is not None:
                 n = y.numel() // C
                 m = bn.momentum
@@ -140,11 +177,27 @@ def batch_norm_coefficients(y: torch.Tensor, bn: BNArgs):
     return scale.contiguous(), shift.contiguous(), mean.contiguous(), invstd.contiguous()
 
 
-def fused_backend(backend: str, device: torch.device) -> Optional[str]:
+def fused_backend(backend: str, device: torch.device, plif: bool = False) -> Optional[str]:
     """The backend ``backend`` resolves to on ``device`` if it has a fused kernel for this
-    op, else None (the models then run BN and LIF as separate layers)."""
+    op (with ``plif``: for the parametric LIF), else None (the models then run BN and the
+    neuron as separate layers)."""
     name = resolve_backend(backend, device)
-    return name if name in FUSED_BACKENDS else None
+    if name not in BACKEND_MODULES:
+        return None
+    if plif and not getattr(backend_module(name), "HAS_PLIF", False):
+        return None
+    return name
+
+
+def _module(backend: str, device: torch.device, plif: bool) -> ModuleType:
+    name = resolve_backend(backend, device)
+    module = backend_module(name)
+    what = "BN + PLIF" if plif else "BN + LIF"
+    if module is None or (plif and not getattr(module, "HAS_PLIF", False)):
+        have = [n for n in BACKEND_MODULES if not plif or getattr(backend_module(n), "HAS_PLIF", False)]
+        raise NotImplementedError(f"backend {name!r} has no fused {what} kernel yet (there are: "
+                                  f"{', '.join(have)}); run BN and the neuron as separate layers")
+    return module
 
 
 def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch.Tensor] = None,
@@ -154,26 +207,21 @@ def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch
     residual, v_init, and bn's weight and bias; the running statistics are updated in place
     when ``bn.batch_stats`` and they are given. ``cfg.surrogate`` must be built in."""
     check_input(y, bn, residual, v_init)
-    name = resolve_backend(backend, y.device)
-    if name == "torch":
-        from . import reference
-
-        return reference.bn_lif(y, bn, cfg, residual, v_init)
-    if name == "cpu":
-        from . import cpu
-
-        return cpu.bn_lif(y, bn, cfg, residual, v_init)
-    if name == "triton":
-        from . import triton
-
-        return triton.bn_lif(y, bn, cfg, residual, v_init)
-    if name == "cuda":
-        from . import cuda
-
-        return cuda.bn_lif(y, bn, cfg, residual, v_init)
-    raise NotImplementedError(f"backend {name!r} has no fused BN + LIF kernel yet (there are: "
-                              f"{', '.join(FUSED_BACKENDS)}); run BN and LIF as separate layers")
+    return _module(backend, y.device, False).bn_lif(y, bn, cfg, residual, v_init)
 
 
-__all__ = ["BNArgs", "FUSED_BACKENDS", "batch_norm_coefficients", "bn_args", "bn_lif", "check_input",
-           "fused_backend"]
+def bn_plif(y: torch.Tensor, bn: BNArgs, cfg, w: torch.Tensor, residual: Optional[torch.Tensor] = None,
+            v_init: Optional[torch.Tensor] = None, backend: str = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
+    """``PLIF(BN(y) + residual)`` with the decay ``k = sigmoid(w)`` (``w`` the
+    ParametricLIF's scalar parameter; ``cfg`` a ``PLIFConfig``): as :func:`bn_lif`, and the
+    gradient also flows to w (dL/dk summed over every neuron and step, deterministic)."""
+    from ..plif import check_w, decay_factor
+
+    check_input(y, bn, residual, v_init)
+    check_w(w, y)
+    module = _module(backend, y.device, True)
+    return module.bn_plif(y, bn, cfg, decay_factor(w, y.dtype), residual, v_init)
+
+
+__all__ = ["BACKEND_MODULES", "BNArgs", "FUSED_BACKENDS", "backend_module", "batch_norm_coefficients", "bn_args",
+           "bn_lif", "bn_plif", "check_input", "fused_backend", "torch_batch_stats"]

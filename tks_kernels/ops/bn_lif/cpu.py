@@ -1,14 +1,22 @@
-"""The native fused BN + LIF kernels (``libtks_kernels``) as the ``torch.library`` custom
-ops ``tks_kernels::bn_lif_forward`` / ``bn_lif_backward`` (with fake implementations),
-and the autograd Function that puts BN's statistics and parameters around them.
+"""The native fused BN + LIF / PLIF kernels (``libtks_kernels``) as ``torch.library`` custom
+ops (with fake implementations), and the autograd Function that puts BN's statistics and
+parameters around them.
+
+Ops (the schemas below; a device backend registers its kernels on the same NativeOps):
+
+- ``bn_stats(y) -> (mean, var)``: BN's batch statistics, fp64 ``[C]``, one read of y;
+- ``bn_lif_forward`` / ``bn_lif_backward``: the LIF op;
+- ``bn_plif_forward`` / ``bn_plif_backward``: the parametric LIF op, with the decay ``k``
+  (a 0-dim tensor in the compute dtype) in place of tau; backward also returns dL/dk.
 
 Forward saves y (BN's input, which unfused BN keeps too), the residual when there is one,
-and four ``[C]`` vectors: no membrane or distance tensor. Backward is one native call:
-recompute, reverse recurrence, fp64 per-channel sums (the same bits for any thread
+and four ``[C]`` vectors (and k): no membrane or distance tensor. Backward is one native
+call: recompute, reverse recurrence, fp64 per-channel sums (the same bits for any thread
 count), BN's input gradient.
 """
 from __future__ import annotations
 
+import ctypes
 from typing import Optional, Tuple
 
 import torch
@@ -31,6 +39,41 @@ _LIB.define(
     "float v_reset, bool soft_reset, bool detach_reset, bool fire_at_threshold, int surrogate, float alpha, "
     "bool batch_stats) -> (Tensor grad_y, Tensor grad_residual, Tensor grad_v_init, Tensor sums)"
 )
+_LIB.define(
+    "bn_plif_forward(Tensor y, Tensor? residual, Tensor scale, Tensor shift, Tensor? v_init, Tensor k, "
+    "bool decay_input, float v_threshold, float v_reset, bool soft_reset, bool fire_at_threshold) "
+    "-> (Tensor spikes, Tensor v_last)"
+)
+_LIB.define(
+    "bn_plif_backward(Tensor grad_spikes, Tensor? grad_v_last, Tensor y, Tensor? residual, Tensor scale, "
+    "Tensor shift, Tensor center, Tensor invstd, Tensor? v_init, Tensor k, bool decay_input, float v_threshold, "
+    "float v_reset, bool soft_reset, bool detach_reset, bool fire_at_threshold, int surrogate, float alpha, "
+    "bool batch_stats) -> (Tensor grad_y, Tensor grad_residual, Tensor grad_v_init, Tensor sums, Tensor grad_k)"
+)
+_LIB.define("bn_stats(Tensor y) -> (Tensor mean, Tensor var)")
+
+_P, _I64, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+# Functions newer than the library's first bn_lif (csrc/tks_capi.h): bound when present, so
+# a stale build keeps the LIF op (with torch's statistics) instead of failing to load.
+_NEW_PROTOTYPES = {
+    "tks_bn_stats_cpu": [_INT, _P, _P, _P, _I64, _I64, _I64, _I64, _INT],
+    "tks_bn_plif_forward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _D, _D, _D, _INT, _INT],
+    "tks_bn_plif_backward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64,
+                                 _I64, _D, _D, _D, _INT, _INT, _D, _INT, _INT],
+}
+
+
+def _bind(lib, names) -> bool:
+    if lib is None or not all(hasattr(lib, n) for n in names):
+        return False
+    for n in names:
+        getattr(lib, n).argtypes = _NEW_PROTOTYPES[n]
+        getattr(lib, n).restype = _INT
+    return True
+
+
+HAS_STATS = _bind(_native.cpu_lib, ["tks_bn_stats_cpu"])
+HAS_PLIF = _bind(_native.cpu_lib, ["tks_bn_plif_forward_cpu", "tks_bn_plif_backward_cpu"])
 
 
 def _channels(y: torch.Tensor) -> Tuple[int, int]:
@@ -50,12 +93,35 @@ def _check_vectors(y: torch.Tensor, *vectors: torch.Tensor) -> None:
                                f"on {y.device}, got {tuple(v.shape)} {v.dtype} on {v.device}")
 
 
-def _cpu_forward(y_in, residual, scale, shift, v_init, tau, decay_input, v_threshold, v_reset, soft_reset,
-                 fire_at_threshold):
+def _check_k(y: torch.Tensor, k: torch.Tensor) -> float:
+    dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
+    if k.numel() != 1 or k.dtype != dtype:
+        raise RuntimeError(f"tks_kernels: bn_plif's k must be a 0-dim {dtype} tensor, got shape {tuple(k.shape)} "
+                           f"{k.dtype}")
+    return float(k.item())
+
+
+def _cpu_stats(y_in):
+    if y_in.dim() < 3 or y_in.numel() == 0:
+        raise RuntimeError(f"tks_kernels: bn_stats needs a non-empty y [T, B, C, *], got shape {tuple(y_in.shape)}")
+    y = time_major_dense(y_in)
+    C, inner = _channels(y)
+    mean = torch.empty(C, dtype=torch.float64)
+    var = torch.empty(C, dtype=torch.float64)
+    lib = _native.cpu_lib
+    _native.check(lib, lib.tks_bn_stats_cpu(_native.dtype_code(y.dtype, "y"), y.data_ptr(), mean.data_ptr(),
+                                            var.data_ptr(), y.shape[0], y[0].numel(), C, inner,
+                                            torch.get_num_threads()))
+    return mean, var
+
+
+def _forward(y_in, residual, scale, shift, v_init, decay, decay_input, v_threshold, v_reset, soft_reset,
+             fire_at_threshold, plif):
     if y_in.dim() < 3 or y_in.shape[0] < 1:
         raise RuntimeError(f"tks_kernels: y must be [T, B, C, *] with T >= 1, got shape {tuple(y_in.shape)}")
     y = time_major_dense(y_in)
     _check_vectors(y, scale, shift)
+    d = _check_k(y, decay) if plif else decay
     res = None if residual is None else like_layout(residual, y)
     v0 = None if v_init is None else like_layout(v_init, y[0])
     spikes = torch.empty_like(y)
@@ -63,18 +129,20 @@ def _cpu_forward(y_in, residual, scale, shift, v_init, tau, decay_input, v_thres
     if y.numel() > 0:
         C, inner = _channels(y)
         lib = _native.cpu_lib
-        _native.check(lib, lib.tks_bn_lif_forward_cpu(
+        fn = lib.tks_bn_plif_forward_cpu if plif else lib.tks_bn_lif_forward_cpu
+        _native.check(lib, fn(
             _native.dtype_code(y.dtype, "y"), y.data_ptr(), _native.ptr(res), scale.data_ptr(), shift.data_ptr(),
-            _native.ptr(v0), spikes.data_ptr(), v_last.data_ptr(), y.shape[0], y[0].numel(), C, inner, tau,
+            _native.ptr(v0), spikes.data_ptr(), v_last.data_ptr(), y.shape[0], y[0].numel(), C, inner, d,
             v_threshold, v_reset, _native.lif_flags(decay_input, soft_reset, False, fire_at_threshold),
             torch.get_num_threads()))
     return spikes, v_last
 
 
-def _cpu_backward(grad_spikes, grad_v_last, y_in, residual, scale, shift, center, invstd, v_init, tau, decay_input,
-                  v_threshold, v_reset, soft_reset, detach_reset, fire_at_threshold, surrogate, alpha, batch_stats):
+def _backward(grad_spikes, grad_v_last, y_in, residual, scale, shift, center, invstd, v_init, decay, decay_input,
+              v_threshold, v_reset, soft_reset, detach_reset, fire_at_threshold, surrogate, alpha, batch_stats, plif):
     y = time_major_dense(y_in)
     _check_vectors(y, scale, shift, center, invstd)
+    d = _check_k(y, decay) if plif else decay
     if grad_spikes.shape != y.shape:
         raise RuntimeError(f"tks_kernels: grad_spikes has shape {tuple(grad_spikes.shape)}, y {tuple(y.shape)}")
     gs = like_layout(grad_spikes.to(y.dtype), y)
@@ -86,16 +154,46 @@ def _cpu_backward(grad_spikes, grad_v_last, y_in, residual, scale, shift, center
     grad_v_init = torch.empty_like(y[0]) if v0 is not None else y.new_empty((0,))
     C, inner = _channels(y)
     sums = torch.zeros(2, y.shape[2], dtype=torch.float64)
+    grad_k = ctypes.c_double(0.0)
     if y.numel() > 0:
         lib = _native.cpu_lib
-        _native.check(lib, lib.tks_bn_lif_backward_cpu(
-            _native.dtype_code(y.dtype, "y"), gs.data_ptr(), _native.ptr(gvl), y.data_ptr(), _native.ptr(res),
-            scale.data_ptr(), shift.data_ptr(), center.data_ptr(), invstd.data_ptr(), _native.ptr(v0),
-            grad_y.data_ptr(), grad_res.data_ptr() if res is not None else None,
-            grad_v_init.data_ptr() if v0 is not None else None, sums.data_ptr(), y.shape[0], y[0].numel(), C, inner,
-            tau, v_threshold, v_reset, _native.lif_flags(decay_input, soft_reset, detach_reset, fire_at_threshold),
-            surrogate, alpha, int(batch_stats), torch.get_num_threads()))
-    return grad_y, grad_res, grad_v_init, sums
+        args = [_native.dtype_code(y.dtype, "y"), gs.data_ptr(), _native.ptr(gvl), y.data_ptr(), _native.ptr(res),
+                scale.data_ptr(), shift.data_ptr(), center.data_ptr(), invstd.data_ptr(), _native.ptr(v0),
+                grad_y.data_ptr(), grad_res.data_ptr() if res is not None else None,
+                grad_v_init.data_ptr() if v0 is not None else None, sums.data_ptr()]
+        if plif:
+            args.append(ctypes.addressof(grad_k))
+        args += [y.shape[0], y[0].numel(), C, inner, d, v_threshold, v_reset,
+                 _native.lif_flags(decay_input, soft_reset, detach_reset, fire_at_threshold), surrogate, alpha,
+                 int(batch_stats), torch.get_num_threads()]
+        fn = lib.tks_bn_plif_backward_cpu if plif else lib.tks_bn_lif_backward_cpu
+        _native.check(lib, fn(*args))
+    out = (grad_y, grad_res, grad_v_init, sums)
+    if plif:
+        out += (torch.tensor(grad_k.value, dtype=decay.dtype),)
+    return out
+
+
+def _cpu_forward(y, residual, scale, shift, v_init, tau, *flags):
+    return _forward(y, residual, scale, shift, v_init, tau, *flags, False)
+
+
+def _cpu_backward(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, tau, *rest):
+    return _backward(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, tau, *rest, False)
+
+
+def _cpu_plif_forward(y, residual, scale, shift, v_init, k, *flags):
+    return _forward(y, residual, scale, shift, v_init, k, *flags, True)
+
+
+def _cpu_plif_backward(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, k, *rest):
+    return _backward(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, k, *rest, True)
+
+
+def _fake_backward(grad_spikes, y, residual, v_init):
+    return (torch.empty_like(y), torch.empty_like(y) if residual is not None else y.new_empty((0,)),
+            torch.empty_like(y[0]) if v_init is not None else y.new_empty((0,)),
+            y.new_empty((2, y.shape[2]), dtype=torch.float64))
 
 
 @torch.library.register_fake("tks_kernels::bn_lif_forward")
@@ -105,41 +203,75 @@ def _bn_lif_forward_fake(y, residual, scale, shift, v_init, *scalars):
 
 @torch.library.register_fake("tks_kernels::bn_lif_backward")
 def _bn_lif_backward_fake(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, *scalars):
-    return (torch.empty_like(y), torch.empty_like(y) if residual is not None else y.new_empty((0,)),
-            torch.empty_like(y[0]) if v_init is not None else y.new_empty((0,)),
-            y.new_empty((2, y.shape[2]), dtype=torch.float64))
+    return _fake_backward(grad_spikes, y, residual, v_init)
+
+
+@torch.library.register_fake("tks_kernels::bn_plif_forward")
+def _bn_plif_forward_fake(y, residual, scale, shift, v_init, k, *scalars):
+    return torch.empty_like(y), torch.empty_like(y[0])
+
+
+@torch.library.register_fake("tks_kernels::bn_plif_backward")
+def _bn_plif_backward_fake(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, k, *scalars):
+    return _fake_backward(grad_spikes, y, residual, v_init) + (torch.empty_like(k),)
+
+
+@torch.library.register_fake("tks_kernels::bn_stats")
+def _bn_stats_fake(y):
+    return y.new_empty((y.shape[2],), dtype=torch.float64), y.new_empty((y.shape[2],), dtype=torch.float64)
 
 
 BN_LIF_FORWARD = NativeOp(_LIB, "bn_lif_forward")
 BN_LIF_BACKWARD = NativeOp(_LIB, "bn_lif_backward")
+BN_PLIF_FORWARD = NativeOp(_LIB, "bn_plif_forward")
+BN_PLIF_BACKWARD = NativeOp(_LIB, "bn_plif_backward")
+BN_STATS = NativeOp(_LIB, "bn_stats")
 if _native.cpu_lib is not None:
     BN_LIF_FORWARD.register("cpu", _cpu_forward)
     BN_LIF_BACKWARD.register("cpu", _cpu_backward)
+if HAS_PLIF:
+    BN_PLIF_FORWARD.register("cpu", _cpu_plif_forward)
+    BN_PLIF_BACKWARD.register("cpu", _cpu_plif_backward)
+if HAS_STATS:
+    BN_STATS.register("cpu", _cpu_stats)
+
+
+def native_batch_stats(y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(mean, biased var) fp64 ``[C]`` of y [T, B, C, *] in one read (``tks_kernels::bn_stats``)."""
+    return BN_STATS(y)
+
+
+_STATS = native_batch_stats if HAS_STATS else None
 
 
 class _BNLIF(torch.autograd.Function):
-    """(y, weight, bias, residual, v_init) -> (spikes, v_last); BN's statistics inside."""
+    """(y, weight, bias, residual, v_init, k) -> (spikes, v_last); BN's statistics inside.
+    k None: LIF (cfg a LIFConfig), else the PLIF decay (cfg a PLIFConfig)."""
 
     @staticmethod
-    def forward(ctx, y, weight, bias, residual, v_init, bn: BNArgs, cfg: LIFConfig):
-        scale, shift, center, invstd = batch_norm_coefficients(y, bn)
-        spikes, v_last = BN_LIF_FORWARD(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold,
-                                        cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
-        ctx.save_for_backward(y, residual, v_init, scale, shift, center, invstd)
+    def forward(ctx, y, weight, bias, residual, v_init, k, bn: BNArgs, cfg, stats):
+        scale, shift, center, invstd = batch_norm_coefficients(y, bn, stats)
+        spikes, v_last = _forward_op(y, residual, scale, shift, v_init, k, cfg)
+        ctx.save_for_backward(y, residual, v_init, k, scale, shift, center, invstd)
         ctx.bn, ctx.cfg = bn, cfg
         ctx.set_materialize_grads(False)
         return spikes, v_last
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last):
-        y, residual, v_init, scale, shift, center, invstd = ctx.saved_tensors
+        y, residual, v_init, k, scale, shift, center, invstd = ctx.saved_tensors
         bn, cfg = ctx.bn, ctx.cfg
         if grad_spikes is None:
             grad_spikes = torch.zeros_like(y)
-        grad_y, grad_res, grad_v_init, sums = BN_LIF_BACKWARD(
-            grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, cfg.tau, cfg.decay_input,
-            cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.detach_reset, cfg.fire_at_threshold, cfg.surrogate_id,
-            cfg.alpha, bn.batch_stats)
+        flags = (cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.detach_reset,
+                 cfg.fire_at_threshold, cfg.surrogate_id, cfg.alpha, bn.batch_stats)
+        grad_k = None
+        if k is None:
+            grad_y, grad_res, grad_v_init, sums = BN_LIF_BACKWARD(
+                grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, cfg.tau, *flags)
+        else:
+            grad_y, grad_res, grad_v_init, sums, grad_k = BN_PLIF_BACKWARD(
+                grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, k, *flags)
         grad_w = grad_b = None
         if bn.weight is not None and ctx.needs_input_grad[1]:
             # dL/dweight = weight_scale * sum(gx * x_hat), x_hat = (y - center) * invstd
@@ -147,16 +279,39 @@ class _BNLIF(torch.autograd.Function):
         if bn.bias is not None and ctx.needs_input_grad[2]:
             grad_b = sums[0].to(bn.bias.dtype)
         return (grad_y, grad_w, grad_b, grad_res if residual is not None else None,
-                grad_v_init if v_init is not None else None, None, None)
+                grad_v_init if v_init is not None else None, grad_k if ctx.needs_input_grad[5] else None,
+                None, None, None)
+
+
+def _forward_op(y, residual, scale, shift, v_init, k, cfg):
+    if k is None:
+        return BN_LIF_FORWARD(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold,
+                              cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
+    return BN_PLIF_FORWARD(y, residual, scale, shift, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest,
+                           cfg.soft_reset, cfg.fire_at_threshold)
+
+
+def fused(y: torch.Tensor, bn: BNArgs, cfg, residual: Optional[torch.Tensor], v_init: Optional[torch.Tensor],
+          k: Optional[torch.Tensor], stats=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The fused op through these NativeOps (any device with registered kernels); saves for
+    backward only when a gradient is needed. ``stats``: the batch-statistics function
+    (``batch_norm_coefficients``'s)."""
+    tensors = (y, bn.weight, bn.bias, residual, v_init, k)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _BNLIF.apply(y, bn.weight, bn.bias, residual, v_init, k, bn, cfg, stats)
+    scale, shift, _, _ = batch_norm_coefficients(y, bn, stats)
+    return _forward_op(y, residual, scale, shift, v_init, k, cfg)
 
 
 def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch.Tensor] = None,
            v_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The fused op (checked by ``ops.bn_lif.bn_lif``); saves for backward only when a
-    gradient is needed."""
-    tensors = (y, bn.weight, bn.bias, residual, v_init)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _BNLIF.apply(y, bn.weight, bn.bias, residual, v_init, bn, cfg)
-    scale, shift, _, _ = batch_norm_coefficients(y, bn)
-    return BN_LIF_FORWARD(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest,
-                          cfg.soft_reset, cfg.fire_at_threshold)
+    """The fused LIF op (checked by ``ops.bn_lif.bn_lif``)."""
+    return fused(y, bn, cfg, residual, v_init, None, _STATS)
+
+
+def bn_plif(y: torch.Tensor, bn: BNArgs, cfg, k: torch.Tensor, residual: Optional[torch.Tensor] = None,
+            v_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The fused PLIF op (checked by ``ops.bn_lif.bn_plif``); k: the 0-dim decay."""
+    if not HAS_PLIF:
+        raise NotImplementedError("the native library has no fused BN + PLIF kernel (a stale build); rebuild it")
+    return fused(y, bn, cfg, residual, v_init, k, _STATS)

@@ -1,11 +1,10 @@
 """The CUDA fused BN + residual + LIF kernels (``csrc/cuda/bn_lif_cuda.cu`` in
 ``libtks_kernels_cuda``) as the CUDA kernels of the ``tks_kernels::bn_lif_forward`` /
-``bn_lif_backward`` ops that ``cpu.py`` defines (``torch.library`` dispatches by the
-tensors' device; the fake implementations there serve both), and
-``tks_kernels::bn_stats_cuda``, the one-read deterministic batch statistics. What forward
-saves is the same as on the CPU (y, the residual, v_init, four ``[C]`` vectors). Kernels
-run on the tensors' device and its current stream; workspaces come from PyTorch's
-caching allocator.
+``bn_lif_backward`` / ``bn_stats`` ops that ``cpu.py`` defines (``torch.library``
+dispatches by the tensors' device; the fake implementations and the autograd Function
+there serve both): the statistics in one read of y, deterministic. What forward saves is
+the same as on the CPU (y, the residual, v_init, four ``[C]`` vectors). Kernels run on the
+tensors' device and its current stream; workspaces come from PyTorch's caching allocator.
 """
 from __future__ import annotations
 
@@ -15,8 +14,9 @@ import torch
 
 from ... import _native
 from .._layout import like_layout, time_major_dense
-from . import _gpu
-from .cpu import BN_LIF_BACKWARD, BN_LIF_FORWARD, _channels, _check_vectors
+from ..lif import LIFConfig
+from . import BNArgs
+from .cpu import BN_LIF_BACKWARD, BN_LIF_FORWARD, BN_STATS, _channels, _check_vectors, fused, native_batch_stats
 
 
 def _device_guard(device: torch.device):
@@ -39,15 +39,12 @@ def _workspace(y: torch.Tensor, C: int, inner: int, backward: bool) -> torch.Ten
     return torch.empty(max(n, 1), dtype=torch.uint8, device=y.device)
 
 
-@torch.library.custom_op("tks_kernels::bn_stats_cuda", mutates_args=())
-def bn_stats_cuda(y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """y [T, B, C, *] on a CUDA device -> (mean [C], var [C]) over every dimension but C,
-    fp64, the variance biased; one read of y, deterministic."""
-    if y.device.type != "cuda":
-        raise RuntimeError(f"tks_kernels: bn_stats_cuda runs on CUDA tensors, got y on {y.device}")
-    if y.dim() < 3 or y.numel() == 0:
-        raise RuntimeError(f"tks_kernels: y must be a non-empty [T, B, C, *] tensor, got shape {tuple(y.shape)}")
-    y = time_major_dense(y)
+def _cuda_stats(y_in):
+    """y [T, B, C, *] -> (mean [C], var [C]) fp64 over every dimension but C (var
+    biased), one read of y, deterministic."""
+    if y_in.dim() < 3 or y_in.numel() == 0:
+        raise RuntimeError(f"tks_kernels: bn_stats needs a non-empty y [T, B, C, *], got shape {tuple(y_in.shape)}")
+    y = time_major_dense(y_in)
     C, inner = _channels(y)
     mean = torch.empty(C, dtype=torch.float64, device=y.device)
     var = torch.empty(C, dtype=torch.float64, device=y.device)
@@ -58,12 +55,6 @@ def bn_stats_cuda(y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
             _native.dtype_code(y.dtype, "y"), y.data_ptr(), mean.data_ptr(), var.data_ptr(), ws.data_ptr(),
             y.shape[0], y[0].numel(), C, inner, _native.cuda_stream(y.device)))
     return mean, var
-
-
-@bn_stats_cuda.register_fake
-def _bn_stats_cuda_fake(y):
-    C = y.shape[2]
-    return y.new_empty((C,), dtype=torch.float64), y.new_empty((C,), dtype=torch.float64)
 
 
 def _cuda_forward(y_in, residual, scale, shift, v_init, tau, decay_input, v_threshold, v_reset, soft_reset,
@@ -125,17 +116,15 @@ def _cuda_backward(grad_spikes, grad_v_last, y_in, residual, scale, shift, cente
 if _native.cuda_lib is not None:
     BN_LIF_FORWARD.register("cuda", _cuda_forward)
     BN_LIF_BACKWARD.register("cuda", _cuda_backward)
-
-BACKEND = _gpu.Backend(bn_stats_cuda, BN_LIF_FORWARD, BN_LIF_BACKWARD)
-_FUNCTION = _gpu.make_function(BACKEND)
+    BN_STATS.register("cuda", _cuda_stats)
 
 
-def bn_lif(y: torch.Tensor, bn, cfg, residual: Optional[torch.Tensor] = None,
+def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch.Tensor] = None,
            v_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The fused op with the CUDA kernels (checked by ``ops.bn_lif.bn_lif``): y, residual
-    [T, B, C, *] on a CUDA device, v_init [B, C, *] -> (spikes, v_last)."""
+    """The fused op with the CUDA kernels (checked by ``ops.bn_lif.bn_lif``): y,
+    residual [T, B, C, *] on a CUDA device, v_init [B, C, *] -> (spikes, v_last)."""
     if y.device.type != "cuda":
         raise RuntimeError(f"the cuda BN + LIF backend runs on CUDA tensors, but y is on {y.device}")
     if _native.cuda_lib is None:
         raise RuntimeError(f"the cuda BN + LIF backend needs libtks_kernels_cuda: {_native.CUDA_ERROR}")
-    return _gpu.bn_lif(y, bn, cfg, residual, v_init, BACKEND, _FUNCTION)
+    return fused(y, bn, cfg, residual, v_init, None, native_batch_stats)

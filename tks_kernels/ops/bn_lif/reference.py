@@ -1,4 +1,4 @@
-"""BN + residual + LIF in plain PyTorch: the definition the fused kernels are tested
+"""BN + residual + LIF (or PLIF) in plain PyTorch: the definition the fused kernels are tested
 against. ``F.batch_norm`` over ``[T*B, C, *]`` (statistics over time and batch together,
 running statistics updated in place as ``nn.BatchNorm2d`` does), the residual added, then
 the step-by-step LIF reference; arithmetic in fp32 (fp64 for fp64 input), autograd for
@@ -47,4 +47,20 @@ def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch
     if residual is not None:
         x = x + residual.to(x.dtype)
     spikes, v_last = lif_reference.lif_multistep(x, None if v_init is None else v_init.to(x.dtype), cfg)
+    return spikes.to(y.dtype), v_last.to(y.dtype)
+
+
+HAS_PLIF = True
+
+
+def bn_plif(y: torch.Tensor, bn: BNArgs, cfg, k: torch.Tensor, residual: Optional[torch.Tensor] = None,
+            v_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``PLIF(BN(y) + residual)`` with the decay k (0-dim, compute dtype) -> (spikes, v_last)
+    in y's dtype; see ``ops.bn_lif.bn_plif``."""
+    from ..plif import reference as plif_reference
+
+    x = batch_norm(y, bn)
+    if residual is not None:
+        x = x + residual.to(x.dtype)
+    spikes, v_last = plif_reference.plif_multistep(x, None if v_init is None else v_init.to(x.dtype), k, cfg)
     return spikes.to(y.dtype), v_last.to(y.dtype)

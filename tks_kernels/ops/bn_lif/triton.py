@@ -46,8 +46,9 @@ import triton.language as tl
 
 from .._layout import like_layout, time_major_dense
 from .._triton_launch import INTERPRETED, check_device, on_device, scalar, scalar_bits, trip_count
+from ..lif import LIFConfig
 from ..lif.triton import _div, _surrogate_grad
-from . import _gpu
+from . import BNArgs, batch_norm_coefficients
 
 
 # Elements per tile under the interpreter (one large tile: each program costs Python
@@ -520,7 +521,7 @@ def bn_lif_backward_triton(
         )
         sums = _combine(part, g.C)
         if batch_stats:
-            pc, qc = _gpu.input_grad_coefficients(sums, scale, invstd, y.numel() // g.C)
+            pc, qc = _input_grad_coefficients(sums, scale, invstd, y.numel() // g.C)
             _bn_input_grad_kernel[(g.n_tiles,)](gx, y, scale, center, pc, qc, grad_y, *g.args(),
                                                 enable_fp_fusion=False, **g.meta(y.dtype))
     return grad_y, grad_res, grad_v_init, sums
@@ -533,12 +534,59 @@ def _bn_lif_backward_triton_fake(grad_spikes, grad_v_last, y, residual, scale, s
     return grad_y, grad_res, grad_v_init, y.new_empty((2, y.shape[2]), dtype=torch.float64)
 
 
-BACKEND = _gpu.Backend(bn_stats_triton, bn_lif_forward_triton, bn_lif_backward_triton)
-_FUNCTION = _gpu.make_function(BACKEND)
+def _input_grad_coefficients(sums: torch.Tensor, scale: torch.Tensor, invstd: torch.Tensor,
+                             count: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(pc, qc) ``[C]`` in scale's dtype, with which BN's input gradient under batch
+    statistics is ``dy = gx * scale + (y - center) * pc + qc`` (the CPU kernel's formula,
+    in fp64 from the sums ``[2, C]`` = (sum gx, sum gx * (y - center)))."""
+    a, inv = scale.double(), invstd.double()
+    pc = -a * inv * inv * sums[1] / count
+    qc = -a * sums[0] / count
+    return pc.to(scale.dtype).contiguous(), qc.to(scale.dtype).contiguous()
 
 
-def bn_lif(y: torch.Tensor, bn, cfg, residual: Optional[torch.Tensor] = None,
+class _BNLIF(torch.autograd.Function):
+    """(y, weight, bias, residual, v_init) -> (spikes, v_last): ``cpu._BNLIF`` with the
+    Triton ops and statistics (the same saved tensors and formulas)."""
+
+    @staticmethod
+    def forward(ctx, y, weight, bias, residual, v_init, bn: BNArgs, cfg: LIFConfig):
+        scale, shift, center, invstd = batch_norm_coefficients(y, bn, bn_stats_triton)
+        spikes, v_last = bn_lif_forward_triton(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input,
+                                               cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
+        ctx.save_for_backward(y, residual, v_init, scale, shift, center, invstd)
+        ctx.bn, ctx.cfg = bn, cfg
+        ctx.set_materialize_grads(False)
+        return spikes, v_last
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v_last):
+        y, residual, v_init, scale, shift, center, invstd = ctx.saved_tensors
+        bn, cfg = ctx.bn, ctx.cfg
+        if grad_spikes is None:
+            grad_spikes = torch.zeros_like(y)
+        grad_y, grad_res, grad_v_init, sums = bn_lif_backward_triton(
+            grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, cfg.tau, cfg.decay_input,
+            cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.detach_reset, cfg.fire_at_threshold, cfg.surrogate_id,
+            cfg.alpha, bn.batch_stats)
+        grad_w = grad_b = None
+        if bn.weight is not None and ctx.needs_input_grad[1]:
+            # dL/dweight = weight_scale * sum(gx * x_hat), x_hat = (y - center) * invstd
+            grad_w = (sums[1] * invstd.double() * bn.weight_scale).to(bn.weight.dtype)
+        if bn.bias is not None and ctx.needs_input_grad[2]:
+            grad_b = sums[0].to(bn.bias.dtype)
+        return (grad_y, grad_w, grad_b, grad_res if residual is not None else None,
+                grad_v_init if v_init is not None else None, None, None)
+
+
+def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch.Tensor] = None,
            v_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The fused op with the Triton kernels (checked by ``ops.bn_lif.bn_lif``): y,
-    residual [T, B, C, *], v_init [B, C, *] -> (spikes, v_last)."""
-    return _gpu.bn_lif(y, bn, cfg, residual, v_init, BACKEND, _FUNCTION)
+    residual [T, B, C, *], v_init [B, C, *] -> (spikes, v_last); saves for backward only
+    when a gradient is needed."""
+    tensors = (y, bn.weight, bn.bias, residual, v_init)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _BNLIF.apply(y, bn.weight, bn.bias, residual, v_init, bn, cfg)
+    scale, shift, _, _ = batch_norm_coefficients(y, bn, bn_stats_triton)
+    return bn_lif_forward_triton(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold,
+                                 cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
