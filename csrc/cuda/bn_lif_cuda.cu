@@ -221,7 +221,7 @@ __device__ __forceinline__ void add_column_partials(const double* red, double* _
 // ---------------------------------------------------------------- statistics
 
 template <typename S, int VT, bool Vec>
-__global__ void __launch_bounds__(kThreads) bn_stats_kernel(const S* __restrict__ y, double* __restrict__ part,
+__global__ void __launch_bounds__(kThreads, 1) bn_stats_kernel(const S* __restrict__ y, double* __restrict__ part,
                                                             const Geometry g) {
   using A = acc_t<S>;
   extern __shared__ double red[];
@@ -236,6 +236,8 @@ __global__ void __launch_bounds__(kThreads) bn_stats_kernel(const S* __restrict_
       shift[k] = e.in[k] ? Storage<S>::load(y[e.ch[k] * inner]) : A(0);
       s1[k] = s2[k] = A(0);
     }
+    // not unrolled: an unrolled copy doubles the live registers around the division calls
+#pragma unroll 1
     for (int64_t t = 0; t < g.T; ++t) {
       A v[VT];
       e.load(y + t * g.N, v);
@@ -288,7 +290,7 @@ __device__ __forceinline__ void sum_partials(const double* __restrict__ part, in
 }
 
 template <typename S>
-__global__ void __launch_bounds__(kThreads) bn_stats_finalize_kernel(const S* __restrict__ y,
+__global__ void __launch_bounds__(kThreads, 1) bn_stats_finalize_kernel(const S* __restrict__ y,
                                                                      const double* __restrict__ part, double* mean,
                                                                      double* var, const Geometry g) {
   double s1, s2;
@@ -306,7 +308,7 @@ __global__ void __launch_bounds__(kThreads) bn_stats_finalize_kernel(const S* __
 // ---------------------------------------------------------------- forward
 
 template <typename S, int VT, bool Vec>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     bn_lif_forward_kernel(const S* __restrict__ y, const S* __restrict__ res, const acc_t<S>* __restrict__ scale,
                           const acc_t<S>* __restrict__ shift, const S* __restrict__ v_init, S* __restrict__ spikes,
                           S* __restrict__ v_last, const Geometry g, const lif::Params p) {
@@ -323,6 +325,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int k = 0; k < VT; ++k) v[k] = vr_charge;
   }
+#pragma unroll 1
   for (int64_t t = 0; t < g.T; ++t) {
     A yv[VT], rv[VT], s[VT];
     e.load(y + t * g.N, yv);
@@ -344,7 +347,7 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------- backward
 
 template <typename S, int VT, bool Vec, int32_t Kind>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     bn_lif_backward_kernel(const S* __restrict__ grad_spikes, const S* __restrict__ grad_v_last,
                            const S* __restrict__ y, const S* __restrict__ res, const acc_t<S>* __restrict__ scale,
                            const acc_t<S>* __restrict__ shift, const acc_t<S>* __restrict__ center,
@@ -375,6 +378,8 @@ __global__ void __launch_bounds__(kThreads)
     }
     // The forward again, keeping d of every step: the same expressions as the forward
     // kernel, so the same spikes bit for bit.
+    // not unrolled: an unrolled copy doubles the live registers around the division calls
+#pragma unroll 1
     for (int64_t t = 0; t < g.T; ++t) {
       A yv[VT], rv[VT];
       e.load(y + t * g.N, yv);
@@ -398,6 +403,7 @@ __global__ void __launch_bounds__(kThreads)
     }
 #pragma unroll
     for (int k = 0; k < VT; ++k) p1[k] = p2[k] = A(0);
+#pragma unroll 1
     for (int64_t t = g.T - 1; t >= 0; --t) {
       A gs[VT], yv[VT], gx[VT], dy[VT];
       e.load(grad_spikes + t * g.N, gs);
@@ -439,7 +445,7 @@ __global__ void __launch_bounds__(kThreads)
 // sums = the partials' totals; with batch statistics the per-channel coefficients of
 // BN's input gradient, dy = gx * scale + (y - center) * pc + qc (the CPU kernel's formula).
 template <typename A>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     bn_lif_sums_kernel(const double* __restrict__ part, double* __restrict__ sums, const A* __restrict__ scale,
                        const A* __restrict__ invstd, A* __restrict__ pc, A* __restrict__ qc, const Geometry g,
                        const bool batch_stats) {
@@ -459,7 +465,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename S, int VT, bool Vec>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     bn_input_grad_kernel(const S* gx_in, const S* __restrict__ y, const acc_t<S>* __restrict__ scale,
                          const acc_t<S>* __restrict__ center, const acc_t<S>* __restrict__ pc,
                          const acc_t<S>* __restrict__ qc, S* dy_out, const Geometry g) {
@@ -470,6 +476,7 @@ __global__ void __launch_bounds__(kThreads)
   e.gather(center, m);
   e.gather(pc, pp);
   e.gather(qc, qq);
+#pragma unroll 1
   for (int64_t t = 0; t < g.T; ++t) {
     A gx[VT], yv[VT], dy[VT];
     e.load(gx_in + t * g.N, gx);  // dy_out may be gx_in: each element is read before it is written
