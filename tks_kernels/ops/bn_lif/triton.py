@@ -319,6 +319,7 @@ class _Geometry:
 
     def __init__(self, y: torch.Tensor, backward: bool = False):
         self.backward = backward
+        self.f64 = y.dtype == torch.float64
         self.T = y.shape[0]
         self.C = y.shape[2]
         self.N = y[0].numel()
@@ -333,9 +334,9 @@ class _Geometry:
             # (4 per thread keeps backward within the registers, tests/test_codegen_triton.py)
             tile = 512
         else:
-            # two 16-byte accesses per thread and stream; backward keeps more per element
-            tile = 1024 if backward or y.element_size() > 2 else 2048
-            tile = 512 if y.element_size() == 8 else tile
+            # 16-byte accesses: two per thread and stream (4 warps), one in backward (8
+            # warps, so a thread keeps half the elements, tests/test_codegen_triton.py)
+            tile = {2: 2048, 4: 1024, 8: 512}[y.element_size()]
         self.cols = min(triton.next_power_of_2(max(self.K, 1)), tile)
         self.rows = max(1, tile // self.cols)
         self.n_kb = triton.cdiv(self.K, self.cols)
@@ -359,9 +360,10 @@ class _Geometry:
         return self.T, self.N, self.R, self.K, self.C, self.n_kb
 
     def meta(self, dtype: torch.dtype):
-        # backward: 8 warps, so each thread keeps half the elements (4 warps spilled for
-        # some fp32 tiles under Triton 3.9, tests/test_codegen_triton.py)
-        warps = 1 if INTERPRETED else (8 if self.backward and self.cols * self.rows >= 1024 else 4)
+        # backward: 8 warps on 16-bit and fp32 aligned tiles, one 16-byte access per thread
+        # and stream (with 4 warps some fp32 tiles spilled under Triton 3.9)
+        aligned = self.cols * self.rows > 512
+        warps = 1 if INTERPRETED else (8 if self.backward and aligned and not self.f64 else 4)
         return dict(CH_ON_ROWS=self.ch_on_rows, IS_F64=dtype == torch.float64, ROWS=self.rows, COLS=self.cols,
                     num_warps=warps)
 
