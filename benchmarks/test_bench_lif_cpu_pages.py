@@ -1,6 +1,6 @@
 """CPU LIF forward+backward at PyTorch's default settings and with huge pages, in one run.
 
-Issue 15's measurement: LIF forward+backward on [8, 32, 32768] (fp32 and bf16, 2 threads)
+Issue 15's measurement: LIF forward+backward on [8, 32, 32768] (fp32, bf16, fp16; 2 threads)
 for the fused CPU kernel, SpikingJelly 2.0's multi-step CPU LIFNode, the plain-PyTorch
 reference, and a tensor copy of the same size, each page setting in its own process
 (PyTorch reads ``THP_MEM_ALLOC_ENABLE`` at its first allocation):
@@ -16,10 +16,21 @@ reference, and a tensor copy of the same size, each page setting in its own proc
 
 Implementations run round-robin inside each process (one timed call of each per round,
 median of the rounds), so a change in the machine's load hits all of them alike; the
-rows carry the 1-minute load average. ``bytes``: what a perfect kernel moves, 20 bytes per
+rows carry the 1-minute load average. ``GB/s``: what a perfect kernel moves, 20 bytes per
 neuron and step in fp32 for forward+backward (forward reads x, writes spikes; backward
-reads x and grad_spikes, writes grad_x), 10 in bf16; ``copy_frac``: that over the copy's
-rate (read + write of one prefaulted [T, *] tensor).
+reads x and grad_spikes, writes grad_x), 10 in bf16, over the time. Three copies give the
+rate it is compared with (read + write of one [T, *] tensor):
+
+- ``copy_frac``: ``dst.copy_(src)`` into a prefaulted ``dst`` of the shape itself. In bf16
+  its 16 + 16 MiB fit the 32 MiB L3 of the machine this was tuned on, so that rate is
+  partly a cache's, not memory's;
+- ``copy_frac_fresh``: ``src.clone()``, a fresh output every call from the allocator our
+  outputs come from, as a training step allocates them (fp32's 32 MiB: fresh pages and
+  their faults every call; bf16's 16 MiB: blocks glibc reuses from its heap);
+- ``copy_frac_dram``: a prefaulted copy of 64 MiB whatever the dtype (bf16: twice the
+  elements), above the L3: the memory's own copy rate;
+- ``copy_frac_dram_cpu``: the same from CPU seconds (``cpu_ms``, all threads) instead of
+  wall time, steadier on a loaded machine.
 """
 from __future__ import annotations
 
@@ -51,7 +62,7 @@ _CHILD = textwrap.dedent(r"""
     from tks_kernels.functional import lif_multistep
     settings = dict(tau=2.0, v_threshold=1.0, v_reset=0.0, decay_input=True, detach_reset=False)
     out = []
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
         x = torch.randn(shape).to(dtype).requires_grad_()
         g = torch.randn(shape).to(dtype)
         def ours(backend):
@@ -78,18 +89,30 @@ _CHILD = textwrap.dedent(r"""
         src = torch.randn(shape).to(dtype)
         dst = torch.empty_like(src)
         impls["copy"] = lambda: dst.copy_(src)
+        # A fresh output each call, from the allocator our outputs come from (as a training
+        # step allocates them): 32 MiB is above glibc's largest mmap threshold, so fp32 gets
+        # fresh pages (faults) every call, while 16 MiB blocks are reused from the heap.
+        impls["copy_fresh"] = lambda: src.clone()
+        # 64 MiB in and out whatever the dtype: above the 32 MiB L3, where the bf16 copy of
+        # the shape itself (16 + 16 MiB) is partly cache-resident. Timed per shape's bytes.
+        big = torch.randn((2 * shape[0],) + shape[1:]).to(dtype) if dtype != torch.float32 else src
+        big_dst = torch.empty_like(big)
+        impls["copy_dram"] = lambda: big_dst.copy_(big)
         times = {k: [] for k in impls}
+        cpu_times = {k: [] for k in impls}
         for f in impls.values():
             f()
         for _ in range(rounds):
             for k, f in impls.items():
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 f()
                 times[k].append(time.perf_counter() - t0)
+                cpu_times[k].append(time.process_time() - c0)
         for k, ts in times.items():
             ts.sort()
+            cs = sorted(cpu_times[k])
             out.append({"dtype": str(dtype)[6:], "impl": k, "median_ms": ts[len(ts) // 2] * 1e3,
-                        "min_ms": ts[0] * 1e3})
+                        "min_ms": ts[0] * 1e3, "cpu_ms": cs[len(cs) // 2] * 1e3})
     print(json.dumps({"rows": out, "load": os.getloadavg()[0]}))
 """)
 
@@ -112,14 +135,25 @@ def test_lif_cpu_fwd_bwd_both_page_settings(record_property):
         rows = {(r["dtype"], r["impl"]): r for r in res["rows"]}
         for (dtype, impl), r in rows.items():
             esize = 4 if dtype == "float32" else 2
-            copy = rows[(dtype, "copy")]
-            copy_rate = 2 * n * esize / (copy["median_ms"] / 1e3)
+            copy_bytes = {"copy": 2 * n * esize, "copy_fresh": 2 * n * esize, "copy_dram": 2 * n * 4}
+            copy_rate = {k: b / (rows[(dtype, k)]["median_ms"] / 1e3) for k, b in copy_bytes.items()}
             row = {"case": f"lif fwd+bwd {impl} {dtype} (pages)", "impl": impl, "dtype": dtype, "shape": str(SHAPE),
                    "thp": thp, "default_setting": thp == "0", "threads": THREADS, "load1": round(res["load"], 2),
-                   "median_ms": round(r["median_ms"], 2), "min_ms": round(r["min_ms"], 2)}
-            if impl != "copy":
+                   "median_ms": round(r["median_ms"], 2), "min_ms": round(r["min_ms"], 2),
+                   "cpu_ms": round(r["cpu_ms"], 2)}
+            if impl in copy_bytes:
+                row["GB/s"] = round(copy_rate[impl] / 1e9, 2)
+            else:
                 moved = 5 * n * esize  # the recomputing design's minimum, for every implementation
-                row["copy_frac"] = round(moved / (r["median_ms"] / 1e3) / copy_rate, 3)
+                rate = moved / (r["median_ms"] / 1e3)
+                row["GB/s"] = round(rate / 1e9, 2)
+                row["copy_frac"] = round(rate / copy_rate["copy"], 3)
+                row["copy_frac_fresh"] = round(rate / copy_rate["copy_fresh"], 3)
+                row["copy_frac_dram"] = round(rate / copy_rate["copy_dram"], 3)
+                # The same from CPU time (all threads), steadier than wall time on a loaded
+                # machine: a kernel's share of the copy's CPU seconds per byte.
+                dram_cpu_rate = copy_bytes["copy_dram"] / rows[(dtype, "copy_dram")]["cpu_ms"]
+                row["copy_frac_dram_cpu"] = round(moved / r["cpu_ms"] / dram_cpu_rate, 3)
                 for peer in ("spikingjelly", "torch"):
                     if impl == "cpu" and (dtype, peer) in rows:
                         row[f"x_vs_{peer}"] = round(rows[(dtype, peer)]["median_ms"] / r["median_ms"], 2)

@@ -5,9 +5,12 @@ Issue targets on H100/H200: at least 85% of a copy's bandwidth (``copy_frac``) f
 and backward on tensors of 256 MiB and more (the 64M-element fp32 shapes), and faster
 than SpikingJelly on every shape. Runs only where the benchmarks' DEVICE is cuda.
 
-Bytes a perfect kernel moves (n = bytes of one [T, *] tensor): training forward reads x
-and writes spikes and the saved d (3n); inference forward 2n; backward reads grad_spikes
-and d and writes grad_x (3n); forward+backward 6n.
+Bytes a perfect kernel moves (n = bytes of one [T, *] tensor), by the path training takes
+(ops/lif/triton.py): recompute (T <= RECOMPUTE_MAX_STEPS, the default) forward reads x
+and writes spikes (2n), backward reads grad_spikes and x (R times: 1 for one chunk, 1.5
+for two) and writes grad_x ((2 + R) n); saved distance: forward 3n (x, spikes, d),
+backward 3n (grad_spikes, d, grad_x); inference forward 2n.
+``test_lif_triton_recompute_vs_saved`` times both paths in one run.
 """
 from __future__ import annotations
 
@@ -40,8 +43,15 @@ MODES = ["fwd", "infer", "bwd", "fwd+bwd"]
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-def _nbytes(shape, dtype, mode):
+def _nbytes(shape, dtype, mode, recompute=None):
     n = torch.Size(shape).numel() * torch.tensor([], dtype=dtype).element_size()
+    T = shape[0]
+    if recompute is None:
+        recompute = T <= lif_triton.RECOMPUTE_MAX_STEPS
+    if recompute:
+        chunks = -(-T // lif_triton.recompute_chunk(T))
+        reads = (chunks + 1) / 2  # how often backward reads x, on average
+        return int({"fwd": 2 * n, "bwd": (2 + reads) * n, "fwd+bwd": (4 + reads) * n, "infer": 2 * n}[mode])
     return {"fwd": 3 * n, "bwd": 3 * n, "fwd+bwd": 6 * n, "infer": 2 * n}[mode]
 
 
@@ -125,11 +135,47 @@ def test_lif_triton(benchmark, impl, mode, dtype, shape):
         torch.cuda.empty_cache()
 
 
-# (BLOCK, num_warps) around the chosen ones (fp32: 1024/4, bf16: 2048/4: two 16-byte
-# accesses per thread), on a shape with few programs per SM (N = 2M, 256 MiB in fp32).
+# (BLOCK, num_warps) around the chosen ones (fp32: 1024/4, two 16-byte accesses per thread;
+# bf16: 1024/4, one), on a shape with few programs per SM (N = 2M, 256 MiB in fp32).
 CONFIGS = [(512, 4), (1024, 4), (2048, 4), (2048, 8), (4096, 8)]
+# the recomputing backward's (launch_config_x: 512/4, 4 elements per thread)
+X_CONFIGS = [(256, 2), (512, 4), (1024, 8), (1024, 4)]
 if SMOKE:
-    CONFIGS = CONFIGS[:2]
+    CONFIGS, X_CONFIGS = CONFIGS[:2], X_CONFIGS[:2]
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 512), (12, 4, 512)] if SMOKE else [(4, 64, 65536), (8, 32, 262144)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("mode", ["bwd", "fwd+bwd"])
+@pytest.mark.parametrize("path", ["recompute", "saved"])
+def test_lif_triton_recompute_vs_saved(benchmark, monkeypatch, path, mode, dtype, shape):
+    """The recomputing backward against the saved-distance one, in one run (the rule,
+    T <= RECOMPUTE_MAX_STEPS, is moved to force a path)."""
+    monkeypatch.setattr(lif_triton, "RECOMPUTE_MAX_STEPS", 1 << 30 if path == "recompute" else 0)
+    x, g, forward, _ = _setup("triton", shape, dtype, mode)
+    saved = saved_bytes(lambda: forward(x))
+    run_case(benchmark, _case(forward, x, g, mode), name=f"lif {mode} triton {str(dtype)[6:]} {path}",
+             bytes_moved=_nbytes(shape, dtype, mode, recompute=path == "recompute"), saved=saved,
+             group=f"lif-triton-recompute {mode} {str(dtype)[6:]} {shape}", impl=path, shape=str(shape))
+    del x, g
+    if DEVICE.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 512)] if SMOKE else [(8, 32, 262144)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("config", X_CONFIGS, ids=lambda c: f"block{c[0]}-warps{c[1]}")
+def test_lif_triton_backward_x_configs(benchmark, monkeypatch, config, dtype, shape):
+    """Block size and warps of the recomputing backward (``launch_config_x``)."""
+    monkeypatch.setattr(lif_triton, "launch_config_x", lambda n, dt, chunk: config)
+    x, g, forward, _ = _setup("triton", shape, dtype, "bwd")
+    run_case(benchmark, _case(forward, x, g, "bwd"), name=f"lif bwd triton {str(dtype)[6:]} x {config}",
+             bytes_moved=_nbytes(shape, dtype, "bwd"), group=f"lif-triton-x-configs {str(dtype)[6:]} {shape}",
+             impl=f"block{config[0]}/warps{config[1]}", shape=str(shape), default=config == (512, 4))
+    del x, g
+    if DEVICE.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 @pytest.mark.parametrize("shape", [(2, 4, 512)] if SMOKE else [(32, 16, 131072)], ids=str)
@@ -139,13 +185,15 @@ if SMOKE:
 def test_lif_triton_launch_configs(benchmark, monkeypatch, config, mode, dtype, shape):
     """Block size and warps sweep, to check (or retune) ``launch_config`` on the GPU
     (ops/_triton_launch.py; the name the LIF launch code calls is patched, raising if it
-    moved)."""
+    moved), for the forward and the saved-distance backward (the recompute rule is
+    moved so that backward is the one timed)."""
     monkeypatch.setattr(lif_triton, "launch_config", lambda n, dt: config)
+    monkeypatch.setattr(lif_triton, "RECOMPUTE_MAX_STEPS", 0)
     x, g, forward, _ = _setup("triton", shape, dtype, mode)
     run_case(benchmark, _case(forward, x, g, mode), name=f"lif {mode} triton {str(dtype)[6:]} {config}",
              bytes_moved=_nbytes(shape, dtype, mode), group=f"lif-triton-configs {mode} {str(dtype)[6:]} {shape}",
              impl=f"block{config[0]}/warps{config[1]}", shape=str(shape),
-             default=config == (1024 if dtype == torch.float32 else 2048, 4))
+             default=config == (1024, 4))
     del x, g
     if DEVICE.type == "cuda":
         torch.cuda.empty_cache()

@@ -31,10 +31,20 @@ BACKENDS = (["cpu"] + (["triton"] if TRITON_ON_CPU else [])) if DEVICE.type == "
 SHAPES = CPU_LIF_SHAPES if DEVICE.type == "cpu" else GPU_LIF_SHAPES[:2]
 
 
-def _nbytes(shape, dtype):
+def _nbytes(shape, dtype, backend="cpu"):
     """Bytes a perfect forward+backward moves: forward reads x, writes spikes and the
-    saved value; backward reads grad and saved value, writes grad_x (as LIF)."""
-    return 6 * torch.Size(shape).numel() * torch.tensor([], dtype=dtype).element_size()
+    saved value; backward reads grad and saved value, writes grad_x (as LIF). Triton
+    with T <= its RECOMPUTE_MAX_STEPS recomputes instead: nothing saved but x, backward
+    reads x once per chunk on average (ops/lif/triton.py)."""
+    n = torch.Size(shape).numel() * torch.tensor([], dtype=dtype).element_size()
+    if backend == "triton":
+        from tks_kernels.ops.lif import triton as lif_triton
+
+        T = shape[0]
+        if T <= lif_triton.RECOMPUTE_MAX_STEPS:
+            chunks = -(-T // lif_triton.recompute_chunk(T))
+            return int((4 + (chunks + 1) / 2) * n)
+    return 6 * n
 
 
 def _skip_unavailable(backend):
@@ -77,7 +87,7 @@ def test_plif_vs_lif_forward_backward(benchmark, impl, backend, shape):
     else:
         w = torch.zeros((), device=DEVICE, requires_grad=True)
         saved = saved_bytes(lambda: plif_ops.plif_multistep(x, None, w, plif_ops.make_config(**SETTINGS), backend=backend))
-    run_case(benchmark, fn, name=f"{impl} fwd+bwd {backend}", bytes_moved=_nbytes(shape, x.dtype), saved=saved,
+    run_case(benchmark, fn, name=f"{impl} fwd+bwd {backend}", bytes_moved=_nbytes(shape, x.dtype, backend), saved=saved,
              group=f"plif-vs-lif {backend} {shape}", impl=impl, shape=str(shape))
 
 
@@ -102,7 +112,7 @@ def test_plif_over_lif_ratio(benchmark, backend, shape):
 
     lif(), plif()
     sync()
-    row = run_case(benchmark, pair, name=f"plif/lif pair {backend}", bytes_moved=2 * _nbytes(shape, x.dtype),
+    row = run_case(benchmark, pair, name=f"plif/lif pair {backend}", bytes_moved=2 * _nbytes(shape, x.dtype, backend),
                    impl="lif+plif", shape=str(shape))
     rounds = ratios[-ROUNDS:]  # the timed rounds (run_case runs pair() before timing too)
     update_row(benchmark, row, **{"plif/lif": round(statistics.median(rounds), 3),

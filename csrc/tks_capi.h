@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a signature below changes; Python refuses a library of another one. */
-#define TKS_ABI_VERSION 1
+#define TKS_ABI_VERSION 2 /* 2: the recomputing CPU backward (tks_*_backward_x_cpu) */
 
 enum { TKS_OK = 0, TKS_ERR_VALUE = 1, TKS_ERR_RUNTIME = 2 };
 

@@ -4,11 +4,14 @@ compiler and a CUDA target, specialised as the JIT would):
 
 - no register spills (no stack frame, no local memory) in any variant;
 - LIF/PLIF with N % 16 == 0: every global load and store of a [T, N] or [N] tensor is
-  16 bytes wide (PTX ``.v4.b32``/``.v2.b64``, SASS ``LDG.E.128``/``STG.E.128``); the
+  16 bytes wide (PTX ``.v4.b32``/``.v2.b64``, SASS ``LDG.E.128``/``STG.E.128``), or in
+  the recomputing backward as wide as its elements per thread (``_vector_bytes``); the
   only narrower ones are PLIF's load of k and store of its dL/dk partial;
 - LIF/PLIF: IEEE division (``div.rn``, never ``div.full``/``div.approx``), no FMA and
   no flush-to-zero in fp32/fp16/bf16 (launched with ``enable_fp_fusion=False``; spikes
-  must equal the reference bit for bit), and fp32 LIF divides by tau with ``div.rn``.
+  must equal the reference bit for bit), and fp32 LIF divides by a tau that is not a
+  power of two with ``div.rn``;
+- the recomputing backward (``_backward_x_kernel``) within 160 registers.
 
 The figures of every variant are written to build/codegen/triton.json and printed with
 ``pytest -s``. Compiles are cached in build/triton-cache (a first run compiles about 75
@@ -84,15 +87,16 @@ def _fmt(hist) -> str:
     return " ".join(f"{n}x{w}" for w, n in sorted(hist.items(), key=lambda kv: -int(kv[0])))
 
 
+LIF_FAMILY = ("_forward_kernel", "_backward_kernel", "_backward_x_kernel")
+
+
 def _lif_family(v) -> bool:
-    return v["kernel"] in ("_lif_forward_kernel", "_lif_backward_kernel", "_plif_forward_kernel",
-                           "_plif_backward_kernel")
+    return v["kernel"] in LIF_FAMILY
 
 
 def test_every_kernel_compiles(variants):
     kernels = {v["kernel"] for v in variants}
-    assert kernels == {"_lif_forward_kernel", "_lif_backward_kernel", "_plif_forward_kernel",
-                       "_plif_backward_kernel", "_tks_loss_kernel"} | BN_LIF_KERNELS
+    assert kernels == {*LIF_FAMILY, "_tks_loss_kernel"} | BN_LIF_KERNELS
     assert len(variants) >= 60, len(variants)
     for v in variants:
         assert v["num_warps"] >= 1 and v["regs"] > 0, v["label"]
@@ -107,27 +111,43 @@ def test_no_register_spills(variants):
 def _narrow_allowed(v, kind: str) -> dict:
     """Accesses below 16 bytes that an aligned LIF/PLIF variant may have: PLIF's scalar
     load of k (4 or 8 bytes) and, in backward, its 8-byte store of the dL/dk partial."""
-    if not v["kernel"].startswith("_plif"):
+    if not v["constexprs"].get("LEARN_TAU"):
         return {}
     k_bytes = "8" if v["constexprs"].get("IS_F64") else "4"
     if kind == "ld":
         return {k_bytes: 1}
-    return {"8": 1} if v["kernel"] == "_plif_backward_kernel" else {}
+    return {"8": 1} if v["kernel"] != "_forward_kernel" else {}
 
 
-def test_aligned_accesses_are_16_bytes(variants):
+_ITEMSIZE = {"fp32": 4, "bf16": 2, "fp16": 2, "fp64": 8}
+
+
+def _vector_bytes(v) -> str:
+    """The access width of an aligned variant: the elements each thread holds, up to 16
+    bytes. 16 everywhere but in the recomputing backward, which holds 4 elements per
+    thread (2 for fp64, and for fp32 dividing by tau: ops/_triton_launch.py
+    launch_config_x), so fp16/bf16 access 8 bytes there, and fp32 dividing by tau 8."""
+    per_thread = v["constexprs"]["BLOCK"] // (32 * v["num_warps"])
+    return str(min(16, per_thread * _ITEMSIZE[v["label"].split()[2]]))
+
+
+def test_aligned_accesses_are_full_width(variants):
     aligned = [v for v in variants if _lif_family(v) and v["constexprs"].get("N_ALIGNED")]
     assert len(aligned) >= 40
     bad = []
     for v in aligned:
+        width = _vector_bytes(v)
         for kind, ptx, sass in (("ld", v["ptx_ld"], v["sass_ldg"]), ("st", v["ptx_st"], v["sass_stg"])):
             allowed = _narrow_allowed(v, kind)
             for hist, name in ((ptx, "PTX"), (sass, "SASS")):
-                narrow = {w: n for w, n in hist.items() if w != "16"}
+                narrow = {w: n for w, n in hist.items() if w != width}
+                if width == "8" and "8" in allowed:  # PLIF's 8-byte partial among 8-byte stores
+                    narrow = {w: n for w, n in hist.items() if w not in ("8", "16")}
+                    allowed = {w: n for w, n in allowed.items() if w != "8"}
                 if narrow != allowed:
-                    bad.append(f"{v['label']}: {name} {kind} widths {hist} (allowed below 16 B: {allowed})")
-            if ptx.get("16", 0) == 0 or ptx.get("16") != sass.get("16"):
-                bad.append(f"{v['label']}: {kind} 16-byte PTX {ptx.get('16', 0)} vs SASS {sass.get('16', 0)}")
+                    bad.append(f"{v['label']}: {name} {kind} widths {hist} (allowed besides {width} B: {allowed})")
+            if ptx.get(width, 0) == 0 or ptx.get(width) != sass.get(width):
+                bad.append(f"{v['label']}: {kind} {width}-byte PTX {ptx.get(width, 0)} vs SASS {sass.get(width, 0)}")
     assert not bad, "\n".join(bad)
 
 
@@ -143,8 +163,9 @@ def test_ieee_division_and_no_contraction(variants):
         if not v["constexprs"].get("IS_F64"):  # fp64: libdevice's exp is built on FMAs
             if v["fma"] or v["ftz"]:
                 bad.append(f"{v['label']}: {v['fma']} fma, {v['ftz']} .ftz in the PTX")
-        lif_div = v["kernel"].startswith("_lif") and v["constexprs"].get("DECAY_INPUT")
-        if lif_div and not v["constexprs"].get("IS_F64") and v["div_rn_f32"] == 0:
+        c = v["constexprs"]
+        lif_div = not c.get("LEARN_TAU") and c.get("DECAY_INPUT") and not c.get("TAU_POW2")
+        if lif_div and not c.get("IS_F64") and v["div_rn_f32"] == 0:
             bad.append(f"{v['label']}: the division by tau is not div.rn.f32")
     assert not bad, "\n".join(bad)
 
@@ -187,3 +208,21 @@ def test_bn_lif_ieee_division_and_no_contraction(variants):
                 and not v["constexprs"].get("IS_F64") and v["div_rn_f32"] == 0):
             bad.append(f"{v['label']}: the division by tau is not div.rn.f32")
     assert not bad, "\n".join(bad)
+
+
+def test_division_by_tau_variants_compiled(variants):
+    """Both forms of the division by tau are compiled and checked above: tau = 2 (a
+    power of two: the product by 1/tau) and tau = 3 (div.rn), forward and both backwards."""
+    lif = [v for v in variants if _lif_family(v) and not v["constexprs"].get("LEARN_TAU")]
+    for kernel in LIF_FAMILY:
+        forms = {bool(v["constexprs"].get("TAU_POW2")) for v in lif if v["kernel"] == kernel}
+        assert forms == {True, False}, (kernel, forms)
+
+
+def test_recompute_backward_register_budget(variants):
+    """The recomputing backward keeps a chunk of fp32 membranes per element in registers:
+    at most 160 registers per thread in every compiled variant (with no spills, above),
+    so 4 warps keep at least 3 blocks resident per SM."""
+    over = [f"{v['label']}: {v['regs']} registers" for v in variants
+            if v["kernel"] == "_backward_x_kernel" and v["regs"] > 160]
+    assert not over, "\n".join(over)

@@ -5,7 +5,9 @@ conftest.py), which is slow: tensors here are small, the kernels' blocks large. 
 tests run on CUDA tensors where there is a GPU (``gpu`` marker). Spikes exact in every
 dtype; fp32 values and gradients 1e-5 relative; bf16/fp16 values within one storage step
 (the interpreter truncates bf16 on stores), gradients also within the rounding of the
-saved d (see ``assert_values``).
+saved d (see ``assert_values``). Training takes the recomputing backward for T <=
+``RECOMPUTE_MAX_STEPS`` and the saved-distance one above; both are tested (the
+"recompute" section compares them directly).
 """
 from __future__ import annotations
 
@@ -124,10 +126,11 @@ def test_forward_other_dtypes(device, dtype):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("tau", [1.0, 1.7, 2.0, 3.3, 100.0])
+@pytest.mark.parametrize("tau", [1.0, 1.7, 2.0, 3.3, 100.0, 4.0, 1024.0])
 def test_forward_scalars_bit_exact(device, tau):
     """Spikes and fp32 values bit for bit with thresholds and taus that are not exact in
-    binary (true division, no FMA, scalars rounded like PyTorch's)."""
+    binary (true division, no FMA, scalars rounded like PyTorch's); a power-of-two tau
+    (1, 2, 4, 1024) multiplies by its exact reciprocal instead."""
     cfg = make_config(tau=tau, v_threshold=0.3, v_reset=-0.1)
     x, v0 = _inputs((12, 257), torch.float32, device, scale=0.6)
     with torch.no_grad():
@@ -138,8 +141,10 @@ def test_forward_scalars_bit_exact(device, tau):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("T", [1, 2, 17, 64])
+@pytest.mark.parametrize("T", [1, 2, 7, 8, 9, 64])
 def test_time_lengths(device, T):
+    """Recompute in one chunk (T = 1, 2), in two (7: the last one partial, 8), and
+    the saved distance beyond RECOMPUTE_MAX_STEPS (9, 64)."""
     cfg = make_config(tau=2.0, v_threshold=0.8, surrogate="atan")
     x, v0 = _inputs((T, 2, 19), torch.float32, device)
     _check(x, v0, cfg, True, _grad_outputs(x, True))
@@ -423,9 +428,15 @@ def test_inference_saves_nothing(device):
         assert _saved_storages(lambda: lif_triton.lif_multistep(xg, v0, cfg, True)) == {}
         out = lif_triton.lif_forward_triton(x, v0, 2.0, True, 0.5, 0.0, False, 0, 4.0, False, False, True)
         assert out[3].numel() == 0
-    # training: exactly one saved tensor, d in x's dtype ([T, *], 2 bytes per element)
-    saved = _saved_storages(lambda: lif_triton.lif_multistep(xg, v0, cfg, False))
-    assert list(saved.values()) == [x.numel() * x.element_size()]
+    # training, recompute (T <= RECOMPUTE_MAX_STEPS): x and v_init themselves, nothing new
+    v0g = v0.clone().requires_grad_()
+    saved = _saved_storages(lambda: lif_triton.lif_multistep(xg, v0g, cfg, False))
+    assert saved == {xg.untyped_storage().data_ptr(): xg.untyped_storage().nbytes(),
+                     v0g.untyped_storage().data_ptr(): v0g.untyped_storage().nbytes()}
+    # longer: exactly one saved tensor, d in x's dtype ([T, *], 2 bytes per element)
+    xl = _inputs((lif_triton.RECOMPUTE_MAX_STEPS + 1, 16), torch.bfloat16, device)[0].requires_grad_()
+    saved = _saved_storages(lambda: lif_triton.lif_multistep(xl, None, cfg, False))
+    assert list(saved.values()) == [xl.numel() * xl.element_size()]
 
 
 # ------------------------------------------------------------------------- dispatch, compile
@@ -477,16 +488,17 @@ def test_torch_compile_fullgraph(device):
 @pytest.mark.gpu
 def test_no_recompile_for_new_sizes():
     """T and N are run-time arguments: new lengths and layer sizes (same dtype, same
-    N % 16 class) reuse the compiled kernels."""
+    N % 16 class, same recompute chunk) reuse the compiled kernels."""
     cfg = make_config()
-    x, _ = _inputs((4, 64), torch.float32, "cuda")
-    lif_triton.lif_multistep(x.requires_grad_(), None, cfg)[0].sum().backward()
-    caches = [k.device_caches[torch.cuda.current_device()][0]
-              for k in (lif_triton._lif_forward_kernel, lif_triton._lif_backward_kernel)]
+    kernels = (lif_triton._forward_kernel, lif_triton._backward_kernel, lif_triton._backward_x_kernel)
+    for T in (4, 64):  # the recomputing backward (chunk 4) and the saved-distance one
+        x, _ = _inputs((T, 64), torch.float32, "cuda")
+        lif_triton.lif_multistep(x.requires_grad_(), None, cfg)[0].sum().backward()
+    caches = [k.device_caches[torch.cuda.current_device()][0] for k in kernels]
     if not all(isinstance(c, dict) for c in caches):
         pytest.skip("this Triton version keeps its kernel cache differently")
     before = [len(c) for c in caches]
-    for T, N in [(5, 96), (33, 4096), (2, 160 * 1024)]:
+    for T, N in [(5, 96), (33, 4096), (7, 160 * 1024), (40, 160 * 1024)]:
         x, _ = _inputs((T, N), torch.float32, "cuda")
         lif_triton.lif_multistep(x.requires_grad_(), None, cfg)[0].sum().backward()
     assert [len(c) for c in caches] == before
@@ -570,3 +582,169 @@ def test_backward_sg_is_what_backward_uses(device, plif):
         assert not a.any()  # no gradient reaches h but through g'
     with pytest.raises(ValueError, match="sg must be"):
         bwd(sg.double(), gs)
+
+
+# ------------------------------------------------------------------------- recompute (issue 15)
+
+
+def _plif_cfg(**kw):
+    from tks_kernels.ops import plif as plif_ops
+    return plif_ops.make_config(**kw)
+
+
+def _both_backwards(x, v0, opts, plif, grads):
+    """(forward spikes, recomputing backward's gradients, saved-distance backward's) of
+    the LIF (or, plif, PLIF with k = 0.4) ops called directly."""
+    from tks_kernels.ops.plif import triton as plif_triton
+    gs, gl, gq = grads
+    if plif:
+        cfg = _plif_cfg(**opts)
+        k = torch.tensor(0.4, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device)
+        head = (cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id, cfg.alpha,
+                cfg.detach_reset)
+        s, _, _, saved = plif_triton.plif_forward_triton(x, v0, k, *head, True, True, cfg.fire_at_threshold)
+        sx = plif_triton.plif_forward_x_triton(x, v0, k, *head, True, cfg.fire_at_threshold)[0]
+        new = plif_triton.plif_backward_x_triton(gs, gl, gq, x, v0, k, *head, cfg.fire_at_threshold)
+        old = plif_triton.plif_backward_triton(gs, gl, gq, saved, v0, k, *head, cfg.fire_at_threshold)
+    else:
+        cfg = make_config(**opts)
+        head = (cfg.tau, cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.surrogate_id, cfg.alpha,
+                cfg.detach_reset)
+        s, _, _, saved = lif_triton.lif_forward_triton(x, v0, *head, True, True, cfg.fire_at_threshold)
+        sx = lif_triton.lif_forward_x_triton(x, v0, *head, True, cfg.fire_at_threshold)[0]
+        new = lif_triton.lif_backward_x_triton(gs, gl, gq, x, v0, *head, cfg.fire_at_threshold)
+        old = lif_triton.lif_backward_triton(gs, gl, gq, saved, *head, cfg.fire_at_threshold)
+    assert torch.equal(s, sx)
+    return s, new, old
+
+
+# option sets: (T, opts); T across one chunk (1, 3), two (5 partial, 8 full) and more (the
+# kernel itself takes any T: 13 and 40 are past the rule's two chunks)
+_RECOMPUTE_CASES = [
+    (1, dict(v_reset=0.0, surrogate="sigmoid")),
+    (3, dict(v_reset=0.0, surrogate="piecewise_exp", decay_input=False)),
+    (5, dict(v_reset=None, surrogate="atan", detach_reset=True, fire_at_threshold=False)),
+    (8, dict(v_reset=-0.25, surrogate="piecewise_quadratic", decay_input=False)),
+    (13, dict(v_reset=0.0, surrogate="erf", fire_at_threshold=False)),
+    (40, dict(v_reset=-0.25, surrogate="soft_sign")),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("plif", [False, True])
+@pytest.mark.parametrize("T,opts", _RECOMPUTE_CASES)
+def test_recompute_equals_saved_path(device, dtype, plif, T, opts):
+    """In fp32/fp64 the saved value is exact, so the recomputing backward gives the
+    saved-distance backward's gradients bit for bit (PLIF's dL/dk: to the rounding of
+    the fp64 sum over the programs, whose blocks may differ); both as the reference's."""
+    opts = dict(opts, v_threshold=0.6, **({} if plif else dict(tau=2.5 if T % 2 else 2.0)))
+    x, v0 = _inputs((T, 2, 37), dtype, device)
+    grads = _grad_outputs(x, True)
+    _, new, old = _both_backwards(x, v0, opts, plif, grads)
+    for a, b in zip(new[:2], old[:2]):
+        assert torch.equal(a, b)
+    if plif:
+        torch.testing.assert_close(new[2], old[2], rtol=1e-12 if dtype == torch.float64 else 1e-6, atol=0)
+    else:
+        cfg = make_config(**opts)
+        xr, vr = x.detach().requires_grad_(), v0.detach().requires_grad_()
+        ref = torch.autograd.grad(reference.lif_multistep(xr, vr, cfg, True), (xr, vr), grads)
+        for name, g, rg in zip(("grad x", "grad v_init"), new, ref):
+            assert_values(g, rg, name, grad=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("fire_at_threshold", [True, False])
+@pytest.mark.parametrize("plif", [False, True])
+def test_recompute_spikes_exact(device, dtype, fire_at_threshold, plif):
+    """Backward's recomputed spikes are the forward's in every dtype, exact ties
+    (h == v_threshold) and near-ties included. They are read off grad_x: with hard reset,
+    detach_reset and only grad_v_seq > 0, dL/dh_t = (dL/dv_t) * (1 - s_t) with
+    dL/dv_t > 0, so grad_x_t == 0 exactly where step t spiked."""
+    T = 7  # two chunks, the last partial
+    assert lif_triton.recomputes(torch.empty(T, 1))
+    vth = 0.625
+    x, _ = _inputs((T, 3, 40), dtype, device, scale=0.3)
+    x[:, :, :10] = 2 * vth  # tau = 2 (k = 1/2), v starting at 0: h_0 = vth exactly
+    x[:, :, 10:20] = (x[:, :, 10:20].float() * 1e-3 + vth).to(dtype)  # h close to vth
+    opts = dict(v_threshold=vth, v_reset=0.0, detach_reset=True, fire_at_threshold=fire_at_threshold)
+    gq = (torch.rand(x.shape, device=device) + 0.5).to(dtype)
+    xg = x.detach().requires_grad_()
+    if plif:
+        from tks_kernels.ops.plif import triton as plif_triton
+        out = plif_triton.plif_multistep(xg, None, torch.tensor(0.5, device=device), _plif_cfg(**opts), True)
+    else:
+        cfg = make_config(tau=2.0, **opts)
+        out = lif_triton.lif_multistep(xg, None, cfg, True)
+        assert_spikes(out[0], reference.lif_multistep(x, None, cfg)[0])
+    spikes = out[0]
+    assert (spikes[0, :, :10] == float(fire_at_threshold)).all()  # the ties happen
+    (gx,) = torch.autograd.grad(out[2], xg, gq)
+    assert torch.equal((gx == 0).to(dtype), spikes)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_recompute_refuses_modified_input(device):
+    """x changed in place after forward: autograd refuses the backward (the version
+    counter of the saved input), instead of recomputing from the new values."""
+    cfg = make_config(tau=2.0, v_threshold=0.5)
+    x = torch.randn(4, 20, device=device, requires_grad=True)
+    y = x * 1.0
+    s, _ = lif_triton.lif_multistep(y, None, cfg)
+    y.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        s.sum().backward()
+
+
+def test_tau_power_of_two_rule():
+    """Which taus multiply by 1/tau: powers of two whose reciprocal is exact in the
+    compute type (the product is then the correctly rounded quotient)."""
+    f32, f64 = torch.float32, torch.float64
+    for tau in (1.0, 2.0, 4.0, 1024.0, 2.0 ** 126, 2.0 ** 127, 0.5, 2.0 ** -126, 2.0 ** -127):
+        assert lif_triton.tau_is_power_of_two(tau, f32), tau
+        assert lif_triton.tau_is_power_of_two(tau, f64), tau
+    for tau in (3.0, 1.7, 100.0, 2.0 ** 0.5, 1.0 + 2.0 ** -23):
+        assert not lif_triton.tau_is_power_of_two(tau, f32), tau
+    assert not lif_triton.tau_is_power_of_two(2.0 ** -149, f32)  # 2^149 overflows fp32
+    assert lif_triton.tau_is_power_of_two(2.0 ** -149, f64)
+    assert lif_triton.tau_is_power_of_two(1.0 + 2.0 ** -30, f32)  # rounds to 1 in fp32
+    assert not lif_triton.tau_is_power_of_two(1.0 + 2.0 ** -30, f64)
+    assert not lif_triton.tau_is_power_of_two(float("inf"), f32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_surrogate_constant_from_the_host(dtype):
+    """The kernels take g''s loop-invariant factor from the host (surrogate_const): bit
+    for bit the compute-type arithmetic the kernel did itself, for many alphas."""
+    gen = torch.Generator().manual_seed(0)
+    alphas = torch.cat([torch.exp(torch.empty(3000, dtype=torch.float64).uniform_(-12, 12, generator=gen)),
+                        torch.tensor([1.0, 2.0, 4.0, 0.5, 3.0, 1e-30, 1e30])])
+    pi, sqrt_pi = (torch.tensor(v, dtype=dtype) for v in (torch.pi, torch.pi ** 0.5))
+    for alpha in alphas.tolist():
+        a = torch.tensor(alpha, dtype=dtype)
+        for kind, want in ((1, pi / 2 * a), (3, a / 2), (6, a / sqrt_pi), (0, a), (2, a)):
+            got = torch.tensor(lif_triton.surrogate_const(alpha, kind, dtype), dtype=dtype)
+            assert torch.equal(got, want), (alpha, kind, got.item(), want.item())
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's, under the interpreter
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tau", [2.0, 1024.0, 2.0 ** 20, 3.0, 10.0])
+def test_division_by_tau_bits_over_all_ranges(device, tau):
+    """h_0 = x_0 / tau for x over every fp32 exponent (random bit patterns, subnormal
+    inputs and quotients, the largest finite values, signed zeros): the kernel's v_last
+    (no spike, hard reset at 0: v = h) has the bits of torch's IEEE division, for a
+    power-of-two tau (the product by 1/tau) and for others (div_rn)."""
+    gen = torch.Generator().manual_seed(int(tau))
+    bits = torch.randint(-(2 ** 31), 2 ** 31 - 1, (1, 40000), generator=gen, dtype=torch.int64).to(torch.int32)
+    x = bits.view(torch.float32)
+    edges = torch.tensor([[0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 1.1754944e-38, 3.4028235e38, -3.4028235e38,
+                           2.0 ** -126 * 3, 1.0, -1.0, 6.0e-39]], dtype=torch.float32)
+    x = torch.cat([x[:, x[0].isfinite()], edges], dim=1).to(device)
+    cfg = make_config(tau=tau, v_threshold=3.0e38, v_reset=0.0)
+    with torch.no_grad():
+        _, v_last = lif_triton.lif_multistep(x, None, cfg)
+    want = x[0] / torch.tensor(tau, dtype=torch.float32)
+    assert torch.equal(v_last.view(torch.int32), (0.0 + want).view(torch.int32))

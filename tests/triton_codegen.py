@@ -88,21 +88,28 @@ SIZES = {"aligned": 4096, "unaligned": 37}
 def _lif_calls(quick: bool):
     """(label, thunk) for the LIF ops: a base configuration in every dtype and alignment;
     each option flipped from it for fp32 aligned (forward and backward, every surrogate)
-    and bf16 aligned (backward). The same for PLIF; TKS in four configurations."""
-    base_f = dict(decay_input=True, soft_reset=False, v_init=True, save=True, v_seq=False)
+    and bf16 aligned (backward: atan, piecewise_quadratic, tau=3). ``bwd`` is the
+    saved-distance backward, ``bwdx`` the recomputing one (T = 8: one full chunk). The
+    same for PLIF; TKS in four configurations."""
+    base_f = dict(decay_input=True, soft_reset=False, v_init=True, save=True, v_seq=False, tau=2.0)
     flips_f = [dict(decay_input=False), dict(soft_reset=True), dict(v_init=False), dict(save=False),
-               dict(v_seq=True)]
-    base_b = dict(decay_input=True, soft_reset=False, surrogate=0, gs=True, gl=True, gq=False, sg=False)
+               dict(v_seq=True), dict(tau=3.0)]
+    base_b = dict(decay_input=True, soft_reset=False, surrogate=0, gs=True, gl=True, gq=False, sg=False, tau=2.0)
     flips_b = [dict(decay_input=False), dict(soft_reset=True), dict(gq=True), dict(gs=False), dict(gl=False),
-               dict(sg=True)]
+               dict(sg=True), dict(tau=3.0)]
     flips_b += [dict(surrogate=s) for s in range(1, 7)]
+    base_x = dict(decay_input=True, soft_reset=False, surrogate=0, gs=True, gl=True, gq=False, v_init=True, tau=2.0)
+    flips_x = [dict(decay_input=False), dict(soft_reset=True), dict(gq=True), dict(gs=False), dict(gl=False),
+               dict(v_init=False), dict(tau=3.0)] + [dict(surrogate=s) for s in range(1, 7)]
     for dname, size in itertools.product(DTYPES, SIZES):
         full = size == "aligned" and dname in ("fp32", "bf16") and not quick
-        for o in [base_f] + ([{**base_f, **f} for f in flips_f] if full and dname == "fp32" else []):
+        for o in [base_f] + ([{**base_f, **f} for f in flips_f if dname == "fp32" or "tau" in f] if full else []):
             yield f"lif fwd {dname} {size} {_opts(o, base_f)}", _lif_fwd(DTYPES[dname], SIZES[size], o)
-        bflips = [f for f in flips_b if "surrogate" not in f or dname == "fp32"]
-        for o in [base_b] + ([{**base_b, **f} for f in bflips] if full else []):
-            yield f"lif bwd {dname} {size} {_opts(o, base_b)}", _lif_bwd(DTYPES[dname], SIZES[size], o)
+        # every surrogate in fp32; sigmoid (the base), atan and piecewise_quadratic in bf16
+        for base, flips, kind, fn in ((base_b, flips_b, "bwd", _lif_bwd), (base_x, flips_x, "bwdx", _lif_bwdx)):
+            chosen = [f for f in flips if dname == "fp32" or f.get("surrogate") in (1, 2) or "tau" in f]
+            for o in [base] + ([{**base, **f} for f in chosen] if full else []):
+                yield f"lif {kind} {dname} {size} {_opts(o, base)}", fn(DTYPES[dname], SIZES[size], o)
 
 
 def _plif_calls(quick: bool):
@@ -112,12 +119,17 @@ def _plif_calls(quick: bool):
     base_b = dict(decay_input=True, soft_reset=False, surrogate=0, gs=True, gl=True, gq=False, v_init=True, sg=False)
     flips_b = [dict(decay_input=False), dict(soft_reset=True), dict(gq=True), dict(gs=False), dict(gl=False),
                dict(v_init=False), dict(surrogate=6), dict(sg=True)]
+    base_x = dict(decay_input=True, soft_reset=False, surrogate=0, gs=True, gl=True, gq=False, v_init=True)
+    flips_x = [dict(decay_input=False), dict(soft_reset=True), dict(gq=True), dict(v_init=False),
+               dict(surrogate=1), dict(surrogate=2), dict(surrogate=6)]
     for dname, size in itertools.product(DTYPES, SIZES):
         full = size == "aligned" and dname in ("fp32", "bf16") and not quick
         for o in [base_f] + ([{**base_f, **f} for f in flips_f] if full and dname == "fp32" else []):
             yield f"plif fwd {dname} {size} {_opts(o, base_f)}", _plif_fwd(DTYPES[dname], SIZES[size], o)
-        for o in [base_b] + ([{**base_b, **f} for f in flips_b] if full else []):
+        for o in [base_b] + ([{**base_b, **f} for f in flips_b] if full and dname == "fp32" else []):
             yield f"plif bwd {dname} {size} {_opts(o, base_b)}", _plif_bwd(DTYPES[dname], SIZES[size], o)
+        for o in [base_x] + ([{**base_x, **f} for f in flips_x] if full else []):
+            yield f"plif bwdx {dname} {size} {_opts(o, base_x)}", _plif_bwdx(DTYPES[dname], SIZES[size], o)
 
 
 def _tks_calls(quick: bool):
@@ -136,7 +148,7 @@ def _lif_fwd(dtype, N, o):
     def call():
         x = torch.zeros(4, N, dtype=dtype)
         v0 = torch.zeros(N, dtype=dtype) if o["v_init"] else None
-        lif_triton.lif_forward_triton(x, v0, 2.0, o["decay_input"], 1.0, 0.0, o["soft_reset"], 0, 4.0, False,
+        lif_triton.lif_forward_triton(x, v0, o["tau"], o["decay_input"], 1.0, 0.0, o["soft_reset"], 0, 4.0, False,
                                       o["save"], o["v_seq"], True)
     return call
 
@@ -146,8 +158,22 @@ def _lif_bwd(dtype, N, o):
         d = torch.zeros(4, N, dtype=dtype)
         g = torch.zeros_like(d)
         lif_triton.lif_backward_triton(g if o["gs"] else None, g[0] if o["gl"] else None, g if o["gq"] else None,
-                                       d, 2.0, o["decay_input"], 1.0, 0.0, o["soft_reset"], o["surrogate"], 4.0,
+                                       d, o["tau"], o["decay_input"], 1.0, 0.0, o["soft_reset"], o["surrogate"], 4.0,
                                        False, True, _sg(d) if o["sg"] else None)
+    return call
+
+
+# T of the recomputing backward's compiles: one full chunk of the most steps
+X_STEPS = lif_triton.RECOMPUTE_CHUNK
+
+
+def _lif_bwdx(dtype, N, o):
+    def call():
+        x = torch.zeros(X_STEPS, N, dtype=dtype)
+        g = torch.zeros_like(x)
+        lif_triton.lif_backward_x_triton(g if o["gs"] else None, g[0] if o["gl"] else None, g if o["gq"] else None,
+                                         x, g[0] if o["v_init"] else None, o["tau"], o["decay_input"], 1.0, 0.0,
+                                         o["soft_reset"], o["surrogate"], 4.0, False, True)
     return call
 
 
@@ -177,6 +203,17 @@ def _plif_bwd(dtype, N, o):
                                          q, g[0] if o["v_init"] else None, _k(dtype), o["decay_input"], 1.0, 0.0,
                                          o["soft_reset"], o["surrogate"], 4.0, False, True,
                                          _sg(q) if o["sg"] else None)
+    return call
+
+
+def _plif_bwdx(dtype, N, o):
+    def call():
+        x = torch.zeros(X_STEPS, N, dtype=dtype)
+        g = torch.zeros_like(x)
+        plif_triton.plif_backward_x_triton(g if o["gs"] else None, g[0] if o["gl"] else None,
+                                           g if o["gq"] else None, x, g[0] if o["v_init"] else None, _k(dtype),
+                                           o["decay_input"], 1.0, 0.0, o["soft_reset"], o["surrogate"], 4.0, False,
+                                           True)
     return call
 
 
@@ -255,13 +292,12 @@ def _bn_bwd(dtype, shape, cl, o):
 
 def record(quick: bool):
     # CPU tensors stand in for CUDA ones: only their dtype, shape and alignment matter
-    for mod, name in ((lif_triton, "check_device"), (plif_triton, "check_device"), (tks_triton, "_check_device"),
-                      (bn_lif_triton, "check_device")):
+    for mod, name in ((lif_triton, "check_device"), (tks_triton, "_check_device"), (bn_lif_triton, "check_device")):
         setattr(mod, name, lambda t: None)
-    rec = Recorder([lif_triton._lif_forward_kernel, lif_triton._lif_backward_kernel,
-                    plif_triton._plif_forward_kernel, plif_triton._plif_backward_kernel, tks_triton._tks_loss_kernel,
-                    bn_lif_triton._bn_stats_kernel, bn_lif_triton._combine_kernel, bn_lif_triton._bn_lif_forward_kernel,
-                    bn_lif_triton._bn_lif_backward_kernel, bn_lif_triton._bn_input_grad_kernel])
+    rec = Recorder([lif_triton._forward_kernel, lif_triton._backward_kernel, lif_triton._backward_x_kernel,
+                    tks_triton._tks_loss_kernel, bn_lif_triton._bn_stats_kernel, bn_lif_triton._combine_kernel,
+                    bn_lif_triton._bn_lif_forward_kernel, bn_lif_triton._bn_lif_backward_kernel,
+                    bn_lif_triton._bn_input_grad_kernel])
     for label, call in itertools.chain(_lif_calls(quick), _plif_calls(quick), _tks_calls(quick)):
         rec.label = label
         n = len(rec.launches)
@@ -278,6 +314,8 @@ def record(quick: bool):
 # ----------------------------------------------------------------------------- measure
 
 _PTX_GLOBAL = re.compile(r"\b(ld|st)\.global((?:\.[A-Za-z0-9_:]+)*)\s")
+# one SASS instruction line of ``cuobjdump -sass``: "/*0a30*/  FADD R3, R2, R5 ;"
+_SASS_INSTR = re.compile(r"^\s*/\*[0-9a-f]{4,}\*/\s+[^;]+;", re.M)
 _SASS_GLOBAL = re.compile(r"\b(LDG|STG)\.E((?:\.[A-Z0-9_]+)*)")
 
 
@@ -319,6 +357,7 @@ def measure(ck, workdir: Path) -> Dict:
         "div_inexact": len(re.findall(r"\bdiv\.(?:full|approx)\.", ptx)),
         "fma": len(re.findall(r"\bfma\.", ptx)),
         "ftz": len(re.findall(r"\.ftz\b", ptx)),
+        "sass_instrs": len(_SASS_INSTR.findall(sass)),
     }
 
 
@@ -357,9 +396,11 @@ def main(argv=None):
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--quick", action="store_true", help="the base variant of each kernel and dtype only")
     ap.add_argument("--shard", default="0/1", help="I/N: compile every N-th launch from the I-th (parallel runs)")
+    ap.add_argument("--match", default="", help="only the variants whose label matches this regular expression")
     args = ap.parse_args(argv)
     i, n = (int(v) for v in args.shard.split("/"))
-    results = compile_all(record(args.quick), args.arch, (i, n))
+    launches = [launch for launch in record(args.quick) if re.search(args.match, launch[3])]
+    results = compile_all(launches, args.arch, (i, n))
     json.dump({"triton": triton.__version__, "arch": args.arch, "variants": results}, sys.stdout)
 
 

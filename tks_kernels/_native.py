@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-ABI_VERSION = 1  # csrc/tks_capi.h's TKS_ABI_VERSION
+ABI_VERSION = 2  # csrc/tks_capi.h's TKS_ABI_VERSION (2: the recomputing CPU backward)
 
 OK, ERR_VALUE, ERR_RUNTIME = 0, 1, 2
 SURROGATE_EXTERNAL = 100
@@ -35,6 +35,10 @@ _CPU_PROTOTYPES = {
     "tks_plif_forward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _I64, _I64, _D, _D, _D, _INT, _INT],
     "tks_plif_backward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.POINTER(_D), _I64, _I64, _D, _D, _D,
                               _INT, _INT, _D, _INT],
+    "tks_lif_recompute_max_steps_cpu": [_INT],
+    "tks_lif_backward_x_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _D, _D, _D, _INT, _INT, _D, _INT],
+    "tks_plif_backward_x_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, ctypes.POINTER(_D), _I64, _I64, _D, _D, _D,
+                                _INT, _INT, _D, _INT],
     "tks_loss_forward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _D, _D, _D, _INT,
                              _INT, _INT],
     "tks_convert_f16": [_P, _P, _I64, _INT],
@@ -56,6 +60,9 @@ _CUDA_PROTOTYPES = {
     "tks_bn_lif_backward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64,
                                  _I64, _D, _D, _D, _INT, _INT, _D, _INT, _P],
 }
+
+# Return types other than int (the error code).
+_RESTYPES = {"tks_lif_recompute_max_steps_cpu": _I64}
 
 _FIX = ("reinstall with `pip install .` (or `pip install -e .` in a checkout); it builds the native "
         "library with CMake and a C++ compiler, no torch needed at build time")
@@ -96,7 +103,7 @@ def _load(stem: str, prototypes: dict, with_workspace: bool = False):
         for name, argtypes in prototypes.items():
             fn = getattr(lib, name)
             fn.argtypes = argtypes
-            fn.restype = _INT
+            fn.restype = _RESTYPES.get(name, _INT)
         if with_workspace:
             lib.tks_plif_backward_cuda_workspace.argtypes = [_INT, _I64]
             lib.tks_plif_backward_cuda_workspace.restype = _I64

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "../cpu/huge_pages.h"
+#include "../cpu/lif_cpu_family.h"
 #include "../cpu/lif_cpu.h"
 #include "../cpu/parallel.h"
 #include "../cpu/plif_cpu.h"
@@ -85,6 +86,19 @@ bool check_backward_x(int dtype, int64_t T, int64_t N, int surrogate, const void
   require(T <= max_steps, "the recomputing backward takes T <= " + std::to_string(max_steps) +
                               " steps for this dtype (tks_lif_recompute_max_steps_cpu), got " + std::to_string(T));
   return true;
+}
+
+// The LIF kernels' own row conversions (csrc/cpu/lif_cpu_rows16.h), so the exhaustive
+// conversion tests cover what the kernels run.
+template <typename S>
+void convert_16(const void* in, void* out, int64_t n, int to_16) {
+  if (n == 0) return;
+  const cpu::Rows<float>& rows = cpu::rows_of<S>();
+  if (to_16) {
+    rows.store(static_cast<const float*>(in), out, 0, n);
+  } else {
+    rows.load(in, 0, static_cast<float*>(out), n);
+  }
 }
 
 }  // namespace
@@ -269,26 +283,14 @@ TKS_API int tks_loss_forward_cpu(int dtype, const void* logits, void* grad, cons
 TKS_API int tks_convert_f16(const void* in, void* out, int64_t n, int to_16) {
   return guarded([&] {
     require(n >= 0, "n must be >= 0, got " + std::to_string(n));
-    for (int64_t i = 0; i < n; ++i) {
-      if (to_16) {
-        static_cast<uint16_t*>(out)[i] = float_to_half_bits(static_cast<const float*>(in)[i]);
-      } else {
-        static_cast<float*>(out)[i] = half_bits_to_float(static_cast<const uint16_t*>(in)[i]);
-      }
-    }
+    convert_16<Half>(in, out, n, to_16);
   });
 }
 
 TKS_API int tks_convert_bf16(const void* in, void* out, int64_t n, int to_16) {
   return guarded([&] {
     require(n >= 0, "n must be >= 0, got " + std::to_string(n));
-    for (int64_t i = 0; i < n; ++i) {
-      if (to_16) {
-        static_cast<uint16_t*>(out)[i] = float_to_bf16_bits(static_cast<const float*>(in)[i]);
-      } else {
-        static_cast<float*>(out)[i] = bf16_bits_to_float(static_cast<const uint16_t*>(in)[i]);
-      }
-    }
+    convert_16<BFloat16>(in, out, n, to_16);
   });
 }
 

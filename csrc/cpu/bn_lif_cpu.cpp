@@ -41,10 +41,8 @@ static_assert(kChunk % kBlock == 0, "a chunk is whole blocks");
 // Channel-pattern periods (C * inner) up to which the per-lane vectors are expanded once.
 constexpr int64_t kPatternMax = 8192;
 // Statistics: elements per piece of work, and the widest group of lanes summed per lane.
-constexpr int64_t kStatElems = 32768;
-constexpr int64_t kStatLanes = 2048;
-// Runs of a channel at least this long are summed as runs, shorter ones lane by lane.
-constexpr int64_t kStatRun = 16;
+constexpr int64_t kStatElems = 131072;
+constexpr int64_t kStatLanes = 4096;
 
 // The neuron's charge kinds (template parameter Mode).
 constexpr int kLif = 0;      // division by tau
@@ -144,7 +142,7 @@ inline void fold_lanes(const double* p, int64_t n0, int64_t len, const BnLifShap
 // ---- statistics ----------------------------------------------------------------------
 // The tensor as R = T * N / (C * inner) rows of L = C * inner elements.
 
-// Channel c's sums over rows [r0, r1), its runs of `inner` >= kStatRun contiguous elements
+// Channel c's sums over rows [r0, r1), its runs of `inner` > kStatLanes contiguous elements
 // summed in 8 fixed lanes.
 template <typename scalar_t>
 TKS_CPU_CLONES void stat_runs(const scalar_t* __restrict__ y, int64_t L, int64_t inner, int64_t c, int64_t r0,
@@ -207,7 +205,11 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ y, const scalar_t
     lanes_ab.get(n0, len, buf, ab);
     const acc_t* __restrict__ a = ab[0];
     const acc_t* __restrict__ b = ab[1];
-    for (int64_t i = 0; i < len; ++i) v[i] = v_init ? Storage<scalar_t>::load(v_init[n0 + i]) : vr_charge;
+    if (v_init) {
+      for (int64_t i = 0; i < len; ++i) v[i] = Storage<scalar_t>::load(v_init[n0 + i]);
+    } else {
+      for (int64_t i = 0; i < len; ++i) v[i] = vr_charge;
+    }
     for (int64_t t = 0; t < s.T; ++t) {
       const int64_t off = t * s.N + n0;
 #pragma omp simd
@@ -233,7 +235,8 @@ TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ y, const scalar_t
 template <typename scalar_t, int Mode, bool DI, bool Res>
 TKS_CPU_CLONES void recompute_block(const scalar_t* __restrict__ y, const scalar_t* __restrict__ res,
                                     const acc_type_t<scalar_t>* __restrict__ a,
-                                    const acc_type_t<scalar_t>* __restrict__ b, acc_type_t<scalar_t>* __restrict__ v,
+                                    const acc_type_t<scalar_t>* __restrict__ b, const scalar_t* __restrict__ v_init,
+                                    acc_type_t<scalar_t>* __restrict__ v,
                                     acc_type_t<scalar_t>* __restrict__ hbuf, acc_type_t<scalar_t>* __restrict__ kbuf,
                                     const int64_t lanes, const int64_t T, const int64_t N, const int64_t n0,
                                     const int64_t len, const lif::Params p, const acc_type_t<scalar_t> tk,
@@ -242,6 +245,11 @@ TKS_CPU_CLONES void recompute_block(const scalar_t* __restrict__ y, const scalar
   const acc_t vth = p.v_threshold, vr = p.v_reset;
   const bool soft = p.soft_reset, at_threshold = p.fire_at_threshold;
   const acc_t vr_charge = soft ? acc_t(0) : vr;
+  if (v_init) {
+    for (int64_t i = 0; i < len; ++i) v[i] = Storage<scalar_t>::load(v_init[n0 + i]);
+  } else {
+    for (int64_t i = 0; i < len; ++i) v[i] = vr_charge;
+  }
   for (int64_t t = 0; t < T; ++t) {
     const int64_t off = t * N + n0;
     acc_t* __restrict__ hrow = hbuf + t * lanes;
@@ -260,11 +268,12 @@ TKS_CPU_CLONES void recompute_block(const scalar_t* __restrict__ y, const scalar
 }
 
 // The reverse recurrence over a recomputed block: hbuf row t (h_t) becomes gx_t as the
-// unfused LIF layer stores it (rounded to the storage type), gv (in: dL/dv_last) ends as
-// dL/dv_init. PLIF: ksum[i] += gh_t * kbuf row t (recompute_block's dh_t/dk term) per
-// lane, in the compute type.
+// unfused LIF layer stores it (rounded to the storage type); the carried gradient gv
+// starts at grad_v_last (or 0) and ends in grad_v_init (if given). PLIF: ksum[i] = the sum
+// of gh_t * kbuf row t (recompute_block's dh_t/dk term) per lane, in the compute type.
 template <typename scalar_t, int Mode, int32_t Kind>
-TKS_CPU_CLONES void reverse_block(const scalar_t* __restrict__ grad_spikes, acc_type_t<scalar_t>* __restrict__ hbuf,
+TKS_CPU_CLONES void reverse_block(const scalar_t* __restrict__ grad_spikes, const scalar_t* __restrict__ grad_v_last,
+                                  scalar_t* __restrict__ grad_v_init, acc_type_t<scalar_t>* __restrict__ hbuf,
                                   const acc_type_t<scalar_t>* __restrict__ kbuf, acc_type_t<scalar_t>* __restrict__ gv,
                                   acc_type_t<scalar_t>* __restrict__ sgrow, acc_type_t<scalar_t>* __restrict__ ksum,
                                   const int64_t lanes, const int64_t T, const int64_t N, const int64_t n0,
@@ -278,6 +287,14 @@ TKS_CPU_CLONES void reverse_block(const scalar_t* __restrict__ grad_spikes, acc_
   // or gh. PLIF: gh * k or gh.
   const acc_t input_div = Mode == kPlif ? lif::input_scale_k<acc_t>(tk, di) : lif::input_divisor<acc_t>(tk, di);
   const acc_t inv_input_div = acc_t(1) / input_div;
+  if (grad_v_last) {
+    for (int64_t i = 0; i < len; ++i) gv[i] = Storage<scalar_t>::load(grad_v_last[n0 + i]);
+  } else {
+    for (int64_t i = 0; i < len; ++i) gv[i] = acc_t(0);
+  }
+  if (Mode == kPlif) {
+    for (int64_t i = 0; i < len; ++i) ksum[i] = acc_t(0);
+  }
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t off = t * N + n0;
     acc_t* __restrict__ hrow = hbuf + t * lanes;
@@ -310,6 +327,9 @@ TKS_CPU_CLONES void reverse_block(const scalar_t* __restrict__ grad_spikes, acc_
       }
     }
   }
+  if (grad_v_init) {
+    for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = Storage<scalar_t>::store(gv[i]);
+  }
 }
 
 // What the block's gx goes to (template parameter Out).
@@ -317,7 +337,7 @@ constexpr int kOutGx = 0;    // gx itself (grad_residual, or grad_y before BN's 
 constexpr int kOutDy = 1;    // only BN's eval input gradient gx * scale (no residual)
 constexpr int kOutBoth = 2;  // grad_residual = gx and grad_y = gx * scale (eval with a residual)
 
-// Stores the block's gx (hbuf) and adds the per-lane sums p1 += gx, p2 += gx * (y - m).
+// Stores the block's gx (hbuf) and forms the per-lane sums p1 = sum_t gx, p2 = sum_t gx * (y - m).
 template <typename scalar_t, int Out>
 TKS_CPU_CLONES void store_block(const acc_type_t<scalar_t>* __restrict__ hbuf, const scalar_t* __restrict__ y,
                                 const acc_type_t<scalar_t>* __restrict__ a, const acc_type_t<scalar_t>* __restrict__ m,
@@ -325,6 +345,7 @@ TKS_CPU_CLONES void store_block(const acc_type_t<scalar_t>* __restrict__ hbuf, c
                                 double* __restrict__ p1, double* __restrict__ p2, const int64_t lanes, const int64_t T,
                                 const int64_t N, const int64_t n0, const int64_t len) {
   using acc_t = acc_type_t<scalar_t>;
+  for (int64_t i = 0; i < len; ++i) p1[i] = p2[i] = 0.0;
   for (int64_t t = 0; t < T; ++t) {
     const int64_t off = t * N + n0;
     const acc_t* __restrict__ grow = hbuf + t * lanes;
@@ -433,9 +454,11 @@ void bn_stats(const scalar_t* y, const BnLifShape& shape, double* mean, double* 
     const double k = static_cast<double>(Storage<scalar_t>::load(y[c * s.inner]));
     K[c] = std::isfinite(k) ? k : 0.0;
   }
-  const bool runs = s.inner >= kStatRun;
+  // Runs of one channel longer than kStatLanes are summed run by run (stat_runs), else
+  // each row's lanes of a group of channels are summed lane by lane (stat_lanes).
+  const bool runs = s.inner > kStatLanes;
   // Channels per group (the lanes path sums group * inner <= kStatLanes lanes per row).
-  const int64_t group = runs ? 1 : std::max<int64_t>(1, kStatLanes / s.inner);
+  const int64_t group = runs ? 1 : std::min(s.C, std::max<int64_t>(1, kStatLanes / s.inner));
   const int64_t groups = (s.C + group - 1) / group;
   const int64_t rows_per = std::max<int64_t>(1, kStatElems / (group * s.inner));
   const int64_t row_chunks = (R + rows_per - 1) / rows_per;
@@ -552,7 +575,6 @@ void bn_lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last, c
   const int64_t stride = 2 * s.C + 1;
   std::vector<double> part(static_cast<size_t>(chunks * stride), 0.0);
   const bool plif = mode == kPlif;
-  const acc_t vr_charge = p.soft_reset ? acc_t(0) : static_cast<acc_t>(p.v_reset);
   parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
     acc_t* hbuf = thread_buffer<acc_t>((plif ? 2 : 1) * s.T * lanes);
     acc_t* kbuf = plif ? hbuf + s.T * lanes : nullptr;
@@ -567,19 +589,10 @@ void bn_lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last, c
       for (int64_t n0 = chunk * kChunk; n0 < chunk_end; n0 += lanes) {
         const int64_t len = std::min(lanes, chunk_end - n0);
         lanes_v.get(n0, len, buf, vp);
-        for (int64_t i = 0; i < len; ++i) {
-          v[i] = v_init ? Storage<scalar_t>::load(v_init[n0 + i]) : vr_charge;
-          ksum[i] = acc_t(0);
-          p1[i] = p2[i] = 0.0;
-        }
-        kern.recompute(y, residual, vp[0], vp[1], v, hbuf, kbuf, lanes, s.T, s.N, n0, len, pp, tk, inv);
-        for (int64_t i = 0; i < len; ++i) {
-          v[i] = grad_v_last ? Storage<scalar_t>::load(grad_v_last[n0 + i]) : acc_t(0);  // now dL/dv
-        }
-        kern.reverse(grad_spikes, hbuf, kbuf, v, sgrow, ksum, lanes, s.T, s.N, n0, len, pp, tk, alpha);
-        if (grad_v_init) {
-          for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = Storage<scalar_t>::store(v[i]);
-        }
+        kern.recompute(y, residual, vp[0], vp[1], v_init, v, hbuf, kbuf, lanes, s.T, s.N, n0, len, pp, tk, inv);
+        // v is done with: it carries dL/dv now
+        kern.reverse(grad_spikes, grad_v_last, grad_v_init, hbuf, kbuf, v, sgrow, ksum, lanes, s.T, s.N, n0, len, pp,
+                     tk, alpha);
         kern.store(hbuf, y, vp[0], vp[2], gx_out, dy_out, p1, p2, lanes, s.T, s.N, n0, len);
         fold_lanes(p1, n0, len, s, sum1);
         fold_lanes(p2, n0, len, s, sum2);

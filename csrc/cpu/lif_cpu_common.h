@@ -1,4 +1,4 @@
-// What the fused CPU kernels of the LIF family (lif_cpu_kernels.h, plif_cpu_kernels.h) share: the
+// What the fused CPU kernels of the LIF family (lif_cpu_kernels.h, bn_lif_cpu.cpp) share: the
 // compute type, loads and stores between it and the storage type, the saved distance,
 // the instruction-set clones and the work sizes. Include only from .cpp files of
 // csrc/cpu (the macro TKS_CPU_CLONES is defined here).
@@ -46,7 +46,9 @@ acc_t* thread_buffer(int64_t n) {
 // memory bound.)
 // No FMA contraction in any clone (-ffp-contract=off in setup.py): spikes stay equal
 // to the reference's bit for bit.
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+// A file that defines TKS_CPU_NO_CLONES before including this one compiles the baseline
+// only (fp64: gradcheck's type, not worth a second copy of its code).
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(TKS_CPU_NO_CLONES)
 #define TKS_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define TKS_CPU_CLONES

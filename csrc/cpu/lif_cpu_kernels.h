@@ -1,305 +1,423 @@
-// Fused CPU LIF kernels. Each thread takes a range of neurons and walks it in
-// blocks of kBlock; for one block the membrane lives in a local fp32 (fp64 for
-// double) array while the time loop runs, and the inner loop over the block is
-// branch-free on options that are template parameters, so the compiler vectorises it.
+// The LIF family's CPU kernels (lif_cpu_family.h): LIF and parametric LIF in one set of
+// loops over rows of the compute type. Threads take ranges of fixed chunks of kChunk
+// neurons; for one chunk the membrane (or the carried gradient) lives in a local array
+// while the time loop runs over rows [t][chunk]. Include from lif_cpu_f32.cpp /
+// lif_cpu_f64.cpp only (TKS_LIF_FAMILY_INSTANTIATE).
+//
+// PLIF's dL/dk: each lane adds gh_t * charge_k_term over the steps in the compute type;
+// a chunk's lanes are then added in order in fp64 into that chunk's slot and the slots in
+// order after the parallel loop. The chunks are fixed by N alone, so the sum is the same
+// bits for any number of threads.
 #pragma once
 
-#include "lif_cpu.h"
-
-
 #include <algorithm>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "lif_cpu_common.h"
+#include "lif_cpu_family.h"
 
 namespace tks {
 namespace cpu {
 namespace {
 
-// One thread's range of neurons [begin, end). Everything arrives by value with
-// __restrict__ pointers: the compiler may keep the scalars in registers and
-// vectorise the inner loop (through a lambda's captures it cannot).
-template <typename scalar_t, bool DecayInput, bool Pow2, bool SaveD, bool SaveVSeq>
-TKS_CPU_CLONES void forward_range(const scalar_t* __restrict__ x, const scalar_t* __restrict__ v_init,
-                   scalar_t* __restrict__ spikes, scalar_t* __restrict__ v_last,
-                   scalar_t* __restrict__ v_seq, scalar_t* __restrict__ d_saved, int64_t T,
-                   int64_t N, const lif::Params p, int64_t begin, int64_t end) {
-  using acc_t = acc_type_t<scalar_t>;
-  const acc_t tau = p.tau, vth = p.v_threshold, vr = p.v_reset;
-  const acc_t inv_tau = acc_t(1) / tau;  // exact with Pow2 (lif::div_tau)
-  // Run-time options are loop invariants the compiler turns into selects: fewer
-  // template instances (a fast build) for a few more instructions per element.
-  const bool SoftReset = p.soft_reset;
-  const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
-  const bool at_threshold = p.fire_at_threshold;
-  acc_t v[kBlock];
-  for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
-    const int64_t len = std::min(kBlock, end - n0);
-    for (int64_t i = 0; i < len; ++i) {
-      v[i] = v_init ? Storage<scalar_t>::load(v_init[n0 + i]) : vr_charge;
+// Chunks are fixed by N alone (PLIF's dL/dk sum depends on them).
+constexpr int64_t kChunk = kBlock;
+// Chunks per parallel task: kGrain neurons per task.
+constexpr int64_t kGrainChunks = kGrain / kChunk;
+
+inline int64_t num_chunks(int64_t N) { return (N + kChunk - 1) / kChunk; }
+
+#if defined(__GNUC__)
+#define TKS_ALWAYS_INLINE inline __attribute__((always_inline))
+#define TKS_NOINLINE __attribute__((noinline))
+#else
+#define TKS_ALWAYS_INLINE inline
+#define TKS_NOINLINE
+#endif
+
+// Rows of the loops' element type L: the storage type itself (fp32, fp64, bf16: converted
+// inside the loops), or for fp16 (io.wide false) fp32 rows converted whole (F16C) into tmp.
+template <typename L>
+TKS_ALWAYS_INLINE const L* in_row(const Rows<acc_type_t<L>>& io, const void* base, int64_t off, L* tmp, int64_t n) {
+  if constexpr (std::is_same<L, acc_type_t<L>>::value) {
+    if (!io.wide) {
+      io.load(base, off, tmp, n);
+      return tmp;
     }
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t off = t * N + n0;
+  }
+  return static_cast<const L*>(base) + off;
+}
+// Where a row of results goes: in place, else tmp, which flush_row stores.
+template <typename L>
+TKS_ALWAYS_INLINE L* out_row(const Rows<acc_type_t<L>>& io, void* base, int64_t off, L* tmp) {
+  return io.wide ? static_cast<L*>(base) + off : tmp;
+}
+template <typename L>
+TKS_ALWAYS_INLINE void flush_row(const Rows<acc_type_t<L>>& io, const L* tmp, void* base, int64_t off, int64_t n) {
+  if constexpr (std::is_same<L, acc_type_t<L>>::value) {
+    if (!io.wide) io.store(tmp, base, off, n);
+  }
+}
+// A local row of compute-type values stored to a storage row.
+template <typename L>
+TKS_ALWAYS_INLINE void store_row(const Rows<acc_type_t<L>>& io, const acc_type_t<L>* src, void* base, int64_t off,
+                                 int64_t n) {
+  L* tmp = static_cast<L*>(base) + off;
+  if constexpr (std::is_same<L, acc_type_t<L>>::value) {
+    if (!io.wide) {
+      io.store(src, base, off, n);
+      return;
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) tmp[i] = Storage<L>::store(src[i]);
+}
+// A storage row as compute-type values in dst.
+template <typename L>
+TKS_ALWAYS_INLINE void load_row(const Rows<acc_type_t<L>>& io, const void* base, int64_t off, int64_t n,
+                                acc_type_t<L>* dst, L* tmp) {
+  const L* s = in_row<L>(io, base, off, tmp, n);
+  for (int64_t i = 0; i < n; ++i) dst[i] = Storage<L>::load(s[i]);
+}
+
+// The charge of LIF and PLIF, the reference's operation order: decay_input
+// v + (x - (v - vr)) / tau, else v - (v - vr) / tau + x; the division is a multiplication
+// by r when mul (PLIF's k; LIF's exact 1/tau, the same bits as the division).
+template <typename acc_t>
+TKS_ALWAYS_INLINE acc_t charge(acc_t v, acc_t x, acc_t tau, acc_t r, acc_t vr, bool mul, bool decay_input) {
+  const acc_t vm = v - vr;
+  const acc_t a = decay_input ? x - vm : vm;
+  const acc_t q = mul ? a * r : a / tau;
+  return decay_input ? v + q : (v - q) + x;
+}
+
+// One forward step over a row: h_t (into hr when H), s_t (into sr when Spikes), v_t.
+// Mul: c.mul, a template parameter so that the other branch's division is not computed.
+template <typename L, bool Spikes, bool H, bool Mul, typename acc_t = acc_type_t<L>>
+TKS_ALWAYS_INLINE void forward_row_m(const L* __restrict__ xr, acc_t* __restrict__ v, acc_t* __restrict__ hr,
+                                     L* __restrict__ sr, int64_t n, const Consts<acc_t>& c) {
+  const acc_t tau = c.tau, r = c.r, vth = c.vth, vr = c.vr, vrc = c.vr_charge;
+  const bool di = c.decay_input, soft = c.soft_reset, at = c.at_threshold;
 #pragma omp simd
-      for (int64_t i = 0; i < len; ++i) {
-        const acc_t h = lif::charge_div<Pow2, acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), tau, inv_tau,
-                                                     vr_charge, DecayInput);
-        const acc_t s = lif::fire<acc_t>(h, vth, at_threshold);
-        const acc_t vn = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
-        spikes[off + i] = Storage<scalar_t>::store(s);
-        if (SaveD) d_saved[off + i] = SavedDistance<scalar_t>::store(h - vth);
-        if (SaveVSeq) v_seq[off + i] = Storage<scalar_t>::store(vn);
-        v[i] = vn;
-      }
-    }
-    for (int64_t i = 0; i < len; ++i) v_last[n0 + i] = Storage<scalar_t>::store(v[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t h = charge<acc_t>(v[i], Storage<L>::load(xr[i]), tau, r, vrc, Mul, di);
+    const acc_t s = lif::fire<acc_t>(h, vth, at);
+    if (H) hr[i] = h;
+    if (Spikes) sr[i] = Storage<L>::store(s);
+    v[i] = lif::reset<acc_t>(h, s, vth, vr, soft);
+  }
+}
+template <typename L, bool Spikes, bool H, typename acc_t = acc_type_t<L>>
+TKS_ALWAYS_INLINE void forward_row(const L* xr, acc_t* v, acc_t* hr, L* sr, int64_t n, const Consts<acc_t>& c) {
+  if (c.mul) {
+    forward_row_m<L, Spikes, H, true>(xr, v, hr, sr, n, c);
+  } else {
+    forward_row_m<L, Spikes, H, false>(xr, v, hr, sr, n, c);
   }
 }
 
-template <typename scalar_t, bool DecayInput, bool Pow2, bool SaveD, bool SaveVSeq>
-void forward_impl(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
-                  scalar_t* v_last, scalar_t* v_seq, scalar_t* d_saved, int64_t T, int64_t N,
-                  const lif::Params& p) {
-  parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
-    forward_range<scalar_t, DecayInput, Pow2, SaveD, SaveVSeq>(x, v_init, spikes, v_last, v_seq,
-                                                                    d_saved, T, N, p, begin, end);
-  });
+// d = src - sub and g'(d) over a row (kind: a lif::Surrogate id; kExternalSurrogate: d only).
+// A function of its own: the exp-based surrogates fused into the reverse loop left it
+// scalar, and the reverse loop needs no instance per surrogate.
+template <typename acc_t>
+TKS_CPU_CLONES TKS_NOINLINE void surrogate_row(int32_t kind, const acc_t* __restrict__ src, acc_t sub,
+                                               acc_t* __restrict__ d, acc_t* __restrict__ sg, int64_t n,
+                                               acc_t alpha) {
+#define TKS_SG_CASE(K)                                                          \
+  case K: {                                                                     \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; ++i) {                       \
+      const acc_t di = src[i] - sub;                                            \
+      d[i] = di;                                                                \
+      sg[i] = lif::surrogate_grad_t<K, acc_t>(di, alpha);                       \
+    }                                                                           \
+    return;                                                                     \
+  }
+  switch (kind) {
+    TKS_SG_CASE(lif::kSigmoid)
+    TKS_SG_CASE(lif::kAtan)
+    TKS_SG_CASE(lif::kPiecewiseQuadratic)
+    TKS_SG_CASE(lif::kPiecewiseExp)
+    TKS_SG_CASE(lif::kSoftSign)
+    TKS_SG_CASE(lif::kSuperSpike)
+    TKS_SG_CASE(lif::kErf)
+    default:
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) d[i] = src[i] - sub;
+      return;
+  }
+#undef TKS_SG_CASE
 }
 
-template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
-TKS_CPU_CLONES void backward_range(const scalar_t* __restrict__ grad_spikes,
-                    const scalar_t* __restrict__ grad_v_last,
-                    const scalar_t* __restrict__ grad_v_seq,
-                    const scalar_t* __restrict__ d_saved,
-                    const acc_type_t<scalar_t>* __restrict__ sg_ext, scalar_t* __restrict__ grad_x,
-                    scalar_t* __restrict__ grad_v_init, int64_t T, int64_t N,
-                    const lif::Params p, const float alpha_f, int64_t begin, int64_t end) {
-  using acc_t = acc_type_t<scalar_t>;
-  const acc_t tau = p.tau, alpha = alpha_f, vth = p.v_threshold, vr = p.v_reset;
-  const acc_t input_div = lif::input_divisor<acc_t>(tau, p.decay_input);
-  const bool at_threshold = p.fire_at_threshold;
-  const bool SoftReset = p.soft_reset, DetachReset = p.detach_reset;
-  acc_t gv[kBlock];
-  for (int64_t n0 = begin; n0 < end; n0 += kBlock) {
-    const int64_t len = std::min(kBlock, end - n0);
-    for (int64_t i = 0; i < len; ++i) {
-      gv[i] = grad_v_last ? Storage<scalar_t>::load(grad_v_last[n0 + i]) : acc_t(0);
-    }
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const int64_t off = t * N + n0;
+// One reverse step over a row: dL/dh from d, g' and the gradients; dL/dx out, the
+// carried dL/dv in place, PLIF's dL/dk terms (kt = charge_k_term) summed per lane.
+template <typename L, bool Learnable, bool HasGvs, bool Mul, typename acc_t = acc_type_t<L>>
+TKS_ALWAYS_INLINE void reverse_row(const acc_t* __restrict__ d, const acc_t* __restrict__ sg,
+                                   const acc_t* __restrict__ kt, const L* __restrict__ gs,
+                                   const L* __restrict__ gvs, L* __restrict__ gx, acc_t* __restrict__ gv,
+                                   acc_t* __restrict__ sum, int64_t n, const Consts<acc_t>& c) {
+  const acc_t vth = c.vth, vr = c.vr, gx_div = c.gx_div, gx_r = c.gx_r, gv_c = c.gv_c, k = c.k;
+  const bool soft = c.soft_reset, detach = c.detach_reset, at = c.at_threshold;
 #pragma omp simd
-      for (int64_t i = 0; i < len; ++i) {
-        acc_t g = gv[i];
-        if (HasGradVSeq) g += Storage<scalar_t>::load(grad_v_seq[off + i]);
-        const acc_t d = Storage<scalar_t>::load(d_saved[off + i]);
-        acc_t sg;
-        if constexpr (Kind == lif::kExternalSurrogate) {
-          sg = sg_ext[off + i];
+  for (int64_t i = 0; i < n; ++i) {
+    acc_t g = gv[i];
+    if (HasGvs) g += Storage<L>::load(gvs[i]);
+    const acc_t gh = lif::step_backward<acc_t>(d[i], Storage<L>::load(gs[i]), g, sg[i], vth, vr, soft, detach, at);
+    gx[i] = Storage<L>::store(Mul ? gh * gx_r : gh / gx_div);
+    if (Learnable) {
+      gv[i] = lif::grad_v_prev_from_h_k<acc_t>(gh, k);
+      sum[i] += gh * kt[i];
+    } else {
+      gv[i] = gh * gv_c;
+    }
+  }
+}
+
+template <typename L, bool Learnable, typename acc_t = acc_type_t<L>>
+TKS_ALWAYS_INLINE void reverse_row_any(const acc_t* d, const acc_t* sg, const acc_t* kt, const L* gs, const L* gvs,
+                                       L* gx, acc_t* gv, acc_t* sum, int64_t n, const Consts<acc_t>& c) {
+  // Learnable (PLIF) always multiplies.
+  if (gvs) {
+    if (Learnable || c.mul) {
+      reverse_row<L, Learnable, true, true>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
+    } else {
+      reverse_row<L, Learnable, true, false>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
+    }
+  } else if (Learnable || c.mul) {
+    reverse_row<L, Learnable, false, true>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
+  } else {
+    reverse_row<L, Learnable, false, false>(d, sg, kt, gs, gvs, gx, gv, sum, n, c);
+  }
+}
+
+// v_init ([N]) of lanes [n0, n0 + n), or the rest potential.
+template <typename L, typename acc_t = acc_type_t<L>>
+TKS_ALWAYS_INLINE void load_state(const Rows<acc_t>& io, const void* src, int64_t n0, int64_t n, acc_t fill,
+                                  acc_t* dst, L* tmp) {
+  if (src) {
+    load_row<L>(io, src, n0, n, dst, tmp);
+  } else {
+    std::fill(dst, dst + n, fill);
+  }
+}
+
+template <typename L, typename acc_t = acc_type_t<L>>
+TKS_CPU_CLONES void forward_range(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N,
+                                  const Consts<acc_t>& c, int64_t c_begin, int64_t c_end) {
+  alignas(64) acc_t v[kChunk], h[kChunk], tmp[kChunk];
+  alignas(64) L xt[kChunk], st[kChunk];
+  const acc_t vth = c.vth;
+  for (int64_t ch = c_begin; ch < c_end; ++ch) {
+    const int64_t n0 = ch * kChunk;
+    const int64_t len = std::min(kChunk, N - n0);
+    load_state<L>(io, a.v_init, n0, len, c.vr_charge, v, xt);
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t off = t * N + n0;
+      const L* xr = in_row<L>(io, a.x, off, xt, len);
+      L* sr = out_row<L>(io, a.spikes, off, st);
+      if (a.saved) {
+        forward_row<L, true, true>(xr, v, h, sr, len, c);
+      } else {
+        forward_row<L, true, false>(xr, v, h, sr, len, c);
+      }
+      flush_row<L>(io, sr, a.spikes, off, len);
+      if (a.saved) {
+        if (c.saves_h) {
+          store_row<L>(io, h, a.saved, off, len);
         } else {
-          sg = lif::surrogate_grad_t<Kind, acc_t>(d, alpha);
+          // d = h - v_threshold; in 16-bit storage saturated with its sign kept (SavedDistance).
+          for (int64_t i = 0; i < len; ++i) tmp[i] = h[i] - vth;
+          if (io.wide) {
+            L* dr = static_cast<L*>(a.saved) + off;
+            for (int64_t i = 0; i < len; ++i) dr[i] = SavedDistance<L>::store(tmp[i]);
+          } else {
+            io.store_distance(tmp, a.saved, off, len);
+          }
         }
-        const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(grad_spikes[off + i]), g, sg, vth,
-                                                   vr, SoftReset, DetachReset, at_threshold);
-        grad_x[off + i] = Storage<scalar_t>::store(lif::grad_x_from_h<acc_t>(gh, input_div));
-        gv[i] = lif::grad_v_prev_from_h<acc_t>(gh, tau);
       }
+      if (a.v_seq) store_row<L>(io, v, a.v_seq, off, len);
     }
-    for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = Storage<scalar_t>::store(gv[i]);
+    store_row<L>(io, v, a.v_last, n0, len);
   }
 }
 
-template <typename scalar_t, int32_t Kind, bool HasGradVSeq>
-void backward_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
-                   const scalar_t* grad_v_seq, const scalar_t* d_saved,
-                   const acc_type_t<scalar_t>* sg_ext, scalar_t* grad_x, scalar_t* grad_v_init,
-                   int64_t T, int64_t N, const lif::Params& p, float alpha) {
-  parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
-    backward_range<scalar_t, Kind, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, d_saved, sg_ext,
-                                                grad_x, grad_v_init, T, N, p, alpha, begin, end);
-  });
-}
-
-// The recomputing backward over [begin, end): for each block of `lanes` neurons the
-// forward recurrence runs again from x (forward_range's expressions: the same charges,
-// hence the same spikes, bit for bit), every step's h kept in `hbuf` ([T][lanes]), then
-// the reverse recurrence reads h instead of a saved d. The reverse step is
-// backward_range's with d = h - vth formed in the compute type, so in fp32/fp64 the
-// gradients are the saved-d path's bit for bit, and in fp16/bf16 g' and the reset term
-// see the unrounded d.
-template <typename scalar_t, int32_t Kind, bool DecayInput, bool Pow2, bool HasGradVSeq>
-TKS_CPU_CLONES void backward_x_range(const scalar_t* __restrict__ grad_spikes,
-                                     const scalar_t* __restrict__ grad_v_last,
-                                     const scalar_t* __restrict__ grad_v_seq,
-                                     const scalar_t* __restrict__ x,
-                                     const scalar_t* __restrict__ v_init, scalar_t* __restrict__ grad_x,
-                                     scalar_t* __restrict__ grad_v_init,
-                                     acc_type_t<scalar_t>* __restrict__ hbuf, const int64_t lanes,
-                                     int64_t T, int64_t N, const lif::Params p, const float alpha_f,
-                                     int64_t begin, int64_t end) {
-  using acc_t = acc_type_t<scalar_t>;
-  const acc_t tau = p.tau, alpha = alpha_f, vth = p.v_threshold, vr = p.v_reset;
-  const bool SoftReset = p.soft_reset, DetachReset = p.detach_reset;
-  const bool at_threshold = p.fire_at_threshold;
-  const acc_t vr_charge = SoftReset ? acc_t(0) : vr;
-  const acc_t inv_tau = acc_t(1) / tau;  // exact with Pow2 (lif::div_tau)
-  // dL/dx = gh / tau (the reference's autograd divides) or gh.
-  const acc_t input_div = lif::input_divisor<acc_t>(tau, DecayInput);
-  const acc_t inv_input_div = acc_t(1) / input_div;
-  acc_t v[kBlock], sgrow[kBlock];
-  for (int64_t n0 = begin; n0 < end; n0 += lanes) {
-    const int64_t len = std::min(lanes, end - n0);
-    for (int64_t i = 0; i < len; ++i) {
-      v[i] = v_init ? Storage<scalar_t>::load(v_init[n0 + i]) : vr_charge;
+// The saved-path backward over chunks [c_begin, c_end): reads forward's saved value q
+// (d, or h when c.saves_h); PLIF recovers v_{t-1} from step t-1's q with the forward's
+// reset (lif::v_from_saved).
+template <typename L, bool Learnable, typename acc_t = acc_type_t<L>>
+TKS_CPU_CLONES void backward_range(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N,
+                                   const Consts<acc_t>& c, int32_t kind, acc_t alpha, double* partials,
+                                   int64_t c_begin, int64_t c_end) {
+  alignas(64) acc_t gv[kChunk], vfirst[kChunk], sum[kChunk], d[kChunk], sgt[kChunk], kt[kChunk];
+  alignas(64) acc_t qa[kChunk], qb[kChunk];
+  alignas(64) L gst[kChunk], gvst[kChunk], gxt[kChunk];
+  const acc_t vth = c.vth, vr = c.vr;
+  const bool saves_h = c.saves_h, at = c.at_threshold, soft = c.soft_reset, di = c.decay_input;
+  const acc_t* sg_ext = static_cast<const acc_t*>(a.sg);
+  for (int64_t ch = c_begin; ch < c_end; ++ch) {
+    const int64_t n0 = ch * kChunk;
+    const int64_t len = std::min(kChunk, N - n0);
+    load_state<L>(io, a.grad_v_last, n0, len, acc_t(0), gv, gxt);
+    if (Learnable) {
+      load_state<L>(io, a.v_init, n0, len, c.vr_charge, vfirst, gxt);
+      std::fill(sum, sum + len, acc_t(0));
     }
-    for (int64_t t = 0; t < T; ++t) {
-      const int64_t off = t * N + n0;
-      acc_t* __restrict__ hrow = hbuf + t * lanes;
-#pragma omp simd
-      for (int64_t i = 0; i < len; ++i) {
-        const acc_t h = lif::charge_div<Pow2, acc_t>(v[i], Storage<scalar_t>::load(x[off + i]), tau, inv_tau,
-                                                     vr_charge, DecayInput);
-        const acc_t s = lif::fire<acc_t>(h, vth, at_threshold);
-        hrow[i] = h;
-        v[i] = lif::reset<acc_t>(h, s, vth, vr, SoftReset);
-      }
-    }
-    acc_t* __restrict__ gv = v;  // the membrane is done with: the carried gradient takes its place
-    for (int64_t i = 0; i < len; ++i) {
-      gv[i] = grad_v_last ? Storage<scalar_t>::load(grad_v_last[n0 + i]) : acc_t(0);
-    }
+    // Step t's saved row (q) and step t-1's (qp), in the compute type.
+    acc_t* q = qa;
+    acc_t* qp = qb;
+    load_row<L>(io, a.saved, (T - 1) * N + n0, len, q, gxt);
     for (int64_t t = T - 1; t >= 0; --t) {
       const int64_t off = t * N + n0;
-      const acc_t* __restrict__ hrow = hbuf + t * lanes;
-      // g' in a loop of its own: fused into the loop below, an exp-based surrogate (the
-      // polynomial's integer select among the option selects) left that loop scalar.
-#pragma omp simd
-      for (int64_t i = 0; i < len; ++i) sgrow[i] = lif::surrogate_grad_t<Kind, acc_t>(hrow[i] - vth, alpha);
-#pragma omp simd
-      for (int64_t i = 0; i < len; ++i) {
-        acc_t g = gv[i];
-        if (HasGradVSeq) g += Storage<scalar_t>::load(grad_v_seq[off + i]);
-        const acc_t d = hrow[i] - vth;
-        const acc_t sg = sgrow[i];
-        const acc_t gh = lif::step_backward<acc_t>(d, Storage<scalar_t>::load(grad_spikes[off + i]), g, sg, vth,
-                                                   vr, SoftReset, DetachReset, at_threshold);
-        grad_x[off + i] = Storage<scalar_t>::store(lif::div_tau<Pow2, acc_t>(gh, input_div, inv_input_div));
-        gv[i] = lif::grad_v_prev_from_h<acc_t>(gh, tau);
+      surrogate_row<acc_t>(sg_ext ? lif::kExternalSurrogate : kind, q, saves_h ? vth : acc_t(0), d, sgt, len, alpha);
+      const acc_t* sg = sg_ext ? sg_ext + off : sgt;
+      if (t > 0) load_row<L>(io, a.saved, off - N, len, qp, gxt);
+      if (Learnable) {
+        for (int64_t i = 0; i < len; ++i) {
+          const acc_t h = lif::saved_to_charge<acc_t>(q[i], vth, saves_h);
+          acc_t v_prev = vfirst[i];
+          if (t > 0) {
+            v_prev = lif::v_from_saved<acc_t>(lif::saved_to_charge<acc_t>(qp[i], vth, saves_h),
+                                              lif::saved_to_distance<acc_t>(qp[i], vth, saves_h), vth, vr, soft, at);
+          }
+          kt[i] = lif::charge_k_term<acc_t>(h, v_prev, vr, di);
+        }
       }
+      const L* gs = in_row<L>(io, a.grad_spikes, off, gst, len);
+      const L* gvs = a.grad_v_seq ? in_row<L>(io, a.grad_v_seq, off, gvst, len) : nullptr;
+      L* gx = out_row<L>(io, a.grad_x, off, gxt);
+      reverse_row_any<L, Learnable>(d, sg, kt, gs, gvs, gx, gv, sum, len, c);
+      flush_row<L>(io, gx, a.grad_x, off, len);
+      std::swap(q, qp);
     }
-    for (int64_t i = 0; i < len; ++i) grad_v_init[n0 + i] = Storage<scalar_t>::store(gv[i]);
+    store_row<L>(io, gv, a.grad_v_init, n0, len);
+    if (Learnable) {
+      double chunk_sum = 0.0;
+      for (int64_t i = 0; i < len; ++i) chunk_sum += static_cast<double>(sum[i]);
+      partials[ch] = chunk_sum;
+    }
   }
 }
 
-template <typename scalar_t, int32_t Kind, bool DecayInput, bool Pow2, bool HasGradVSeq>
-void backward_x_impl(const scalar_t* grad_spikes, const scalar_t* grad_v_last, const scalar_t* grad_v_seq,
-                     const scalar_t* x, const scalar_t* v_init, scalar_t* grad_x, scalar_t* grad_v_init,
-                     int64_t T, int64_t N, const lif::Params& p, float alpha) {
-  using acc_t = acc_type_t<scalar_t>;
-  const int64_t lanes = recompute_lanes<acc_t>(T);
-  parallel_for(0, N, kGrain, [&](int64_t begin, int64_t end) {
-    acc_t* hbuf = thread_buffer<acc_t>(T * lanes);
-    backward_x_range<scalar_t, Kind, DecayInput, Pow2, HasGradVSeq>(grad_spikes, grad_v_last, grad_v_seq, x, v_init,
-                                                              grad_x, grad_v_init, hbuf, lanes, T, N, p, alpha,
-                                                              begin, end);
-  });
+// The recomputing backward over chunks [c_begin, c_end): each chunk is walked in
+// sub-blocks of `lanes` neurons; for one sub-block the forward recurrence runs again from
+// x (forward_row: the same charges, so the same spikes, bit for bit), every step's h kept
+// in `hbuf` ([T][lanes]), then the reverse recurrence reads h_t (and PLIF recovers
+// v_{t-1} from h_{t-1} with the forward's reset). In fp32/fp64 every output is the saved
+// path's bit for bit; in fp16/bf16 d is unrounded.
+template <typename L, bool Learnable, typename acc_t = acc_type_t<L>>
+TKS_CPU_CLONES void backward_x_range(const Rows<acc_t>& io, const Tensors& a, int64_t T, int64_t N,
+                                     const Consts<acc_t>& c, int32_t kind, acc_t alpha, acc_t* __restrict__ hbuf,
+                                     int64_t lanes, double* partials, int64_t c_begin, int64_t c_end) {
+  alignas(64) acc_t v[kChunk], gv[kChunk], vfirst[kChunk], sum[kChunk], d[kChunk], sgt[kChunk], kt[kChunk];
+  alignas(64) L xt[kChunk], gst[kChunk], gvst[kChunk], gxt[kChunk];
+  const acc_t vth = c.vth, vr = c.vr;
+  const bool at = c.at_threshold, soft = c.soft_reset, di = c.decay_input;
+  for (int64_t ch = c_begin; ch < c_end; ++ch) {
+    const int64_t n0 = ch * kChunk;
+    const int64_t len = std::min(kChunk, N - n0);
+    for (int64_t b0 = 0; b0 < len; b0 += lanes) {
+      const int64_t m0 = n0 + b0;
+      const int64_t bl = std::min(lanes, len - b0);
+      acc_t* __restrict__ sm = sum + b0;
+      load_state<L>(io, a.v_init, m0, bl, c.vr_charge, vfirst, xt);
+      std::copy(vfirst, vfirst + bl, v);
+      load_state<L>(io, a.grad_v_last, m0, bl, acc_t(0), gv, xt);
+      if (Learnable) std::fill(sm, sm + bl, acc_t(0));
+      for (int64_t t = 0; t < T; ++t) {
+        const L* xr = in_row<L>(io, a.x, t * N + m0, xt, bl);
+        forward_row<L, false, true>(xr, v, hbuf + t * lanes, static_cast<L*>(nullptr), bl, c);
+      }
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t off = t * N + m0;
+        const acc_t* __restrict__ hrow = hbuf + t * lanes;
+        surrogate_row<acc_t>(kind, hrow, vth, d, sgt, bl, alpha);
+        if (Learnable) {
+          const acc_t* __restrict__ hprev = t > 0 ? hbuf + (t - 1) * lanes : vfirst;
+          const bool first = t == 0;
+#pragma omp simd
+          for (int64_t i = 0; i < bl; ++i) {
+            const acc_t hp = hprev[i];
+            const acc_t v_prev = first ? hp : lif::reset<acc_t>(hp, lif::fire<acc_t>(hp, vth, at), vth, vr, soft);
+            kt[i] = lif::charge_k_term<acc_t>(hrow[i], v_prev, vr, di);
+          }
+        }
+        const L* gs = in_row<L>(io, a.grad_spikes, off, gst, bl);
+        const L* gvs = a.grad_v_seq ? in_row<L>(io, a.grad_v_seq, off, gvst, bl) : nullptr;
+        L* gx = out_row<L>(io, a.grad_x, off, gxt);
+        reverse_row_any<L, Learnable>(d, sgt, kt, gs, gvs, gx, gv, sm, bl, c);
+        flush_row<L>(io, gx, a.grad_x, off, bl);
+      }
+      store_row<L>(io, gv, a.grad_v_init, m0, bl);
+    }
+    if (Learnable) {
+      double chunk_sum = 0.0;
+      for (int64_t i = 0; i < len; ++i) chunk_sum += static_cast<double>(sum[i]);
+      partials[ch] = chunk_sum;
+    }
+  }
 }
 
 }  // namespace
 
-template <typename scalar_t>
-void lif_forward(const scalar_t* x, const scalar_t* v_init, scalar_t* spikes,
-                 scalar_t* v_last, scalar_t* v_seq, scalar_t* d_saved, int64_t T,
-                 int64_t N, const lif::Params& p) {
-  // Three run-time flags become template parameters: 8 specialisations (decay_input
-  // picks between two divisions, the outputs between stores).
-  // tau a power of two: multiplications by the exact 1/tau (lif::div_tau), 16 in all.
-  const bool pow2 = lif::exact_reciprocal<acc_type_t<scalar_t>>(static_cast<acc_type_t<scalar_t>>(p.tau));
-#define TKS_FWD(DI, SD, SV)                                                                            \
-  if (pow2) return forward_impl<scalar_t, DI, true, SD, SV>(x, v_init, spikes, v_last, v_seq, d_saved, T, N, p); \
-  return forward_impl<scalar_t, DI, false, SD, SV>(x, v_init, spikes, v_last, v_seq, d_saved, T, N, p)
-#define TKS_FWD_SV(DI, SD) \
-  if (v_seq) { TKS_FWD(DI, SD, true); } else { TKS_FWD(DI, SD, false); }
-#define TKS_FWD_SD(DI) \
-  if (d_saved) { TKS_FWD_SV(DI, true) } else { TKS_FWD_SV(DI, false) }
-  if (p.decay_input) { TKS_FWD_SD(true) } else { TKS_FWD_SD(false) }
-#undef TKS_FWD_SD
-#undef TKS_FWD_SV
-#undef TKS_FWD
+template <typename L>
+void family_forward(const Rows<acc_type_t<L>>& io, const Tensors& a, int64_t T, int64_t N, const Consts<acc_type_t<L>>& c) {
+  parallel_for(0, num_chunks(N), kGrainChunks,
+               [&](int64_t begin, int64_t end) { forward_range<L>(io, a, T, N, c, begin, end); });
 }
 
-template <typename scalar_t>
-void lif_backward(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
-                  const scalar_t* grad_v_seq, const scalar_t* d_saved,
-                  const acc_type_t<scalar_t>* sg_ext, scalar_t* grad_x, scalar_t* grad_v_init,
-                  int64_t T, int64_t N, const lif::Params& p, int32_t surrogate, float alpha) {
-#define TKS_BWD(K)                                                                      \
-  case K:                                                                               \
-    if (grad_v_seq) {                                                                   \
-      return backward_impl<scalar_t, K, true>(grad_spikes, grad_v_last, grad_v_seq,     \
-                                              d_saved, sg_ext, grad_x, grad_v_init, T, N, \
-                                              p, alpha);                                \
-    }                                                                                   \
-    return backward_impl<scalar_t, K, false>(grad_spikes, grad_v_last, grad_v_seq,      \
-                                             d_saved, sg_ext, grad_x, grad_v_init, T, N, p, \
-                                             alpha);
-  switch (surrogate) {
-    TKS_BWD(lif::kSigmoid)
-    TKS_BWD(lif::kAtan)
-    TKS_BWD(lif::kPiecewiseQuadratic)
-    TKS_BWD(lif::kPiecewiseExp)
-    TKS_BWD(lif::kSoftSign)
-    TKS_BWD(lif::kSuperSpike)
-    TKS_BWD(lif::kErf)
-    TKS_BWD(lif::kExternalSurrogate)
-    default:
-      break;
-  }
-#undef TKS_BWD
+template <typename L>
+double family_backward(const Rows<acc_type_t<L>>& io, const Tensors& a, int64_t T, int64_t N,
+                       const Consts<acc_type_t<L>>& c, int32_t surrogate, acc_type_t<L> alpha) {
+  std::vector<double> partials(c.learnable ? static_cast<size_t>(num_chunks(N)) : 0);
+  double* part = partials.data();
+  parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
+    if (c.learnable) {
+      backward_range<L, true>(io, a, T, N, c, surrogate, alpha, part, begin, end);
+    } else {
+      backward_range<L, false>(io, a, T, N, c, surrogate, alpha, part, begin, end);
+    }
+  });
+  double total = 0.0;
+  for (const double s : partials) total += s;
+  return total;
 }
 
-template <typename scalar_t>
-void lif_backward_x(const scalar_t* grad_spikes, const scalar_t* grad_v_last,
-                    const scalar_t* grad_v_seq, const scalar_t* x, const scalar_t* v_init,
-                    scalar_t* grad_x, scalar_t* grad_v_init, int64_t T, int64_t N,
-                    const lif::Params& p, int32_t surrogate, float alpha) {
-  const bool pow2 = lif::exact_reciprocal<acc_type_t<scalar_t>>(static_cast<acc_type_t<scalar_t>>(p.tau));
-#define TKS_BWDX_P2(K, DI, P2)                                                                              \
-  if (grad_v_seq) {                                                                                         \
-    return backward_x_impl<scalar_t, K, DI, P2, true>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x, \
-                                                      grad_v_init, T, N, p, alpha);                         \
-  }                                                                                                         \
-  return backward_x_impl<scalar_t, K, DI, P2, false>(grad_spikes, grad_v_last, grad_v_seq, x, v_init, grad_x,  \
-                                                     grad_v_init, T, N, p, alpha);
-#define TKS_BWDX_DI(K, DI) \
-  if (pow2) { TKS_BWDX_P2(K, DI, true) } else { TKS_BWDX_P2(K, DI, false) }
-#define TKS_BWDX(K)                                  \
-  case K:                                            \
-    if (p.decay_input) { TKS_BWDX_DI(K, true) } else { TKS_BWDX_DI(K, false) }
-  switch (surrogate) {
-    TKS_BWDX(lif::kSigmoid)
-    TKS_BWDX(lif::kAtan)
-    TKS_BWDX(lif::kPiecewiseQuadratic)
-    TKS_BWDX(lif::kPiecewiseExp)
-    TKS_BWDX(lif::kSoftSign)
-    TKS_BWDX(lif::kSuperSpike)
-    TKS_BWDX(lif::kErf)
-    default:
-      break;
-  }
-#undef TKS_BWDX
-#undef TKS_BWDX_DI
-#undef TKS_BWDX_P2
+template <typename L>
+double family_backward_x(const Rows<acc_type_t<L>>& io, const Tensors& a, int64_t T, int64_t N,
+                         const Consts<acc_type_t<L>>& c, int32_t surrogate, acc_type_t<L> alpha) {
+  using acc_t = acc_type_t<L>;
+  const int64_t lanes = recompute_lanes<acc_t>(T);
+  std::vector<double> partials(c.learnable ? static_cast<size_t>(num_chunks(N)) : 0);
+  double* part = partials.data();
+  parallel_for(0, num_chunks(N), kGrainChunks, [&](int64_t begin, int64_t end) {
+    acc_t* hbuf = thread_buffer<acc_t>(T * lanes);
+    if (c.learnable) {
+      backward_x_range<L, true>(io, a, T, N, c, surrogate, alpha, hbuf, lanes, part, begin, end);
+    } else {
+      backward_x_range<L, false>(io, a, T, N, c, surrogate, alpha, hbuf, lanes, part, begin, end);
+    }
+  });
+  double total = 0.0;
+  for (const double s : partials) total += s;
+  return total;
 }
+
+#undef TKS_ALWAYS_INLINE
+#undef TKS_NOINLINE
 
 }  // namespace cpu
 }  // namespace tks
 
-// Explicit instantiation for one storage type: one .cpp per type, so that the
-// types compile in parallel.
-#define TKS_LIF_CPU_INSTANTIATE(S)                                                         \
-  template void tks::cpu::lif_forward<S>(const S*, const S*, S*, S*, S*, S*, int64_t, int64_t,  \
-                                         const tks::lif::Params&);                              \
-  template void tks::cpu::lif_backward<S>(const S*, const S*, const S*, const S*,              \
-                                          const tks::cpu::acc_type_t<S>*, S*, S*, int64_t, int64_t, \
-                                          const tks::lif::Params&, int32_t, float);            \
-  template void tks::cpu::lif_backward_x<S>(const S*, const S*, const S*, const S*, const S*, S*, S*,    \
-                                            int64_t, int64_t, const tks::lif::Params&, int32_t, float);
+// The family's math for one loop element type L (lif_cpu_family.h's loop_type_t).
+#define TKS_LIF_FAMILY_INSTANTIATE(L)                                                                           \
+  template void tks::cpu::family_forward<L>(const tks::cpu::Rows<tks::cpu::acc_type_t<L>>&,                     \
+                                            const tks::cpu::Tensors&, int64_t, int64_t,                         \
+                                            const tks::cpu::Consts<tks::cpu::acc_type_t<L>>&);                  \
+  template double tks::cpu::family_backward<L>(const tks::cpu::Rows<tks::cpu::acc_type_t<L>>&,                  \
+                                               const tks::cpu::Tensors&, int64_t, int64_t,                      \
+                                               const tks::cpu::Consts<tks::cpu::acc_type_t<L>>&, int32_t,       \
+                                               tks::cpu::acc_type_t<L>);                                        \
+  template double tks::cpu::family_backward_x<L>(const tks::cpu::Rows<tks::cpu::acc_type_t<L>>&,                \
+                                                 const tks::cpu::Tensors&, int64_t, int64_t,                    \
+                                                 const tks::cpu::Consts<tks::cpu::acc_type_t<L>>&, int32_t,     \
+                                                 tks::cpu::acc_type_t<L>);

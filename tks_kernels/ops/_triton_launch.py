@@ -109,18 +109,53 @@ def scalar_bits(value: float, dtype: torch.dtype) -> int:
 
 
 def launch_config(n: int, dtype: torch.dtype) -> Tuple[int, int]:
-    """(BLOCK, num_warps). On the GPU: two 16-byte accesses per thread and tensor
-    (memory-bound kernels, H100/H200); when n is not a multiple of 16 (no vector access
-    possible) four elements per thread: each scalar access carries its own 64-bit address,
-    and 16 of them per thread took the 16-bit PLIF forward to 255 registers and a stack
-    spill (tests/test_codegen_triton.py). Under the interpreter one large block, as every
+    """(BLOCK, num_warps). On the GPU (memory-bound kernels, H100/H200): fp32 and fp64
+    two 16-byte accesses per thread and tensor, fp16/bf16 one (8 elements: two took the
+    bf16 backward to 116 registers with sigmoid, one takes it to 64; forward 64 -> 40;
+    sm_90 compile, tests/test_codegen_triton.py); when n is not a multiple of 16 (no
+    vector access possible) four elements per thread: each scalar access carries its own
+    64-bit address, and 16 of them per thread took the 16-bit PLIF forward to 255
+    registers and a stack spill. Under the interpreter one large block, as every
     program costs Python time."""
     if INTERPRETED:
         return max(16, min(triton.next_power_of_2(max(n, 1)), 4096)), 1
     if n % 16:
         return 4 * 32 * 4, 4
+    if dtype.itemsize == 2:
+        return 8 * 32 * 4, 4  # 1024
     elems_16b = 16 // dtype.itemsize
-    return 2 * elems_16b * 32 * 4, 4  # fp32: 1024, bf16/fp16: 2048, fp64: 512
+    return 2 * elems_16b * 32 * 4, 4  # fp32: 1024, fp64: 512
+
+
+def launch_config_k(n: int, dtype: torch.dtype) -> Tuple[int, int]:
+    """(BLOCK, num_warps) of PLIF's saved-distance backward (``_backward_kernel`` with
+    LEARN_TAU), which also carries v_{t-1}, the saved value two steps ahead and its dL/dk
+    sum: ``launch_config``'s elements per thread halved down to one 16-byte access (fp32
+    512, fp64 256; fp16/bf16 keep 1024), unaligned n 2 per thread. At launch_config's,
+    Triton 3.6 compiled the erf (fp32) and the unaligned fp64 variants for sm_90 with 2
+    registers spilled (8 B of stack); Triton 3.9 did not."""
+    block, warps = launch_config(n, dtype)
+    if INTERPRETED:
+        return block, warps
+    if n % 16 or block // (32 * warps) * dtype.itemsize > 16:
+        block //= 2
+    return block, warps
+
+
+def launch_config_x(n: int, dtype: torch.dtype, chunk: int, ieee_div: bool = False) -> Tuple[int, int]:
+    """(BLOCK, num_warps) of the recomputing backward (``_backward_x_kernel``), which
+    keeps ``chunk`` compute-type membranes per element in registers and has a chunk's
+    loads in flight at once: 4 warps, 4 elements per thread (16 bytes of fp32; fp16/bf16
+    access 8 bytes at a time), 2 for fp64, for n not a multiple of 16 (scalar accesses,
+    each with its own address), and for fp32 with ``ieee_div`` (LIF dividing by a tau that
+    is not a power of two: the IEEE division's slow-path call made ptxas keep a stack
+    frame at 4). Compiled for sm_90, tests/test_codegen_triton.py: no spills, at most
+    160 registers."""
+    if INTERPRETED:
+        return launch_config(n, dtype)
+    narrow = dtype == torch.float64 or n % 16 or (ieee_div and dtype == torch.float32)
+    per_thread = 2 if narrow else 4
+    return per_thread * 32 * 4, 4
 
 
 def is_dense(sizes, strides) -> bool:

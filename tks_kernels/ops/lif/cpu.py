@@ -19,7 +19,6 @@ fp16/bf16, nothing when no gradient is needed.
 """
 from __future__ import annotations
 
-import ctypes
 from typing import Callable, Optional
 
 import torch
@@ -53,30 +52,9 @@ _LIB.define(
     "bool detach_reset, bool fire_at_threshold=True) -> (Tensor grad_x, Tensor grad_v_init)"
 )
 
-_P, _I64, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-# The recomputing backward's C functions (csrc/tks_capi.h); a library without them (a
-# stale build) keeps the saved-d path.
-_X_PROTOTYPES = {
-    "tks_lif_backward_x_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _D, _D, _D, _INT, _INT, _D, _INT],
-    "tks_plif_backward_x_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, ctypes.POINTER(_D), _I64, _I64, _D, _D, _D,
-                                _INT, _INT, _D, _INT],
-}
-
-
-def _bind_recompute(lib) -> bool:
-    if lib is None or not all(hasattr(lib, name) for name in (*_X_PROTOTYPES, "tks_lif_recompute_max_steps_cpu")):
-        return False
-    for name, argtypes in _X_PROTOTYPES.items():
-        getattr(lib, name).argtypes = argtypes
-        getattr(lib, name).restype = _INT
-    lib.tks_lif_recompute_max_steps_cpu.argtypes = [_INT]
-    lib.tks_lif_recompute_max_steps_cpu.restype = _I64
-    return True
-
-
-HAS_RECOMPUTE = _bind_recompute(_native.cpu_lib)
+# The largest T per dtype for which the recomputing backward's buffer holds a block's charges.
 _MAX_STEPS = ({dtype: int(_native.cpu_lib.tks_lif_recompute_max_steps_cpu(code))
-               for dtype, code in _native.DTYPE_CODES.items()} if HAS_RECOMPUTE else {})
+               for dtype, code in _native.DTYPE_CODES.items()} if _native.cpu_lib is not None else {})
 
 
 def recompute_max_steps(dtype: torch.dtype) -> int:
@@ -281,7 +259,7 @@ def _backward_x(ctx, grad_spikes, grad_v_last, grad_v_seq):
 
 LIF_FORWARD_X = NativeOp(_LIB, "lif_forward_x", _setup_context_x, _backward_x)
 LIF_BACKWARD_X = NativeOp(_LIB, "lif_backward_x")
-if HAS_RECOMPUTE:
+if _native.cpu_lib is not None:
     LIF_FORWARD_X.register("cpu", _cpu_forward_x)
     LIF_BACKWARD_X.register("cpu", run_backward_x)
 

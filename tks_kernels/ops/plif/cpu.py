@@ -25,7 +25,7 @@ from ... import _native
 from .._layout import (check_float, check_same_device, check_step_tensor, check_steps, compute_dtype, grad_like,
                        like_layout, surrogate_grad_like, time_major_dense)
 from .._native_op import NativeOp
-from ..lif.cpu import HAS_RECOMPUTE, recomputes
+from ..lif.cpu import recomputes
 from . import PLIFConfig
 
 _LIB = torch.library.Library("tks_kernels", "FRAGMENT")
@@ -268,7 +268,7 @@ def _backward_x(ctx, grad_spikes, grad_v_last, grad_v_seq):
 
 PLIF_FORWARD_X = NativeOp(_LIB, "plif_forward_x", _setup_context_x, _backward_x)
 PLIF_BACKWARD_X = NativeOp(_LIB, "plif_backward_x")
-if HAS_RECOMPUTE:
+if _native.cpu_lib is not None:
     PLIF_FORWARD_X.register("cpu", _cpu_forward_x)
     PLIF_BACKWARD_X.register("cpu", run_backward_x)
 

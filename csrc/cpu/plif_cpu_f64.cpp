@@ -1,4 +1,0 @@
-// PLIF CPU kernels for double storage; the kernels are in plif_cpu_kernels.h.
-#include "plif_cpu_kernels.h"
-
-TKS_PLIF_CPU_INSTANTIATE(double)
