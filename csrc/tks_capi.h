@@ -157,6 +157,26 @@ TKS_API int tks_loss_forward_cuda(int dtype, const void* logits, void* grad, con
                                   double label_smoothing, int teacher_mean, int detach_teacher,
                                   void* stream);
 
+/* Fused batch norm + residual add + LIF, CUDA (csrc/cuda/bn_lif_cuda.h): the CPU functions'
+ * layout and outputs, on device pointers, enqueued on `stream`; plus the one-read batch
+ * statistics (mean, var: [C] fp64 in device memory, var biased). sums [2 * C] is fp64 in
+ * device memory. workspace: tks_bn_lif_workspace_cuda(...) bytes of device memory
+ * (backward = 0 for tks_bn_stats_cuda, 1 for the backward), for the current device. */
+TKS_API int64_t tks_bn_lif_workspace_cuda(int dtype, int64_t T, int64_t N, int64_t C, int64_t inner, int backward);
+TKS_API int tks_bn_stats_cuda(int dtype, const void* y, double* mean, double* var, void* workspace, int64_t T,
+                              int64_t N, int64_t C, int64_t inner, void* stream);
+TKS_API int tks_bn_lif_forward_cuda(int dtype, const void* y, const void* residual, const void* scale,
+                                    const void* shift, const void* v_init, void* spikes, void* v_last, int64_t T,
+                                    int64_t N, int64_t C, int64_t inner, double tau, double v_threshold,
+                                    double v_reset, int flags, void* stream);
+TKS_API int tks_bn_lif_backward_cuda(int dtype, const void* grad_spikes, const void* grad_v_last, const void* y,
+                                     const void* residual, const void* scale, const void* shift,
+                                     const void* center, const void* invstd, const void* v_init, void* grad_y,
+                                     void* grad_residual, void* grad_v_init, double* sums, void* workspace,
+                                     int64_t T, int64_t N, int64_t C, int64_t inner, double tau,
+                                     double v_threshold, double v_reset, int flags, int surrogate, double alpha,
+                                     int batch_stats, void* stream);
+
 /* Fused batch norm + residual add + LIF, CPU (csrc/cpu/bn_lif_cpu.h). y, residual, spikes,
  * grad_spikes, grad_y, grad_residual: [T, N]; v_init, v_last, grad_v_last, grad_v_init: [N];
  * scale, shift, center, invstd: [C] in the compute dtype; the channel of element n of a

@@ -228,12 +228,15 @@ def test_plif_backward_is_deterministic_across_thread_counts():
 
 
 @needs_plif
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape, channels_last", [((2, 3, 5, 7, 9), False), ((2, 3, 5, 7, 9), True),
                                                    ((3, 4, 6), False), ((2, 2, 3, 40, 40), False),
-                                                   ((2, 2, 24, 6, 6), True)])
+                                                   ((2, 2, 24, 6, 6), True), ((1, 2, 2, 67, 71), False),
+                                                   ((1, 3, 1500, 2, 2), False)])
 def test_native_batch_statistics(dtype, shape, channels_last):
-    # the one-read statistics kernel against torch.var_mean in fp64, a large mean included
+    # the one-read statistics kernel against torch.var_mean in fp64, a large mean included;
+    # shapes for each path: channel groups of short runs (and more channels than one group
+    # holds), whole runs as lanes, runs longer than a group (67 * 71 > 4096)
     gen = torch.Generator().manual_seed(7)
     y = (torch.randn(shape, generator=gen, dtype=torch.float64) * 0.5 + 100.0).to(dtype)
     if channels_last:

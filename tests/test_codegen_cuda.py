@@ -306,3 +306,50 @@ def test_report_bf16_counts(kernels):
     assert rows
     for row in sorted(rows):
         print("bf16 %-26s %-22s regs %3d  SASS instructions %5d" % (row[0], row[1], row[2], row[3]))
+
+
+# The fused BN + LIF kernels (csrc/cuda/bn_lif_cuda.cu): template <S, VT, Vec[, Kind]>.
+BN_LIF_STREAMING = ("bn_lif_forward_kernel", "bn_lif_backward_kernel", "bn_input_grad_kernel", "bn_stats_kernel")
+
+
+def test_bn_lif_kernels_compile(kernels):
+    names = {k["kernel"] for k in kernels if k["file"] == "bn_lif_cuda.cu"}
+    assert set(BN_LIF_STREAMING) | {"bn_stats_finalize_kernel", "bn_lif_sums_kernel"} <= names, names
+    # every dtype x (vector, scalar) x 7 surrogates
+    assert len([k for k in kernels if k["kernel"] == "bn_lif_backward_kernel"]) == 4 * 2 * 7
+
+
+def test_bn_lif_vector_paths_are_128_bit(kernels):
+    # Vec: every [T, N] / [N] stream is read and written 16 bytes at a time; narrower are
+    # only the per-channel vectors' gathers (4 or 8 bytes), the statistics' shift (one
+    # storage element per channel) and the fp64 column partials (8 bytes).
+    vec = [k for k in kernels if k["kernel"] in BN_LIF_STREAMING and len(k["args"]) >= 2 and k["args"][1] == 1]
+    assert len(vec) == 4 * (1 + 1 + 1 + 7), len(vec)
+    bad = []
+    for k in vec:
+        elem = {"fp32": 4, "fp64": 8, "bf16": 2, "fp16": 2}[k["dtype"]]
+        narrow_ld = {w for w in k["LDG"] if w != 16}
+        narrow_st = {w for w in k["STG"] if w != 16}
+        allowed_ld = {4, 8} | ({elem} if k["kernel"] == "bn_stats_kernel" else set())
+        allowed_st = {8} if k["kernel"] in ("bn_stats_kernel", "bn_lif_backward_kernel") else set()
+        if not k["LDG"].get(16) or narrow_ld - allowed_ld or narrow_st - allowed_st or (
+                k["kernel"] != "bn_stats_kernel" and not k["STG"].get(16)):
+            bad.append(f"{k['kernel']}<{k['dtype']}, {k['args']}>: LDG {k['LDG']}, STG {k['STG']}")
+    assert not bad, "\n".join(bad)
+
+
+def test_bn_lif_ieee_division_and_no_contraction(kernels):
+    bad = []
+    for k in kernels:
+        if k["kernel"] not in BN_LIF_STREAMING or "fma" not in k:
+            continue
+        label = f"{k['kernel']}<{k['dtype']}, {k['args']}>"
+        if k["div_inexact"]:
+            bad.append(f"{label}: {k['div_inexact']} div.full/div.approx")
+        if k["kernel"] == "bn_lif_forward_kernel" and k["dtype"] != "fp64" and not k["div_rn_f32"]:
+            bad.append(f"{label}: the division by tau is not div.rn.f32")
+        no_exp = k["kernel"] in ("bn_lif_forward_kernel", "bn_input_grad_kernel") or (
+            k["kernel"] == "bn_lif_backward_kernel" and k["args"][-1] in NO_EXP_KINDS)
+        if no_exp and k["fma"]:
+            bad.append(f"{label}: {k['fma']} fma in the PTX (built with -fmad=false)")
+    assert not bad, "\n".join(bad)

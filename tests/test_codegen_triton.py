@@ -96,7 +96,7 @@ def _lif_family(v) -> bool:
 
 def test_every_kernel_compiles(variants):
     kernels = {v["kernel"] for v in variants}
-    assert kernels == {*LIF_FAMILY, "_tks_loss_kernel"}
+    assert kernels == {*LIF_FAMILY, "_tks_loss_kernel"} | BN_LIF_KERNELS
     assert len(variants) >= 60, len(variants)
     for v in variants:
         assert v["num_warps"] >= 1 and v["regs"] > 0, v["label"]
@@ -166,6 +166,46 @@ def test_ieee_division_and_no_contraction(variants):
         c = v["constexprs"]
         lif_div = not c.get("LEARN_TAU") and c.get("DECAY_INPUT") and not c.get("TAU_POW2")
         if lif_div and not c.get("IS_F64") and v["div_rn_f32"] == 0:
+            bad.append(f"{v['label']}: the division by tau is not div.rn.f32")
+    assert not bad, "\n".join(bad)
+
+
+BN_LIF_KERNELS = {"_bn_stats_kernel", "_combine_kernel", "_bn_lif_forward_kernel", "_bn_lif_backward_kernel",
+                  "_bn_input_grad_kernel"}
+
+
+def test_bn_lif_streams_are_16_bytes(variants):
+    # Aligned steps (rows or channels a multiple of 16 elements): every [T, N] stream
+    # (y, residual, spikes, gradients, the backward's scratch) moves in 16-byte accesses.
+    # Narrower are only the per-channel vectors' loads (scale, shift, center, pc, qc, the
+    # statistics' shift y_c: a few per tile) and the two fp64 partial stores per program.
+    mine = [v for v in variants if v["kernel"] in BN_LIF_KERNELS - {"_combine_kernel"}
+            and "unaligned" not in v["label"]]
+    assert len(mine) >= 30, len(mine)
+    bad = []
+    for v in mine:
+        narrow_ld = sum(n for w, n in v["sass_ldg"].items() if w != "16")
+        narrow_st = {w: n for w, n in v["sass_stg"].items() if w != "16"}
+        partial_st = {"8": 2} if v["kernel"] in ("_bn_stats_kernel", "_bn_lif_backward_kernel") else {}
+        if narrow_ld > 8 or narrow_st != partial_st or not v["sass_ldg"].get("16"):
+            bad.append(f"{v['label']} {v['kernel']}: SASS loads {v['sass_ldg']}, stores {v['sass_stg']}")
+        if v["kernel"] != "_bn_stats_kernel" and not v["sass_stg"].get("16"):
+            bad.append(f"{v['label']} {v['kernel']}: no 16-byte store ({v['sass_stg']})")
+    assert not bad, "\n".join(bad)
+
+
+def test_bn_lif_ieee_division_and_no_contraction(variants):
+    # the forward and the recomputing backward must give the CPU kernel's spikes bit for bit
+    bad = []
+    for v in variants:
+        if v["kernel"] not in ("_bn_lif_forward_kernel", "_bn_lif_backward_kernel", "_bn_input_grad_kernel"):
+            continue
+        if v["div_inexact"] or v["enable_fp_fusion"]:
+            bad.append(f"{v['label']}: {v['div_inexact']} div.full/approx, fp fusion {v['enable_fp_fusion']}")
+        if not v["constexprs"].get("IS_F64") and (v["fma"] or v["ftz"]):
+            bad.append(f"{v['label']} {v['kernel']}: {v['fma']} fma, {v['ftz']} .ftz in the PTX")
+        if (v["kernel"] != "_bn_input_grad_kernel" and v["constexprs"].get("DECAY_INPUT")
+                and not v["constexprs"].get("IS_F64") and v["div_rn_f32"] == 0):
             bad.append(f"{v['label']}: the division by tau is not div.rn.f32")
     assert not bad, "\n".join(bad)
 

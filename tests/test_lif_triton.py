@@ -727,3 +727,24 @@ def test_surrogate_constant_from_the_host(dtype):
         for kind, want in ((1, pi / 2 * a), (3, a / 2), (6, a / sqrt_pi), (0, a), (2, a)):
             got = torch.tensor(lif_triton.surrogate_const(alpha, kind, dtype), dtype=dtype)
             assert torch.equal(got, want), (alpha, kind, got.item(), want.item())
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's, under the interpreter
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tau", [2.0, 1024.0, 2.0 ** 20, 3.0, 10.0])
+def test_division_by_tau_bits_over_all_ranges(device, tau):
+    """h_0 = x_0 / tau for x over every fp32 exponent (random bit patterns, subnormal
+    inputs and quotients, the largest finite values, signed zeros): the kernel's v_last
+    (no spike, hard reset at 0: v = h) has the bits of torch's IEEE division, for a
+    power-of-two tau (the product by 1/tau) and for others (div_rn)."""
+    gen = torch.Generator().manual_seed(int(tau))
+    bits = torch.randint(-(2 ** 31), 2 ** 31 - 1, (1, 40000), generator=gen, dtype=torch.int64).to(torch.int32)
+    x = bits.view(torch.float32)
+    edges = torch.tensor([[0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 1.1754944e-38, 3.4028235e38, -3.4028235e38,
+                           2.0 ** -126 * 3, 1.0, -1.0, 6.0e-39]], dtype=torch.float32)
+    x = torch.cat([x[:, x[0].isfinite()], edges], dim=1).to(device)
+    cfg = make_config(tau=tau, v_threshold=3.0e38, v_reset=0.0)
+    with torch.no_grad():
+        _, v_last = lif_triton.lif_multistep(x, None, cfg)
+    want = x[0] / torch.tensor(tau, dtype=torch.float32)
+    assert torch.equal(v_last.view(torch.int32), (0.0 + want).view(torch.int32))

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import triton  # noqa: E402
 
+from tks_kernels.ops.bn_lif import triton as bn_lif_triton  # noqa: E402
 from tks_kernels.ops.lif import triton as lif_triton  # noqa: E402
 from tks_kernels.ops.plif import triton as plif_triton  # noqa: E402
 from tks_kernels.ops.tks import triton as tks_triton  # noqa: E402
@@ -224,17 +225,89 @@ def _tks(dtype, C, labels, grad):
     return call
 
 
+# Steps of the fused BN + LIF op: NCHW with whole rows per tile (32x32), NCHW with many
+# rows per tile (4x4), channels_last (C = 64); unaligned: 7x7 rows, 10 channels.
+BN_LIF_SHAPES = {"nchw": ((4, 8, 16, 32, 32), False), "nchw4x4": ((4, 8, 64, 4, 4), False),
+                 "cl": ((4, 8, 64, 8, 8), True), "nchw7x7 unaligned": ((4, 8, 16, 7, 7), False),
+                 "cl10 unaligned": ((4, 8, 10, 8, 8), True)}
+
+
+def _bn_lif_calls(quick: bool):
+    """(label, thunk, launches) for the fused BN + LIF op: statistics, forward and
+    backward per layout and dtype; for fp32 NCHW each option flipped from the base
+    (residual, v_init, grad_v_last, batch statistics) and every surrogate."""
+    base_f = dict(decay_input=True, soft_reset=False, res=True, v_init=True)
+    flips_f = [dict(decay_input=False), dict(soft_reset=True), dict(res=False), dict(v_init=False)]
+    base_b = dict(decay_input=True, soft_reset=False, surrogate=0, res=True, v_init=True, gl=True, batch_stats=True)
+    flips_b = [dict(decay_input=False), dict(soft_reset=True), dict(res=False), dict(v_init=False), dict(gl=False),
+               dict(batch_stats=False)] + [dict(surrogate=k) for k in range(1, 7)]
+    for dname in ("fp32", "bf16", "fp16", "fp64"):
+        for lname, (shape, cl) in BN_LIF_SHAPES.items():
+            if (quick and lname != "nchw") or (dname in ("fp16", "fp64") and lname not in ("nchw", "cl10 unaligned")):
+                continue
+            full = not quick and dname == "fp32" and lname == "nchw"
+            yield f"bn_lif stats {dname} {lname}", _bn_stats(DTYPES[dname], shape, cl), 2
+            for o in [base_f] + ([{**base_f, **f} for f in flips_f] if full else []):
+                yield f"bn_lif fwd {dname} {lname} {_opts(o, base_f)}", _bn_fwd(DTYPES[dname], shape, cl, o), 1
+            for o in [base_b] + ([{**base_b, **f} for f in flips_b] if full else []):
+                yield (f"bn_lif bwd {dname} {lname} {_opts(o, base_b)}", _bn_bwd(DTYPES[dname], shape, cl, o),
+                       3 if o["batch_stats"] else 2)
+
+
+def _bn_tensor(dtype, shape, cl):
+    y = torch.zeros(shape, dtype=dtype)
+    if cl:
+        y = y.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, shape[:2])
+    return y
+
+
+def _bn_vec(dtype, C):
+    return torch.zeros(C, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+def _bn_stats(dtype, shape, cl):
+    def call():
+        bn_lif_triton.bn_stats_triton(_bn_tensor(dtype, shape, cl))
+    return call
+
+
+def _bn_fwd(dtype, shape, cl, o):
+    def call():
+        y = _bn_tensor(dtype, shape, cl)
+        v = _bn_vec(dtype, shape[2])
+        bn_lif_triton.bn_lif_forward_triton(y, y if o["res"] else None, v, v, y[0] if o["v_init"] else None, 2.0,
+                                            o["decay_input"], 1.0, 0.0, o["soft_reset"], True)
+    return call
+
+
+def _bn_bwd(dtype, shape, cl, o):
+    def call():
+        y = _bn_tensor(dtype, shape, cl)
+        v = _bn_vec(dtype, shape[2])
+        bn_lif_triton.bn_lif_backward_triton(y, y[0] if o["gl"] else None, y, y if o["res"] else None, v, v, v, v,
+                                             y[0] if o["v_init"] else None, 2.0, o["decay_input"], 1.0, 0.0,
+                                             o["soft_reset"], False, True, o["surrogate"], 4.0, o["batch_stats"])
+    return call
+
+
 def record(quick: bool):
     # CPU tensors stand in for CUDA ones: only their dtype, shape and alignment matter
-    for mod, name in ((lif_triton, "check_device"), (tks_triton, "_check_device")):
+    for mod, name in ((lif_triton, "check_device"), (tks_triton, "_check_device"), (bn_lif_triton, "check_device")):
         setattr(mod, name, lambda t: None)
     rec = Recorder([lif_triton._forward_kernel, lif_triton._backward_kernel, lif_triton._backward_x_kernel,
-                    tks_triton._tks_loss_kernel])
+                    tks_triton._tks_loss_kernel, bn_lif_triton._bn_stats_kernel, bn_lif_triton._combine_kernel,
+                    bn_lif_triton._bn_lif_forward_kernel, bn_lif_triton._bn_lif_backward_kernel,
+                    bn_lif_triton._bn_input_grad_kernel])
     for label, call in itertools.chain(_lif_calls(quick), _plif_calls(quick), _tks_calls(quick)):
         rec.label = label
         n = len(rec.launches)
         call()
         assert len(rec.launches) == n + 1, f"{label}: expected one launch, got {len(rec.launches) - n}"
+    for label, call, launches in _bn_lif_calls(quick):
+        rec.label = label
+        n = len(rec.launches)
+        call()
+        assert len(rec.launches) == n + launches, f"{label}: expected {launches} launches, got {len(rec.launches) - n}"
     return rec.launches
 
 

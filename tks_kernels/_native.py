@@ -55,6 +55,10 @@ _CUDA_PROTOTYPES = {
                                _D, _P],
     "tks_loss_forward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _D, _D, _D, _INT,
                               _INT, _P],
+    "tks_bn_stats_cuda": [_INT, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _P],
+    "tks_bn_lif_forward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _D, _D, _D, _INT, _P],
+    "tks_bn_lif_backward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64,
+                                 _I64, _D, _D, _D, _INT, _INT, _D, _INT, _P],
 }
 
 # Return types other than int (the error code).
@@ -103,6 +107,8 @@ def _load(stem: str, prototypes: dict, with_workspace: bool = False):
         if with_workspace:
             lib.tks_plif_backward_cuda_workspace.argtypes = [_INT, _I64]
             lib.tks_plif_backward_cuda_workspace.restype = _I64
+            lib.tks_bn_lif_workspace_cuda.argtypes = [_INT, _I64, _I64, _I64, _I64, _INT]
+            lib.tks_bn_lif_workspace_cuda.restype = _I64
     except AttributeError as exc:
         return None, f"{path} lacks a function ({exc}; a stale build)"
     return lib, None

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "../cuda/bn_lif_cuda.h"
 #include "../cuda/lif_cuda.h"
 #include "../cuda/plif_cuda.h"
 #include "../cuda/tks_cuda.h"
@@ -181,4 +182,97 @@ TKS_API int tks_loss_forward_cuda(int dtype, const void* logits, void* grad, con
   });
 }
 
+// ---- fused BN + residual + LIF (csrc/cuda/bn_lif_cuda.h) ------------------------------
+
 }  // extern "C"
+
+namespace {
+
+// The checks every bn_lif call shares; false when there is nothing to compute.
+bool check_bn_lif_cuda(int dtype, int64_t T, int64_t N, int64_t C, int64_t inner) {
+  check_dtype(dtype);
+  check_sizes(T, N);
+  require(C >= 1, "C (channels) must be >= 1, got " + std::to_string(C));
+  require(inner >= 1, "inner (the channel stride within a step) must be >= 1, got " + std::to_string(inner));
+  require(N % (C * inner) == 0, "N (" + std::to_string(N) + ") must be a multiple of C * inner (" +
+                                    std::to_string(C) + " * " + std::to_string(inner) + ")");
+  return N > 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+TKS_API int64_t tks_bn_lif_workspace_cuda(int dtype, int64_t T, int64_t N, int64_t C, int64_t inner, int backward) {
+  if (dtype < TKS_FLOAT32 || dtype > TKS_BFLOAT16) return -1;
+  return cuda::bn_lif_workspace_cuda(static_cast<cuda::DType>(dtype), cuda::BnLifShape{T, N, C, inner}, backward != 0);
+}
+
+TKS_API int tks_bn_stats_cuda(int dtype, const void* y, double* mean, double* var, void* workspace, int64_t T,
+                              int64_t N, int64_t C, int64_t inner, void* stream) {
+  return guarded([&] {
+    if (!check_bn_lif_cuda(dtype, T, N, C, inner)) return;
+    check_ptr(y, "y");
+    check_ptr(mean, "mean");
+    check_ptr(var, "var");
+    check_ptr(workspace, "workspace");
+    check_cuda(cuda::bn_stats_cuda(cuda_dtype(dtype), y, mean, var, workspace, cuda::BnLifShape{T, N, C, inner},
+                                   as_stream(stream)),
+               "bn_stats_cuda");
+  });
+}
+
+TKS_API int tks_bn_lif_forward_cuda(int dtype, const void* y, const void* residual, const void* scale,
+                                    const void* shift, const void* v_init, void* spikes, void* v_last, int64_t T,
+                                    int64_t N, int64_t C, int64_t inner, double tau, double v_threshold,
+                                    double v_reset, int flags, void* stream) {
+  return guarded([&] {
+    if (!check_bn_lif_cuda(dtype, T, N, C, inner)) return;
+    check_ptr(y, "y");
+    check_ptr(scale, "scale");
+    check_ptr(shift, "shift");
+    check_ptr(spikes, "spikes");
+    check_ptr(v_last, "v_last");
+    check_cuda(cuda::bn_lif_forward_cuda(cuda_dtype(dtype), y, residual, scale, shift, v_init, spikes, v_last,
+                                         cuda::BnLifShape{T, N, C, inner},
+                                         make_params(tau, v_threshold, v_reset, flags), as_stream(stream)),
+               "bn_lif_forward_cuda");
+  });
+}
+
+TKS_API int tks_bn_lif_backward_cuda(int dtype, const void* grad_spikes, const void* grad_v_last, const void* y,
+                                     const void* residual, const void* scale, const void* shift,
+                                     const void* center, const void* invstd, const void* v_init, void* grad_y,
+                                     void* grad_residual, void* grad_v_init, double* sums, void* workspace,
+                                     int64_t T, int64_t N, int64_t C, int64_t inner, double tau,
+                                     double v_threshold, double v_reset, int flags, int surrogate, double alpha,
+                                     int batch_stats, void* stream) {
+  return guarded([&] {
+    require(surrogate >= 0 && surrogate < lif::kNumSurrogates,
+            "surrogate id must be in [0, " + std::to_string(int(lif::kNumSurrogates)) + "), got " +
+                std::to_string(surrogate));
+    // N == 0: nothing to do, the caller zero-fills sums.
+    if (!check_bn_lif_cuda(dtype, T, N, C, inner)) return;
+    check_ptr(grad_spikes, "grad_spikes");
+    check_ptr(y, "y");
+    check_ptr(scale, "scale");
+    check_ptr(shift, "shift");
+    check_ptr(center, "center");
+    check_ptr(grad_y, "grad_y");
+    check_ptr(sums, "sums");
+    check_ptr(workspace, "workspace");
+    require((residual == nullptr) == (grad_residual == nullptr),
+            "grad_residual must be given exactly when residual is");
+    require((v_init == nullptr) == (grad_v_init == nullptr), "grad_v_init must be given exactly when v_init is");
+    if (batch_stats) check_ptr(invstd, "invstd");
+    check_cuda(cuda::bn_lif_backward_cuda(cuda_dtype(dtype), grad_spikes, grad_v_last, y, residual, scale, shift,
+                                          center, invstd, v_init, grad_y, grad_residual, grad_v_init, sums,
+                                          workspace, cuda::BnLifShape{T, N, C, inner},
+                                          make_params(tau, v_threshold, v_reset, flags), surrogate,
+                                          static_cast<float>(alpha), batch_stats != 0, as_stream(stream)),
+               "bn_lif_backward_cuda");
+  });
+}
+
+}  // extern "C"
+

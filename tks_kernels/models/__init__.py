@@ -6,12 +6,13 @@ image, repeated over T) or ``[T, B, C, H, W]`` (a sequence, e.g. event frames) a
 returns per-step logits ``[T, B, num_classes]``; ``model(x, T=t)`` runs a static input
 for ``t`` steps instead of ``model.T``. Neurons are reset at the start and end of every call.
 
-``neuron``: LIF options updating :data:`PAPER_NEURON` (the TKS paper's neuron);
+``neuron``: LIF options updating :data:`PAPER_NEURON` (the TKS paper's neuron; with
+``learnable_tau=True`` the neurons are ParametricLIF, ``init_tau=tau``);
 ``backend``: the LIF backend of every neuron ("auto", "torch", "cpu", "triton", "cuda").
 ``fuse_bn`` (default True; also settable as ``model.fuse_bn``): every BN -> LIF pair, with a
-residual block's add, runs as one fused op (``ops/bn_lif``) where the neuron is LIF with a
-built-in surrogate and its backend has the kernel (today: cpu, torch); False runs today's
-separate layers. The modules and so the state_dict are the same either way.
+residual block's add, runs as one fused op (``ops/bn_lif``) where the neuron is LIF or
+ParametricLIF with a built-in surrogate and its backend has the kernel (today: cpu, torch);
+False runs today's separate layers. The modules and so the state_dict are the same either way.
 """
 from __future__ import annotations
 

@@ -37,6 +37,8 @@ from ..lif import FLOAT_DTYPES, LIFConfig
 BACKEND_MODULES: Dict[str, str] = {
     "torch": "reference",
     "cpu": "cpu",
+    "triton": "triton",
+    "cuda": "cuda",
 }
 # Backends with a fused kernel for this op (kept for callers of the old name).
 FUSED_BACKENDS = tuple(BACKEND_MODULES)

@@ -167,14 +167,19 @@ def _tks_loss_kernel(
             tl.store(grad_row + offs_c[None, :], g.to(grad_ptr.dtype.element_ty), mask=mask)
 
 
-def _launch_config(T: int, C: int) -> Tuple[int, int, int]:
+def _launch_config(T: int, C: int, soft_grad: bool = False) -> Tuple[int, int, int]:
     """(BLOCK_T, BLOCK_C, num_warps): all steps, and a chunk of classes giving a tile of
-    about 4096 elements (16 fp32 registers per thread and tile with 8 warps)."""
+    about 4096 elements (16 fp32 registers per thread and tile with 8 warps).
+
+    ``soft_grad`` (soft targets and the gradient: the most tiles live at once) halves the
+    tile to 2048 elements at 8 warps: with 4096, Triton 3.6 spilled 24 B at its 128-register
+    cap for bf16 logits with C=1000 (3.9 did not)."""
     block_t = triton.next_power_of_2(max(T, 1))
     if _INTERPRETED:  # one large tile: every chunk costs Python time
         return block_t, max(1, min(triton.next_power_of_2(C), 8192 // block_t)), 1
-    block_c = max(1, min(triton.next_power_of_2(C), max(32, 4096 // block_t)))
-    warps = 8 if block_t * block_c >= 4096 else 4
+    tile = 2048 if soft_grad else 4096
+    block_c = max(1, min(triton.next_power_of_2(C), max(32, tile // block_t)))
+    warps = 8 if block_t * block_c >= tile else 4
     return block_t, block_c, warps
 
 
@@ -219,7 +224,7 @@ def tks_loss_triton(
     probs = None if has_labels else target.to(acc).contiguous()
     terms = torch.empty((2, B), dtype=acc, device=logits.device)
     grad = torch.empty((T, B, C), dtype=logits.dtype, device=logits.device) if compute_grad else None
-    block_t, block_c, warps = _launch_config(T, C)
+    block_t, block_c, warps = _launch_config(T, C, soft_grad=compute_grad and not has_labels)
     ctx = torch.cuda.device(logits.device) if logits.device.type == "cuda" else contextlib.nullcontext()
     with ctx:
         _tks_loss_kernel[(B,)](
