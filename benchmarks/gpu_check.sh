@@ -16,7 +16,8 @@
 #  3. correctness: `pytest -m gpu` of every test file holding GPU tests, all files at
 #     once as parallel processes sharing Triton's cache (build/triton-cache, kept for a
 #     rerun), every GPU backend against the reference;
-#  4. bandwidth: LIF (triton, cuda), PLIF and TKS benchmarks against a device copy, each
+#  4. bandwidth: LIF (triton, cuda), PLIF, TKS and the fused BN+LIF pair against a device
+#     copy, LIF's recomputing backward against the saved-distance one, each
 #     row written to $GPU_CHECK_LOG_DIR/benchmarks.jsonl the moment it is measured;
 #  5. the rest: the Triton launch-configuration sweep; the CUDA kernels against the host
 #     math (ctest) when cmake is there and time is left;
@@ -294,7 +295,7 @@ MODES = ("fwd", "bwd", "fwd+bwd", "infer")
 lif = {}
 for r in rows:
     words = str(r.get("case", "")).split()
-    if len(words) < 4 or words[0] != "lif" or words[1] not in MODES or "(" in r.get("case", ""):
+    if len(words) != 4 or words[0] != "lif" or words[1] not in MODES or "(" in r.get("case", ""):
         continue
     if not dry and (not str(r.get("device", "")).startswith("cuda") or numel(r.get("shape")) < BIG):
         continue
@@ -313,6 +314,17 @@ if lif:
             else:
                 line += f" {'-':>17s}"
         print(line)
+def fraction_rows(title, selected):
+    if selected:
+        print(f"\n{title}: median ms, GB/s (fraction of a device copy)")
+        for r in selected:
+            print(f"  {r['case']:44s} {str(r.get('shape', '')):18s} {float(r.get('median_ms', 'nan')):9.3f} ms"
+                  f" {float(r.get('GB/s', 'nan')):8.1f} ({float(r.get('copy_frac', 'nan')):4.2f})")
+
+fraction_rows("LIF Triton backward, recomputing from x against the saved distance",
+              [r for r in rows if str(r.get("group", "")).startswith("lif-triton-recompute")])
+fraction_rows("Fused BN+LIF pair forward+backward (unfused: BN layer + Triton LIF)",
+              [r for r in rows if str(r.get("case", "")).startswith("bn+lif pair")])
 plif = [r for r in rows if "plif/lif" in r]
 if plif:
     print("\nPLIF / LIF forward+backward time (interleaved, median of rounds):")
@@ -378,9 +390,12 @@ main() {
   rm -f "$RESULTS"
   step "bench lif/plif/tks" 100 bench benchmarks/test_bench_lif_triton.py::test_lif_triton \
     benchmarks/test_bench_lif_cuda.py benchmarks/test_bench_plif.py benchmarks/test_bench_tks.py
+  step "bench bn+lif pair" 40 bench benchmarks/test_bench_bn_lif_gpu.py
+  step "bench recompute vs saved" 40 bench benchmarks/test_bench_lif_triton.py::test_lif_triton_recompute_vs_saved
 
   # --- 5. the rest -----------------------------------------------------------------------
-  step "bench launch configs" 60 bench benchmarks/test_bench_lif_triton.py::test_lif_triton_launch_configs
+  step "bench launch configs" 60 bench benchmarks/test_bench_lif_triton.py::test_lif_triton_launch_configs \
+    benchmarks/test_bench_lif_triton.py::test_lif_triton_backward_x_configs
   if [ "$DRY_RUN" = 1 ]; then
     skip_step ctest "dry run (CI runs ctest itself)"
   elif ! command -v cmake >/dev/null 2>&1; then
