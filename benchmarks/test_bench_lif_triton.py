@@ -168,7 +168,7 @@ def test_lif_triton_recompute_vs_saved(benchmark, monkeypatch, path, mode, dtype
 @pytest.mark.parametrize("config", X_CONFIGS, ids=lambda c: f"block{c[0]}-warps{c[1]}")
 def test_lif_triton_backward_x_configs(benchmark, monkeypatch, config, dtype, shape):
     """Block size and warps of the recomputing backward (``launch_config_x``)."""
-    monkeypatch.setattr(lif_triton, "launch_config_x", lambda n, dt, chunk: config)
+    monkeypatch.setattr(lif_triton, "launch_config_x", lambda n, dt, chunk, ieee_div=False: config)
     x, g, forward, _ = _setup("triton", shape, dtype, "bwd")
     run_case(benchmark, _case(forward, x, g, "bwd"), name=f"lif bwd triton {str(dtype)[6:]} x {config}",
              bytes_moved=_nbytes(shape, dtype, "bwd"), group=f"lif-triton-x-configs {str(dtype)[6:]} {shape}",
