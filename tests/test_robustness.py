@@ -550,8 +550,12 @@ def test_sigint_exits_with_a_short_message_and_a_resumable_checkpoint(tmp_path, 
     argv[argv.index("--epochs") + 1] = "400"  # long enough to be interrupted
     out = tmp_path / "int"
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # SIGINT back to its default in the child, as in a terminal: a shell without job control
+    # starts background jobs (CI's, `cmd &`) with SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler, so the Ctrl-C this test sends would be lost
     proc = subprocess.Popen(_train_cmd(*argv, "--out", str(out)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+                            stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoint.pt").exists():
