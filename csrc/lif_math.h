@@ -186,9 +186,8 @@ TKS_HD T step_forward(T v_prev, T x, const Params& p, T* s_out, T* v_out) {
 // exp in fp32 that host compilers vectorise (std::exp is a library call they
 // cannot): Cephes' polynomial with explicit FMAs, within 2 ulp of std::exp on
 // [-87.3, 88] (csrc/tests/test_lif_math.cpp; tests/test_lif_cpu_math.py measures it
-// against float64 over a dense grid); inputs outside are clamped (the surrogates only
-// need exp of non-positive arguments, where that means a result below 1.2e-38), NaN
-// stays NaN. n = round(x / ln2) by the magic-constant trick (the FMA rounds x*log2(e) +
+// against float64 over a dense grid); inputs outside are clamped (a result below 1.2e-38
+// or about 1.7e38: the surrogates' tails, where g' is ~0 either way), NaN stays NaN. n = round(x / ln2) by the magic-constant trick (the FMA rounds x*log2(e) +
 // 1.5*2^23 to an integer in the low bits, which also give 2^n), no floor or compare.
 // About 16 vector instructions per 8 lanes in the x86-64-v3 clone (the baseline clone
 // calls libm's fmaf: correct, slower, only on CPUs without AVX2). The FMAs are explicit
@@ -259,31 +258,17 @@ TKS_HD float exp_nonpos_t<float>(float x) {
   return exp_nonpos_f32(x);
 }
 
-// The sigmoid surrogate's derivative a*sg*(1 - sg), sg = sigmoid(a*x), as the reference.
-template <typename T>
-TKS_HD T sigmoid_grad(T x, T alpha) {
-  const T sg = T(1) / (T(1) + exp_t<T>(-alpha * x));
-  return alpha * sg * (T(1) - sg);
-}
-#if !defined(__CUDA_ARCH__)
-// fp32 on the host: the same function as a*e/(1+e)^2 with e = exp(-|a*x|) (symmetric, so
-// exp never overflows and one exp, one division per value; no cancellation in 1 - sg for
-// large a*x either). A few ulp from the float64 truth (tests/test_lif_cpu_math.py).
-template <>
-inline float sigmoid_grad<float>(float x, float alpha) {
-  const float e = exp_nonpos_f32(-std::fabs(alpha * x));
-  const float u = 1.0f + e;
-  return alpha * e / (u * u);
-}
-#endif
-
 // dS/dx of the surrogate at x = h - v_threshold.
 template <typename T>
 TKS_HD T surrogate_grad(int32_t kind, T x, T alpha) {
   const T pi = T(3.14159265358979323846);
   switch (kind) {
-    case kSigmoid:
-      return sigmoid_grad<T>(x, alpha);
+    case kSigmoid: {
+      // The reference's form (1 - sg cancels for large a*x there too, so the kernels
+      // match it elementwise; a*e/(1+e)^2 would be more accurate, but not the reference).
+      const T sg = T(1) / (T(1) + exp_t<T>(-alpha * x));
+      return alpha * sg * (T(1) - sg);
+    }
     case kAtan: {
       const T u = pi / T(2) * alpha * x;
       return alpha / (T(2) * (T(1) + u * u));
