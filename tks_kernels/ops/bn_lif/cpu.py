@@ -23,6 +23,7 @@ import torch
 
 from ... import _native
 from .._layout import like_layout, time_major_dense
+from .. import _cpu_cache
 from .._native_op import NativeOp
 from ..lif import LIFConfig
 from . import BNArgs, batch_norm_coefficients
@@ -124,8 +125,8 @@ def _forward(y_in, residual, scale, shift, v_init, decay, decay_input, v_thresho
     d = _check_k(y, decay) if plif else decay
     res = None if residual is None else like_layout(residual, y)
     v0 = None if v_init is None else like_layout(v_init, y[0])
-    spikes = torch.empty_like(y)
-    v_last = torch.empty_like(y[0])
+    spikes = _cpu_cache.empty_like(y)
+    v_last = _cpu_cache.empty_like(y[0])
     if y.numel() > 0:
         C, inner = _channels(y)
         lib = _native.cpu_lib
@@ -149,9 +150,9 @@ def _backward(grad_spikes, grad_v_last, y_in, residual, scale, shift, center, in
     gvl = None if grad_v_last is None else like_layout(grad_v_last.to(y.dtype), y[0])
     res = None if residual is None else like_layout(residual, y)
     v0 = None if v_init is None else like_layout(v_init, y[0])
-    grad_y = torch.empty_like(y)
-    grad_res = torch.empty_like(y) if res is not None else y.new_empty((0,))
-    grad_v_init = torch.empty_like(y[0]) if v0 is not None else y.new_empty((0,))
+    grad_y = _cpu_cache.empty_like(y)
+    grad_res = _cpu_cache.empty_like(y) if res is not None else y.new_empty((0,))
+    grad_v_init = _cpu_cache.empty_like(y[0]) if v0 is not None else y.new_empty((0,))
     C, inner = _channels(y)
     sums = torch.zeros(2, y.shape[2], dtype=torch.float64)
     grad_k = ctypes.c_double(0.0)
