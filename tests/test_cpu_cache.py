@@ -21,7 +21,6 @@ import tks_kernels
 from tks_kernels import functional, models
 from tks_kernels.ops import _cpu_cache as C
 from tks_kernels.ops import bn_lif as B
-from tks_kernels.ops.bn_lif import cpu as bn_cpu
 from tks_kernels.ops.lif import cpu as lif_cpu
 from tks_kernels.ops.lif import make_config
 from tks_kernels.ops.plif import decay_factor
@@ -353,8 +352,6 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_every_output_is_written_on_a_reused_buffer(cache, monkeypatch, name):
     run, saved_d = CASES[name]
-    if name.startswith("bn_plif") and not bn_cpu.HAS_PLIF:
-        pytest.skip("the native library lacks the fused BN + PLIF kernel")
     if saved_d:
         monkeypatch.setattr(lif_cpu, "_MAX_STEPS", {})  # the saved-distance path, as at T > 4096
 

@@ -53,28 +53,9 @@ _LIB.define(
 )
 _LIB.define("bn_stats(Tensor y) -> (Tensor mean, Tensor var)")
 
-_P, _I64, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-# Functions newer than the library's first bn_lif (csrc/tks_capi.h): bound when present, so
-# a stale build keeps the LIF op (with torch's statistics) instead of failing to load.
-_NEW_PROTOTYPES = {
-    "tks_bn_stats_cpu": [_INT, _P, _P, _P, _I64, _I64, _I64, _I64, _INT],
-    "tks_bn_plif_forward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _D, _D, _D, _INT, _INT],
-    "tks_bn_plif_backward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64,
-                                 _I64, _D, _D, _D, _INT, _INT, _D, _INT, _INT],
-}
-
-
-def _bind(lib, names) -> bool:
-    if lib is None or not all(hasattr(lib, n) for n in names):
-        return False
-    for n in names:
-        getattr(lib, n).argtypes = _NEW_PROTOTYPES[n]
-        getattr(lib, n).restype = _INT
-    return True
-
-
-HAS_STATS = _bind(_native.cpu_lib, ["tks_bn_stats_cpu"])
-HAS_PLIF = _bind(_native.cpu_lib, ["tks_bn_plif_forward_cpu", "tks_bn_plif_backward_cpu"])
+# The statistics and PLIF kernels are declared in _native.py's table like the others: a
+# library without them does not load (a stale build), so they are there whenever it is.
+HAS_STATS = HAS_PLIF = _native.cpu_lib is not None
 
 
 def _channels(y: torch.Tensor) -> Tuple[int, int]:
