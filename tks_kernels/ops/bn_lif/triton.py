@@ -261,14 +261,18 @@ def _bn_lif_backward_kernel(
         p1 = tl.zeros([ROWS, COLS], dtype=dt)
         p2 = tl.zeros([ROWS, COLS], dtype=dt)
         kacc = tl.zeros([ROWS, COLS], dtype=dt)
-        # step t - 1's h is loaded at step t (the previous membrane of dL/dk, and the next
-        # step's h: one scratch load per step)
-        h_next = tl.load(slot + (T - 1) * (ROWS * COLS) + local)
+        if LEARN_TAU:
+            # step t - 1's h is loaded at step t (the previous membrane of dL/dk, then the
+            # next step's h: still one scratch load per step)
+            h_next = tl.load(slot + (T - 1) * (ROWS * COLS) + local)
         for i in range(trip_count(T)):
             t = T - 1 - i
             base = t * step
-            h = h_next
-            h_next = tl.load(slot + tl.maximum(t - 1, 0) * (ROWS * COLS) + local)
+            if LEARN_TAU:
+                h = h_next
+                h_next = tl.load(slot + tl.maximum(t - 1, 0) * (ROWS * COLS) + local)
+            else:
+                h = tl.load(slot + t * (ROWS * COLS) + local)
             d = h - vth
             sg = _surrogate_grad_c(d, alpha, sgc, SURROGATE, IS_F64)
             gs = tl.load(grad_spikes_ptr + base + offs, mask=mask, other=0.0).to(dt)
