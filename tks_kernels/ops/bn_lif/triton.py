@@ -1,7 +1,13 @@
-"""The fused BN + residual + LIF op in Triton (issue 16): the ``torch.library`` custom
-ops ``tks_kernels::bn_lif_forward_triton`` / ``bn_lif_backward_triton`` (the schema of
-``cpu.py``'s ``bn_lif_forward`` / ``bn_lif_backward``: same arguments, outputs and saved
-tensors) and ``bn_stats_triton``, the one-read batch statistics.
+"""The fused BN + residual + LIF (or parametric LIF) op in Triton (issue 16): the
+``torch.library`` custom ops ``tks_kernels::bn_lif_forward_triton`` /
+``bn_lif_backward_triton`` and ``bn_plif_forward_triton`` / ``bn_plif_backward_triton``
+(the schemas of ``cpu.py``'s ``bn_lif_*`` / ``bn_plif_*``: same arguments, outputs and
+saved tensors; PLIF takes the decay k = sigmoid(w), a 0-dim tensor in the compute dtype,
+where LIF takes tau, and its backward also returns dL/dk) and ``bn_stats_triton``, the
+one-read batch statistics. LIF and PLIF are one kernel family: the same two kernels with
+a ``LEARN_TAU`` flag, built on the jit functions of ``ops/lif/triton.py`` (``_charge``,
+``_fire``, ``_reset``, ``_grad_h``, ``_grad_in``), as ``ops/plif/triton.py`` shares the
+LIF kernels.
 
 Layout. y is time-major dense (``[T, N]``, N = B*C*prod(spatial) per step) and each step
 is ``[outer, C, inner]`` in memory (inner = H*W for NCHW, 1 for channels_last). Every
@@ -25,16 +31,29 @@ Statistics: the sums of y - y_c and (y - y_c)^2, shifted by one value y_c of eac
 (its first element): mean = y_c + S1/n, var = S2/n - (S1/n)^2 in fp64 without the
 cancellation of unshifted sums.
 
-Backward recomputes the forward from y per tile, keeping d = h - v_threshold of the T
-steps (compute dtype) in a scratch slot of its program (the grid is persistent: the
-slots are reused, so they stay in L2), then runs the reverse recurrence. gx is stored in
-the storage dtype and read back (as the unfused LIF layer stores it) for the sums and
-BN's input gradient, as the CPU kernel does.
+Backward recomputes the forward from y per tile, keeping h of the T steps (compute
+dtype) in a scratch slot of its program (the grid is persistent: the slots are reused,
+so they stay in L2), then runs the reverse recurrence (PLIF: v_{t-1} is the reset of
+step t-1's h from the scratch, the forward's own value). gx is stored in the storage
+dtype and read back (as the unfused LIF layer stores it) for the sums and BN's input
+gradient, as the CPU kernel does.
 
-Math as ``ops/lif/triton.py``: IEEE division (``div_rn``), no FMA contraction
+dL/dk (PLIF) is deterministic and does not depend on the grid: each lane adds its
+gh_t * dh_t/dk over the steps in the compute dtype, each tile its lanes in fp64
+(``tl.sum``, a fixed tree for a given tile shape and warp count) into its own slot of a
+``[tiles]`` fp64 buffer, and the slots are summed once in fp64 after the kernel (then
+divided by k under decay_input, as ``ops/lif/triton.py``'s ``_grad_k``). So it has the
+same bits run to run and for any number of programs (SM count); a different tile shape
+(dtype, alignment) may change its last bits. The per-channel sums with channels as
+columns (channels_last) are per program, so those do depend on the program count.
+
+Math as ``ops/lif/triton.py``: the division by tau correctly rounded (a power of two
+whose reciprocal is exact multiplies by 1/tau, ``tau_is_power_of_two`` through
+``_tau_args``; any other tau ``div_rn``), no FMA contraction
 (``enable_fp_fusion=False``), scalars as the bit patterns of their compute-type
-roundings; BN's apply is ``y * scale + shift`` then ``+ residual``, the unfused layers'
-order, so spikes equal the CPU kernel's bit for bit.
+roundings (the surrogate's loop-invariant constant from the host,
+``surrogate_const``); BN's apply is ``y * scale + shift`` then ``+ residual``, the
+unfused layers' order, so spikes equal the CPU kernel's bit for bit.
 """
 from __future__ import annotations
 
