@@ -136,6 +136,22 @@ def test_referenced_buffer_is_not_reused(cache, holder):
     assert s3.data_ptr() == p  # free again once the holder is gone
 
 
+def test_shared_memory_buffer_is_not_reused(cache):
+    # torch.multiprocessing moves a tensor it sends to shared memory; the receiver may
+    # still map it after every reference here is gone.
+    x = torch.randn(4, 1024)
+    s = lif(x)[0]
+    p = s.data_ptr()
+    s.share_memory_()
+    shared = s.data_ptr()
+    del s
+    held = tks_kernels.cpu_cache_info()["held_bytes"]
+    s2 = lif(x)[0]
+    assert s2.data_ptr() not in (p, shared)
+    assert shared not in cached_ptrs()
+    assert tks_kernels.cpu_cache_info()["held_bytes"] == held  # the shared one out, a new one in
+
+
 def test_limit_bounds_what_is_held(cache):
     step = 16 << 10  # spikes of [4, 1024] fp32 (v_last: 4 KiB)
     limit = 3 * step

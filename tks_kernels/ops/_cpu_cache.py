@@ -18,7 +18,10 @@ has one reference (``torch._C._storage_Use_Count``: the cache's storage object; 
 tensor on it, view, ``.numpy()`` array, DLPack export or tensor saved by autograd holds
 one more) and the storage object has no Python reference but the cache's (a user's
 ``t.untyped_storage()`` returns that same object, which the first count does not see).
-Reuse needs the same byte size exactly. Every op that takes its outputs from here writes
+A storage moved to shared memory (``share_memory_()``, as ``torch.multiprocessing``
+does to send a tensor) is never reused: another process may still map it. Reuse needs the
+same byte size exactly; of several idle buffers, the most recently handed out goes first
+(the likeliest to be still in the CPU's caches). Every op that takes its outputs from here writes
 every element of them, so no stale value is visible (tests/test_cpu_cache.py checks each
 op on buffers filled with NaN).
 
@@ -108,15 +111,22 @@ class _Cache:
         if not entries:
             return None
         for i in range(len(entries) - 1, -1, -1):  # entries are in hand-out order
-            # (a size that changed: a user resized it through a tensor on it; left alone)
-            if _is_idle(entries, i) and entries[i].nbytes() == nbytes:
+            if not _is_idle(entries, i):
+                continue
+            if entries[i].is_shared():
+                # moved to shared memory (torch.multiprocessing sends a tensor so): another
+                # process may still map it, which no reference count here shows. Not reused.
+                self._drop(entries[i], nbytes)
+                return self._take(nbytes)
+            if entries[i].nbytes() == nbytes:  # (else a user resized it through a tensor on it)
                 entries.append(entries.pop(i))
                 return entries[-1]
         return None
 
     def _drop(self, s: torch.UntypedStorage, nbytes: int) -> None:
-        self._by_size[nbytes].remove(s)
-        if not self._by_size[nbytes]:
+        entries = self._by_size[nbytes]
+        del entries[next(i for i, e in enumerate(entries) if e is s)]  # by identity
+        if not entries:
             del self._by_size[nbytes]
         del self._last_use[id(s)]
         self.held -= nbytes
