@@ -15,8 +15,8 @@
 // access (Vec: K a multiple of the vector width and 16-byte aligned pointers), else VT
 // elements kThreads apart.
 //
-// Backward keeps the charge h of its elements' T steps in shared memory, private
-// to the thread (layout [t][k][thread], no bank conflicts, no barrier), or in a global
+// Backward keeps the charge h of its elements' T steps in shared memory, private to the
+// thread (layout [t][k][thread], no bank conflicts, no barrier), or in a global
 // scratch slot of its block when T is too large for shared memory; per-channel sums are
 // fp64 tree reductions of a tile in shared memory. The grid of the statistics and the
 // backward is persistent: with columns as channels a block walks row blocks of one
@@ -363,8 +363,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 // ---------------------------------------------------------------- backward
 
 // Learn (PLIF): kpart[blockIdx.x] receives the block's dL/dk partial (before the division
-// by grad_k_divisor): each lane's sum over the steps in the compute type (as the CPU
-// kernel's), the lanes and tiles of a thread in fp64, the block's threads by a fixed tree.
+// by grad_k_divisor): a thread's sum over its lanes and steps of a tile in the compute type
+// (one register, not one per lane: the bf16 vector path is at 140 registers), its tiles'
+// in fp64, the block's threads by a fixed tree.
 template <typename S, int VT, bool Vec, bool Learn, int32_t Kind>
 __global__ void __launch_bounds__(kThreads, 1)
     bn_lif_backward_kernel(const S* __restrict__ grad_spikes, const S* __restrict__ grad_v_last,
@@ -410,10 +411,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         v[k] = lif::reset<A>(h, lif::fire<A>(h, vth, at), vth, vr, soft);
       }
     }
-    A gv[VT], p1[VT], p2[VT], ks[VT];
+    A gv[VT], p1[VT], p2[VT], ks = A(0);
     e.load_or(grad_v_last, A(0), gv);
 #pragma unroll
-    for (int k = 0; k < VT; ++k) p1[k] = p2[k] = ks[k] = A(0);
+    for (int k = 0; k < VT; ++k) p1[k] = p2[k] = A(0);
 #pragma unroll 1
     for (int64_t t = g.T - 1; t >= 0; --t) {
       // PLIF: v_{t-1} by the forward's reset of h_{t-1} (v_init at t = 0)
@@ -444,16 +445,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         p1[k] += gx[k];
         p2[k] += gx[k] * (yv[k] - m[k]);
         gv[k] = decay.grad_v_prev(gh);
-        if constexpr (Learn) ks[k] += gh * lif::charge_k_term<A>(h, vp[k], vr, di);
+        if constexpr (Learn) ks += e.in[k] ? gh * lif::charge_k_term<A>(h, vp[k], vr, di) : A(0);
       }
       if (gx_out != nullptr) e.store(gx_out + t * g.N, gx);
       if (dy_out != nullptr) e.store(dy_out + t * g.N, dy);
     }
     if (grad_v_init != nullptr) e.store(grad_v_init, gv);
-    if constexpr (Learn) {
-#pragma unroll
-      for (int k = 0; k < VT; ++k) ktotal += e.in[k] ? static_cast<double>(ks[k]) : 0.0;
-    }
+    if constexpr (Learn) ktotal += static_cast<double>(ks);
     __syncthreads();  // every thread is done with the h buffer that red aliases
 #pragma unroll
     for (int k = 0; k < VT; ++k) {
