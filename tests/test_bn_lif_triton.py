@@ -320,3 +320,28 @@ def test_model_step_learnable_tau_fused_equals_unfused(monkeypatch):
         torch.testing.assert_close(g1[k], g0[k], rtol=1e-4, atol=1e-5 * scale, msg=k)
     for k, v in unfused.state_dict().items():
         torch.testing.assert_close(fused.state_dict()[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_plif_torch_compile_fullgraph():
+    # the fused op traces with no graph break, forward and backward (aot_eager on the CPU:
+    # Inductor's C++ build would cost most of this file's time; Inductor on a GPU)
+    backend = "inductor" if DEVICE == "cuda" else "aot_eager"
+    cfg = plif_make_config(True, 0.5, None, "atan", 2.0, False, True)
+    y0, _, v00, w0, b0, _, _ = _dev(make_inputs((2, 2, 3, 4, 4), torch.float32, True, False, True))
+    pw0 = torch.tensor(plif_init_w(2.0), device=DEVICE)
+
+    def f(y, v0, w, b, pw):
+        rm, rv = torch.zeros(3, device=y.device), torch.ones(3, device=y.device)
+        s, v = bn_tri.bn_plif(y, B.BNArgs(w, b, rm, rv, True, 0.1, 1e-5), cfg, plif_decay_factor(pw, y.dtype),
+                              None, v0)
+        return (s * torch.arange(s.numel(), device=s.device).view(s.shape)).sum() + v.square().sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, backend=backend)
+    results = []
+    for fn in (compiled, f):
+        args = [t.clone().requires_grad_() for t in (y0, v00, w0, b0, pw0)]
+        loss = fn(*args)
+        results.append((loss, *torch.autograd.grad(loss, args)))
+    for a, e in zip(*results):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
