@@ -50,17 +50,21 @@ DEFAULT_LIMIT_BYTES = 256 << 20
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
 
 
-def _scan_refs() -> int:
-    """Python references to a storage the cache alone holds, as ``_Cache._take`` counts
-    them (its list's, the loop variable's, getrefcount's argument): measured, not assumed,
-    as interpreters differ."""
-    entries = [torch.UntypedStorage(0)]
-    for s in entries:
-        return sys.getrefcount(s)
-    raise AssertionError("unreachable")
+def _python_refs(entries: list, i: int) -> int:
+    return sys.getrefcount(entries[i])
 
 
-_ONLY_CACHE_REFS = _scan_refs()
+# The Python references _python_refs sees to a storage that only the cache's list holds
+# (the list's and the call's own): measured, not assumed, as interpreters differ.
+_ONLY_CACHE_REFS = _python_refs([torch.UntypedStorage(0)], 0)
+
+
+def _is_idle(entries: list, i: int) -> bool:
+    """Whether nothing but the cache refers to the storage entries[i]: no other Python
+    reference to the storage object (a user's ``t.untyped_storage()`` is this object) and
+    no other reference to its StorageImpl (tensors, views, NumPy arrays, DLPack exports,
+    autograd's saved tensors). The caller holds no reference to it either."""
+    return _python_refs(entries, i) == _ONLY_CACHE_REFS and _use_count(entries[i]._cdata) == 1
 
 
 def _limit_from_env() -> int:
@@ -98,15 +102,16 @@ class _Cache:
         self._clear()
 
     def _take(self, nbytes: int):
-        """An idle storage of exactly nbytes, or None. Under the lock."""
+        """An idle storage of exactly nbytes, or None; the most recently handed out first
+        (the likeliest to be freed last, so still in the CPU's caches). Under the lock."""
         entries = self._by_size.get(nbytes)
         if not entries:
             return None
-        for s in entries:
-            if sys.getrefcount(s) == _ONLY_CACHE_REFS and _use_count(s._cdata) == 1:
-                if s.nbytes() != nbytes:  # resized by a user through a tensor on it: not ours to size
-                    continue
-                return s
+        for i in range(len(entries) - 1, -1, -1):  # entries are in hand-out order
+            # (a size that changed: a user resized it through a tensor on it; left alone)
+            if _is_idle(entries, i) and entries[i].nbytes() == nbytes:
+                entries.append(entries.pop(i))
+                return entries[-1]
         return None
 
     def _drop(self, s: torch.UntypedStorage, nbytes: int) -> None:
@@ -121,9 +126,9 @@ class _Cache:
         (need < 0: all of them). Under the lock."""
         idle = []
         for nbytes, entries in self._by_size.items():
-            for s in entries:
-                if sys.getrefcount(s) == _ONLY_CACHE_REFS and _use_count(s._cdata) == 1:
-                    idle.append((self._last_use[id(s)], nbytes, s))
+            for i in range(len(entries)):
+                if _is_idle(entries, i):
+                    idle.append((self._last_use[id(entries[i])], nbytes, entries[i]))
         idle.sort(key=lambda e: e[0])
         for _, nbytes, s in idle:
             if need >= 0 and self.held + need <= self.limit:
@@ -146,7 +151,7 @@ class _Cache:
                     self.bypasses += 1
                 else:
                     s = torch.UntypedStorage(nbytes)
-                    self._by_size.setdefault(nbytes, []).append(s)
+                    self._by_size.setdefault(nbytes, []).append(s)  # hand-out order: last
                     self.held += nbytes
                     self.allocations += 1
             if s is None:
@@ -174,10 +179,8 @@ class _Cache:
             idle = 0
             entries = 0
             for nbytes, lst in self._by_size.items():
-                for s in lst:
-                    entries += 1
-                    if sys.getrefcount(s) == _ONLY_CACHE_REFS and _use_count(s._cdata) == 1:
-                        idle += nbytes
+                entries += len(lst)
+                idle += nbytes * sum(_is_idle(lst, i) for i in range(len(lst)))
             return {"limit_bytes": self.limit, "held_bytes": self.held, "idle_bytes": idle, "buffers": entries,
                     "hits": self.hits, "allocations": self.allocations, "bypasses": self.bypasses}
 
