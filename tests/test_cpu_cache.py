@@ -23,7 +23,6 @@ from tks_kernels.ops import _cpu_cache as C
 from tks_kernels.ops import bn_lif as B
 from tks_kernels.ops.lif import cpu as lif_cpu
 from tks_kernels.ops.lif import make_config
-from tks_kernels.ops.plif import decay_factor
 from tks_kernels.ops.plif import make_config as plif_make_config
 from tks_kernels.ops.plif import plif_multistep
 
