@@ -324,7 +324,7 @@ def fraction_rows(title, selected):
 fraction_rows("LIF Triton backward, recomputing from x against the saved distance",
               [r for r in rows if str(r.get("group", "")).startswith("lif-triton-recompute")])
 fraction_rows("Fused BN+LIF pair forward+backward (unfused: BN layer + Triton LIF)",
-              [r for r in rows if str(r.get("case", "")).startswith("bn+lif pair")])
+              [r for r in rows if str(r.get("case", "")).startswith(("bn+lif pair", "bn+plif pair"))])
 plif = [r for r in rows if "plif/lif" in r]
 if plif:
     print("\nPLIF / LIF forward+backward time (interleaved, median of rounds):")

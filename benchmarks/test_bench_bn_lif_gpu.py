@@ -1,7 +1,8 @@
 """The fused BN + LIF pair on the GPU (issue 16): forward + backward of tdBN + LIF on a
 ResNet-19 layer's activation (T=4, B=64, C=128, 32x32: 33.5M elements), fused with the
 Triton and the CUDA kernels against the unfused layers (``nn.BatchNorm2d`` + the Triton
-LIF), fp32 and bf16, NCHW and channels_last, in one run.
+LIF), fp32 and bf16, NCHW and channels_last, in one run; the same with the parametric LIF
+(``learnable_tau``, NCHW; a backend without a fused BN + PLIF kernel is skipped).
 
 Bytes a perfect fused kernel moves (n = bytes of y): the statistics read y (n), the
 forward reads y and writes the spikes (2n), the backward reads y and dL/dspikes and
@@ -22,6 +23,7 @@ from torch import nn
 
 import tks_kernels
 from tks_kernels import models
+from tks_kernels.ops import bn_lif as bn_lif_ops
 from tks_kernels.models.layers import SeqToANN, bn_lif_forward, make_lif
 
 from conftest import DEVICE, SMOKE, TRITON_ON_CPU, run_case, saved_bytes, update_row
@@ -42,13 +44,26 @@ def _available(backend: str) -> bool:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bn_lif_pair_gpu(benchmark, impl, dtype, layout):
+    _bench_pair(benchmark, impl, dtype, layout, plif=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bn_plif_pair_gpu(benchmark, impl, dtype):
+    _bench_pair(benchmark, impl, dtype, "nchw", plif=True)
+
+
+def _bench_pair(benchmark, impl, dtype, layout, plif):
     lif_backend = "triton" if impl == "unfused" else impl
     if not _available(lif_backend):
         pytest.skip(f"backend {lif_backend} unavailable: {tks_kernels.available_backends()[lif_backend][1]}")
+    if plif and impl != "unfused" and bn_lif_ops.fused_backend(impl, DEVICE, plif=True) != impl:
+        pytest.skip(f"backend {impl} has no fused BN + PLIF kernel")
     torch.manual_seed(0)
     T, B, C, H, W = SHAPE
     bn = SeqToANN(nn.BatchNorm2d(C)).to(DEVICE)
-    neuron = make_lif(models.PAPER_NEURON, lif_backend)
+    neuron = make_lif(dict(models.PAPER_NEURON, learnable_tau=True) if plif else models.PAPER_NEURON,
+                      lif_backend).to(DEVICE)
     y = torch.randn(T * B, C, H, W, device=DEVICE).mul_(0.5).add_(0.3).to(dtype)
     if layout == "channels_last":
         y = y.contiguous(memory_format=torch.channels_last)
@@ -66,12 +81,15 @@ def test_bn_lif_pair_gpu(benchmark, impl, dtype, layout):
         s.backward(gs)
         y.grad = None
         bn[0].weight.grad = bn[0].bias.grad = None
+        if plif:
+            neuron.w.grad = None
 
     saved = saved_bytes(forward)
     n = y.numel() * y.element_size()
     dt = "fp32" if dtype == torch.float32 else "bf16"
-    row = run_case(benchmark, run, name=f"bn+lif pair fwd+bwd {impl} {dt} {layout}", bytes_moved=9 * n, saved=saved,
-                   group=f"bn_lif gpu {dt} {layout}", impl=impl, dtype=dt, layout=layout,
+    what = "bn+plif" if plif else "bn+lif"
+    row = run_case(benchmark, run, name=f"{what} pair fwd+bwd {impl} {dt} {layout}", bytes_moved=9 * n, saved=saved,
+                   group=f"{what.replace('+', '_')} gpu {dt} {layout}", impl=impl, dtype=dt, layout=layout,
                    shape="x".join(map(str, SHAPE)))
     update_row(benchmark, row, best_ms=round(benchmark.stats.stats.min * 1e3, 3))
 

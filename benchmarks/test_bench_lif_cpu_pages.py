@@ -9,6 +9,10 @@ reference, and a tensor copy of the same size, each page setting in its own proc
   large output faults in page by page). Our kernels ask for huge pages on their own large
   outputs (csrc/cpu/huge_pages.h), which works wherever the system's THP mode is
   ``madvise`` or ``always``;
+- ``cpu``: our kernel as it runs by default, its large outputs on buffers reused from the
+  CPU output cache (tks_kernels/ops/_cpu_cache.py), so no page is faulted in or zeroed
+  after the first rounds; ``cpu_no_cache``: the same calls with that cache bypassed (every
+  output fresh from PyTorch's allocator, as before the cache), alternating with the rest;
 - ``cpu_saved_d``: the same kernel with the saved-distance path (forward writes d,
   backward reads it: the design before issue 15, still used at T > 4096);
 - ``thp=1``: PyTorch backs every large tensor with huge pages (its documented CPU tuning),
@@ -78,7 +82,15 @@ _CHILD = textwrap.dedent(r"""
                 ours("cpu")()
             finally:
                 lif_cpu._MAX_STEPS = steps
-        impls = {"cpu": ours("cpu"), "cpu_saved_d": saved_path, "torch": ours("torch")}
+        def no_cache():
+            # the output cache bypassed for these calls only (its buffers stay for "cpu")
+            from tks_kernels.ops import _cpu_cache
+            floor, _cpu_cache.MIN_BYTES = _cpu_cache.MIN_BYTES, 1 << 62
+            try:
+                ours("cpu")()
+            finally:
+                _cpu_cache.MIN_BYTES = floor
+        impls = {"cpu": ours("cpu"), "cpu_no_cache": no_cache, "cpu_saved_d": saved_path, "torch": ours("torch")}
         if with_sj:
             from spikingjelly.activation_based import neuron, surrogate
             node = neuron.LIFNode(surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m", **settings)
@@ -154,7 +166,7 @@ def test_lif_cpu_fwd_bwd_both_page_settings(record_property):
                 # machine: a kernel's share of the copy's CPU seconds per byte.
                 dram_cpu_rate = copy_bytes["copy_dram"] / rows[(dtype, "copy_dram")]["cpu_ms"]
                 row["copy_frac_dram_cpu"] = round(moved / r["cpu_ms"] / dram_cpu_rate, 3)
-                for peer in ("spikingjelly", "torch"):
+                for peer in ("spikingjelly", "torch", "cpu_no_cache"):
                     if impl == "cpu" and (dtype, peer) in rows:
                         row[f"x_vs_{peer}"] = round(rows[(dtype, peer)]["median_ms"] / r["median_ms"], 2)
             write_row(row)

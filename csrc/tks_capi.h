@@ -176,6 +176,23 @@ TKS_API int tks_bn_lif_backward_cuda(int dtype, const void* grad_spikes, const v
                                      int64_t T, int64_t N, int64_t C, int64_t inner, double tau,
                                      double v_threshold, double v_reset, int flags, int surrogate, double alpha,
                                      int batch_stats, void* stream);
+/* Parametric LIF in place of LIF, CUDA: k is one element of the compute dtype (float; double
+ * for float64) in device memory, the decay 1/tau in (0, 1] (not checked: reading it would
+ * synchronise), replacing tau; backward also writes dL/dk to grad_k (one element of the
+ * compute dtype in device memory; per-block fp64 partials in the workspace, added in a fixed
+ * order: the same bits on every run). The workspace is tks_bn_lif_workspace_cuda(..., 1)'s.
+ * Otherwise as tks_bn_lif_forward_cuda / tks_bn_lif_backward_cuda. */
+TKS_API int tks_bn_plif_forward_cuda(int dtype, const void* y, const void* residual, const void* scale,
+                                     const void* shift, const void* v_init, const void* k, void* spikes,
+                                     void* v_last, int64_t T, int64_t N, int64_t C, int64_t inner,
+                                     double v_threshold, double v_reset, int flags, void* stream);
+TKS_API int tks_bn_plif_backward_cuda(int dtype, const void* grad_spikes, const void* grad_v_last, const void* y,
+                                      const void* residual, const void* scale, const void* shift,
+                                      const void* center, const void* invstd, const void* v_init, const void* k,
+                                      void* grad_y, void* grad_residual, void* grad_v_init, double* sums,
+                                      void* grad_k, void* workspace, int64_t T, int64_t N, int64_t C,
+                                      int64_t inner, double v_threshold, double v_reset, int flags, int surrogate,
+                                      double alpha, int batch_stats, void* stream);
 
 /* Fused batch norm + residual add + LIF, CPU (csrc/cpu/bn_lif_cpu.h). y, residual, spikes,
  * grad_spikes, grad_y, grad_residual: [T, N]; v_init, v_last, grad_v_last, grad_v_init: [N];

@@ -308,23 +308,33 @@ def test_report_bf16_counts(kernels):
         print("bf16 %-26s %-22s regs %3d  SASS instructions %5d" % (row[0], row[1], row[2], row[3]))
 
 
-# The fused BN + LIF kernels (csrc/cuda/bn_lif_cuda.cu): template <S, VT, Vec[, Kind]>.
+# The fused BN + LIF / PLIF kernels (csrc/cuda/bn_lif_cuda.cu): template <S, VT, Vec[, Learn
+# (PLIF)][, Kind]> (Learn: the forward and backward kernels).
 BN_LIF_STREAMING = ("bn_lif_forward_kernel", "bn_lif_backward_kernel", "bn_input_grad_kernel", "bn_stats_kernel")
+BN_LIF_NEURON = ("bn_lif_forward_kernel", "bn_lif_backward_kernel")
+
+
+def _bn_learn(k) -> bool:
+    return k["kernel"] in BN_LIF_NEURON and bool(k["args"][2])
 
 
 def test_bn_lif_kernels_compile(kernels):
     names = {k["kernel"] for k in kernels if k["file"] == "bn_lif_cuda.cu"}
-    assert set(BN_LIF_STREAMING) | {"bn_stats_finalize_kernel", "bn_lif_sums_kernel"} <= names, names
-    # every dtype x (vector, scalar) x 7 surrogates
-    assert len([k for k in kernels if k["kernel"] == "bn_lif_backward_kernel"]) == 4 * 2 * 7
+    assert set(BN_LIF_STREAMING) | {"bn_stats_finalize_kernel", "bn_lif_sums_kernel", "plif_grad_k_kernel"} <= names, \
+        names
+    # every dtype x (vector, scalar) x (LIF, PLIF) [x 7 surrogates]
+    assert len([k for k in kernels if k["kernel"] == "bn_lif_forward_kernel"]) == 4 * 2 * 2
+    assert len([k for k in kernels if k["kernel"] == "bn_lif_backward_kernel"]) == 4 * 2 * 2 * 7
+    assert {_bn_learn(k) for k in kernels if k["kernel"] in BN_LIF_NEURON} == {False, True}
 
 
 def test_bn_lif_vector_paths_are_128_bit(kernels):
     # Vec: every [T, N] / [N] stream is read and written 16 bytes at a time; narrower are
-    # only the per-channel vectors' gathers (4 or 8 bytes), the statistics' shift (one
-    # storage element per channel) and the fp64 column partials (8 bytes).
+    # only the per-channel vectors' gathers (4 or 8 bytes), PLIF's load of k (4 or 8), the
+    # statistics' shift (one storage element per channel) and the fp64 column partials and
+    # PLIF's dL/dk partial (8 bytes).
     vec = [k for k in kernels if k["kernel"] in BN_LIF_STREAMING and len(k["args"]) >= 2 and k["args"][1] == 1]
-    assert len(vec) == 4 * (1 + 1 + 1 + 7), len(vec)
+    assert len(vec) == 4 * (2 + 2 * 7 + 1 + 1), len(vec)
     bad = []
     for k in vec:
         elem = {"fp32": 4, "fp64": 8, "bf16": 2, "fp16": 2}[k["dtype"]]
@@ -338,7 +348,10 @@ def test_bn_lif_vector_paths_are_128_bit(kernels):
     assert not bad, "\n".join(bad)
 
 
-def test_bn_lif_ieee_division_and_no_contraction(kernels):
+def test_bn_lif_division_and_no_contraction(kernels):
+    # as the LIF family: the fp32 LIF kernels divide by tau through lif::div_tau_rcp (two
+    # fma and a guarded div.rn.f32 per division), PLIF's multiply by k (its forward has no
+    # division at all), and no other fma where the math has no exp (-fmad=false)
     bad = []
     for k in kernels:
         if k["kernel"] not in BN_LIF_STREAMING or "fma" not in k:
@@ -346,10 +359,28 @@ def test_bn_lif_ieee_division_and_no_contraction(kernels):
         label = f"{k['kernel']}<{k['dtype']}, {k['args']}>"
         if k["div_inexact"]:
             bad.append(f"{label}: {k['div_inexact']} div.full/div.approx")
-        if k["kernel"] == "bn_lif_forward_kernel" and k["dtype"] != "fp64" and not k["div_rn_f32"]:
-            bad.append(f"{label}: the division by tau is not div.rn.f32")
+        lif_fp32 = k["kernel"] in BN_LIF_NEURON and not _bn_learn(k) and k["dtype"] != "fp64"
+        if k["kernel"] == "bn_lif_forward_kernel":
+            if lif_fp32 and not (k["fma"] and k["div_rn_f32"]):
+                bad.append(f"{label}: the division by tau is not div_tau_rcp (fma {k['fma']}, div.rn "
+                           f"{k['div_rn_f32']})")
+            if _bn_learn(k) and k["div_rn_f32"]:
+                bad.append(f"{label}: {k['div_rn_f32']} div.rn.f32 in PLIF's forward (it multiplies by k)")
         no_exp = k["kernel"] in ("bn_lif_forward_kernel", "bn_input_grad_kernel") or (
             k["kernel"] == "bn_lif_backward_kernel" and k["args"][-1] in NO_EXP_KINDS)
-        if no_exp and k["fma"]:
-            bad.append(f"{label}: {k['fma']} fma in the PTX (built with -fmad=false)")
+        allowed = 2 * k["div_rn_f32"] if lif_fp32 else 0
+        if no_exp and k["fma"] > allowed:
+            bad.append(f"{label}: {k['fma']} fma in the PTX for {k['div_rn_f32']} div.rn.f32 (built with -fmad=false)")
     assert not bad, "\n".join(bad)
+
+
+def test_report_bn_lif_counts(kernels):
+    """Registers and SASS instructions of the fused BN + LIF / PLIF forward and backward
+    kernels (sigmoid, atan, piecewise_quadratic) per dtype and path, printed with -s."""
+    rows = []
+    for k in kernels:
+        if k["kernel"] in BN_LIF_NEURON and (k["kernel"] == "bn_lif_forward_kernel" or k["args"][-1] in (0, 1, 2)):
+            rows.append((k["kernel"], k["dtype"], k["args"], k["regs"], k["instructions"]))
+    assert len(rows) == 4 * 2 * 2 * (1 + 3)
+    for row in sorted(rows):
+        print("%-22s %-4s %-16s regs %3d  SASS instructions %5d" % row)

@@ -178,7 +178,8 @@ def test_bn_lif_streams_are_16_bytes(variants):
     # Aligned steps (rows or channels a multiple of 16 elements): every [T, N] stream
     # (y, residual, spikes, gradients, the backward's scratch) moves in 16-byte accesses.
     # Narrower are only the per-channel vectors' loads (scale, shift, center, pc, qc, the
-    # statistics' shift y_c: a few per tile) and the two fp64 partial stores per program.
+    # statistics' shift y_c: a few per tile; PLIF's k) and the two fp64 partial stores per
+    # program (PLIF's backward: three, with its dL/dk partial per tile).
     mine = [v for v in variants if v["kernel"] in BN_LIF_KERNELS - {"_combine_kernel"}
             and "unaligned" not in v["label"]]
     assert len(mine) >= 30, len(mine)
@@ -187,6 +188,8 @@ def test_bn_lif_streams_are_16_bytes(variants):
         narrow_ld = sum(n for w, n in v["sass_ldg"].items() if w != "16")
         narrow_st = {w: n for w, n in v["sass_stg"].items() if w != "16"}
         partial_st = {"8": 2} if v["kernel"] in ("_bn_stats_kernel", "_bn_lif_backward_kernel") else {}
+        if v["kernel"] == "_bn_lif_backward_kernel" and v["constexprs"].get("LEARN_TAU"):
+            partial_st = {"8": 3}
         if narrow_ld > 8 or narrow_st != partial_st or not v["sass_ldg"].get("16"):
             bad.append(f"{v['label']} {v['kernel']}: SASS loads {v['sass_ldg']}, stores {v['sass_stg']}")
         if v["kernel"] != "_bn_stats_kernel" and not v["sass_stg"].get("16"):
@@ -204,10 +207,22 @@ def test_bn_lif_ieee_division_and_no_contraction(variants):
             bad.append(f"{v['label']}: {v['div_inexact']} div.full/approx, fp fusion {v['enable_fp_fusion']}")
         if not v["constexprs"].get("IS_F64") and (v["fma"] or v["ftz"]):
             bad.append(f"{v['label']} {v['kernel']}: {v['fma']} fma, {v['ftz']} .ftz in the PTX")
-        if (v["kernel"] != "_bn_input_grad_kernel" and v["constexprs"].get("DECAY_INPUT")
-                and not v["constexprs"].get("IS_F64") and v["div_rn_f32"] == 0):
+        c = v["constexprs"]
+        lif_div = not c.get("LEARN_TAU") and c.get("DECAY_INPUT") and not c.get("TAU_POW2")
+        if v["kernel"] != "_bn_input_grad_kernel" and lif_div and not c.get("IS_F64") and v["div_rn_f32"] == 0:
             bad.append(f"{v['label']}: the division by tau is not div.rn.f32")
     assert not bad, "\n".join(bad)
+
+
+def test_bn_lif_division_forms_and_plif_compiled(variants):
+    """The fused BN + LIF kernels in both forms of the division by tau (tau = 2: the
+    product by 1/tau; tau = 3: div.rn) and with the parametric LIF (LEARN_TAU), forward
+    and backward; so the checks above (spills, widths, division) cover all three."""
+    for kernel in ("_bn_lif_forward_kernel", "_bn_lif_backward_kernel"):
+        mine = [v["constexprs"] for v in variants if v["kernel"] == kernel]
+        forms = {bool(c.get("TAU_POW2")) for c in mine if not c.get("LEARN_TAU")}
+        assert forms == {True, False}, (kernel, forms)
+        assert any(c.get("LEARN_TAU") and not c.get("TAU_POW2") for c in mine), kernel
 
 
 def test_division_by_tau_variants_compiled(variants):

@@ -235,12 +235,16 @@ BN_LIF_SHAPES = {"nchw": ((4, 8, 16, 32, 32), False), "nchw4x4": ((4, 8, 64, 4, 
 def _bn_lif_calls(quick: bool):
     """(label, thunk, launches) for the fused BN + LIF op: statistics, forward and
     backward per layout and dtype; for fp32 NCHW each option flipped from the base
-    (residual, v_init, grad_v_last, batch statistics) and every surrogate."""
-    base_f = dict(decay_input=True, soft_reset=False, res=True, v_init=True)
-    flips_f = [dict(decay_input=False), dict(soft_reset=True), dict(res=False), dict(v_init=False)]
-    base_b = dict(decay_input=True, soft_reset=False, surrogate=0, res=True, v_init=True, gl=True, batch_stats=True)
+    (residual, v_init, grad_v_last, batch statistics, tau = 3: the division) and every
+    surrogate. The same for the parametric LIF (``bn_plif``: LEARN_TAU), with the
+    charge and reset flips and, in bf16, its base."""
+    base_f = dict(decay_input=True, soft_reset=False, res=True, v_init=True, tau=2.0, plif=False)
+    flips_f = [dict(decay_input=False), dict(soft_reset=True), dict(res=False), dict(v_init=False), dict(tau=3.0)]
+    base_b = dict(decay_input=True, soft_reset=False, surrogate=0, res=True, v_init=True, gl=True, batch_stats=True,
+                  tau=2.0, plif=False)
     flips_b = [dict(decay_input=False), dict(soft_reset=True), dict(res=False), dict(v_init=False), dict(gl=False),
-               dict(batch_stats=False)] + [dict(surrogate=k) for k in range(1, 7)]
+               dict(batch_stats=False), dict(tau=3.0)] + [dict(surrogate=k) for k in range(1, 7)]
+    flips_p = [dict(decay_input=False), dict(soft_reset=True), dict(v_init=False)]
     for dname in ("fp32", "bf16", "fp16", "fp64"):
         for lname, (shape, cl) in BN_LIF_SHAPES.items():
             if (quick and lname != "nchw") or (dname in ("fp16", "fp64") and lname not in ("nchw", "cl10 unaligned")):
@@ -252,6 +256,12 @@ def _bn_lif_calls(quick: bool):
             for o in [base_b] + ([{**base_b, **f} for f in flips_b] if full else []):
                 yield (f"bn_lif bwd {dname} {lname} {_opts(o, base_b)}", _bn_bwd(DTYPES[dname], shape, cl, o),
                        3 if o["batch_stats"] else 2)
+            if dname in ("fp32", "bf16") and lname in ("nchw", "cl", "nchw7x7 unaligned"):
+                pf, pb = {**base_f, "plif": True}, {**base_b, "plif": True}
+                for o in [pf] + ([{**pf, **f} for f in flips_p] if full else []):
+                    yield f"bn_plif fwd {dname} {lname} {_opts(o, pf)}", _bn_fwd(DTYPES[dname], shape, cl, o), 1
+                for o in [pb] + ([{**pb, **f} for f in flips_p] if full else []):
+                    yield f"bn_plif bwd {dname} {lname} {_opts(o, pb)}", _bn_bwd(DTYPES[dname], shape, cl, o), 3
 
 
 def _bn_tensor(dtype, shape, cl):
@@ -275,8 +285,11 @@ def _bn_fwd(dtype, shape, cl, o):
     def call():
         y = _bn_tensor(dtype, shape, cl)
         v = _bn_vec(dtype, shape[2])
-        bn_lif_triton.bn_lif_forward_triton(y, y if o["res"] else None, v, v, y[0] if o["v_init"] else None, 2.0,
-                                            o["decay_input"], 1.0, 0.0, o["soft_reset"], True)
+        # the PLIF op takes the decay k (a 0-dim tensor) where the LIF op takes tau
+        op, decay = ((bn_lif_triton.bn_plif_forward_triton, torch.tensor(0.5, dtype=v.dtype)) if o["plif"]
+                     else (bn_lif_triton.bn_lif_forward_triton, o["tau"]))
+        op(y, y if o["res"] else None, v, v, y[0] if o["v_init"] else None, decay, o["decay_input"], 1.0, 0.0,
+           o["soft_reset"], True)
     return call
 
 
@@ -284,9 +297,10 @@ def _bn_bwd(dtype, shape, cl, o):
     def call():
         y = _bn_tensor(dtype, shape, cl)
         v = _bn_vec(dtype, shape[2])
-        bn_lif_triton.bn_lif_backward_triton(y, y[0] if o["gl"] else None, y, y if o["res"] else None, v, v, v, v,
-                                             y[0] if o["v_init"] else None, 2.0, o["decay_input"], 1.0, 0.0,
-                                             o["soft_reset"], False, True, o["surrogate"], 4.0, o["batch_stats"])
+        op, decay = ((bn_lif_triton.bn_plif_backward_triton, torch.tensor(0.5, dtype=v.dtype)) if o["plif"]
+                     else (bn_lif_triton.bn_lif_backward_triton, o["tau"]))
+        op(y, y[0] if o["gl"] else None, y, y if o["res"] else None, v, v, v, v, y[0] if o["v_init"] else None, decay,
+           o["decay_input"], 1.0, 0.0, o["soft_reset"], False, True, o["surrogate"], 4.0, o["batch_stats"])
     return call
 
 

@@ -9,6 +9,9 @@ Public API:
     functional.lif_multistep       -- the multi-step LIF without state
     functional.tks_loss, TKSLoss   -- the Temporal Knowledge Sharing loss
     available_backends()           -- {name: (available, reason)}
+    set_cpu_cache_limit, empty_cpu_cache, cpu_cache_info
+                                   -- the bounded cache of the CPU ops' large output buffers
+                                      (TKS_KERNELS_CPU_CACHE_MB, default 256; 0: off)
     tks_kernels.spikingjelly       -- subclasses of SpikingJelly's own nodes (needs SpikingJelly)
 """
 import warnings as _warnings
@@ -21,6 +24,7 @@ from . import surrogate
 from .neuron import LIF, MemoryModule, ParametricLIF, detach_net, reset_net
 from .loss import MeanCELoss, TETLoss, TKSLoss
 from . import models
+from .ops._cpu_cache import cpu_cache_info, empty_cpu_cache, set_cpu_cache_limit
 
 if _native.CPU_ERROR is not None:
     # Once per process (import runs once): the package still works on the plain-PyTorch
@@ -34,4 +38,5 @@ if _native.CPU_ERROR is not None:
     )
 
 __all__ = ["__version__", "BACKENDS", "LIF", "MemoryModule", "ParametricLIF", "available_backends", "detach_net",
-           "functional", "reset_net", "surrogate", "TKSLoss", "TETLoss", "MeanCELoss"]
+           "functional", "reset_net", "surrogate", "TKSLoss", "TETLoss", "MeanCELoss", "cpu_cache_info", "empty_cpu_cache",
+           "set_cpu_cache_limit"]

@@ -46,6 +46,10 @@ _CPU_PROTOTYPES = {
     "tks_bn_lif_forward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _D, _D, _D, _INT, _INT],
     "tks_bn_lif_backward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64,
                                 _D, _D, _D, _INT, _INT, _D, _INT, _INT],
+    "tks_bn_stats_cpu": [_INT, _P, _P, _P, _I64, _I64, _I64, _I64, _INT],
+    "tks_bn_plif_forward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _D, _D, _D, _INT, _INT],
+    "tks_bn_plif_backward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64,
+                                 _I64, _D, _D, _D, _INT, _INT, _D, _INT, _INT],
 }
 _CUDA_PROTOTYPES = {
     "tks_lif_forward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _I64, _I64, _D, _D, _D, _INT, _P],
@@ -59,6 +63,9 @@ _CUDA_PROTOTYPES = {
     "tks_bn_lif_forward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _D, _D, _D, _INT, _P],
     "tks_bn_lif_backward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64,
                                  _I64, _D, _D, _D, _INT, _INT, _D, _INT, _P],
+    "tks_bn_plif_forward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _D, _D, _INT, _P],
+    "tks_bn_plif_backward_cuda": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64,
+                                  _I64, _I64, _D, _D, _INT, _INT, _D, _INT, _P],
 }
 
 # Return types other than int (the error code).

@@ -199,6 +199,42 @@ bool check_bn_lif_cuda(int dtype, int64_t T, int64_t N, int64_t C, int64_t inner
   return N > 0;
 }
 
+// The forward's checks (LIF and PLIF); false when there is nothing to compute.
+bool check_bn_lif_forward_cuda(int dtype, const void* y, const void* scale, const void* shift, const void* spikes,
+                               const void* v_last, int64_t T, int64_t N, int64_t C, int64_t inner) {
+  if (!check_bn_lif_cuda(dtype, T, N, C, inner)) return false;
+  check_ptr(y, "y");
+  check_ptr(scale, "scale");
+  check_ptr(shift, "shift");
+  check_ptr(spikes, "spikes");
+  check_ptr(v_last, "v_last");
+  return true;
+}
+
+// The backward's checks (LIF and PLIF); false when there is nothing to compute.
+bool check_bn_lif_backward_cuda(int dtype, const void* grad_spikes, const void* y, const void* residual,
+                                const void* scale, const void* shift, const void* center, const void* invstd,
+                                const void* v_init, const void* grad_y, const void* grad_residual,
+                                const void* grad_v_init, const double* sums, const void* workspace, int64_t T,
+                                int64_t N, int64_t C, int64_t inner, int surrogate, int batch_stats) {
+  require(surrogate >= 0 && surrogate < lif::kNumSurrogates,
+          "surrogate id must be in [0, " + std::to_string(int(lif::kNumSurrogates)) + "), got " +
+              std::to_string(surrogate));
+  if (!check_bn_lif_cuda(dtype, T, N, C, inner)) return false;
+  check_ptr(grad_spikes, "grad_spikes");
+  check_ptr(y, "y");
+  check_ptr(scale, "scale");
+  check_ptr(shift, "shift");
+  check_ptr(center, "center");
+  check_ptr(grad_y, "grad_y");
+  check_ptr(sums, "sums");
+  check_ptr(workspace, "workspace");
+  require((residual == nullptr) == (grad_residual == nullptr), "grad_residual must be given exactly when residual is");
+  require((v_init == nullptr) == (grad_v_init == nullptr), "grad_v_init must be given exactly when v_init is");
+  if (batch_stats) check_ptr(invstd, "invstd");
+  return true;
+}
+
 }  // namespace
 
 extern "C" {
@@ -227,12 +263,7 @@ TKS_API int tks_bn_lif_forward_cuda(int dtype, const void* y, const void* residu
                                     int64_t N, int64_t C, int64_t inner, double tau, double v_threshold,
                                     double v_reset, int flags, void* stream) {
   return guarded([&] {
-    if (!check_bn_lif_cuda(dtype, T, N, C, inner)) return;
-    check_ptr(y, "y");
-    check_ptr(scale, "scale");
-    check_ptr(shift, "shift");
-    check_ptr(spikes, "spikes");
-    check_ptr(v_last, "v_last");
+    if (!check_bn_lif_forward_cuda(dtype, y, scale, shift, spikes, v_last, T, N, C, inner)) return;
     check_cuda(cuda::bn_lif_forward_cuda(cuda_dtype(dtype), y, residual, scale, shift, v_init, spikes, v_last,
                                          cuda::BnLifShape{T, N, C, inner},
                                          make_params(tau, v_threshold, v_reset, flags), as_stream(stream)),
@@ -248,29 +279,57 @@ TKS_API int tks_bn_lif_backward_cuda(int dtype, const void* grad_spikes, const v
                                      double v_threshold, double v_reset, int flags, int surrogate, double alpha,
                                      int batch_stats, void* stream) {
   return guarded([&] {
-    require(surrogate >= 0 && surrogate < lif::kNumSurrogates,
-            "surrogate id must be in [0, " + std::to_string(int(lif::kNumSurrogates)) + "), got " +
-                std::to_string(surrogate));
     // N == 0: nothing to do, the caller zero-fills sums.
-    if (!check_bn_lif_cuda(dtype, T, N, C, inner)) return;
-    check_ptr(grad_spikes, "grad_spikes");
-    check_ptr(y, "y");
-    check_ptr(scale, "scale");
-    check_ptr(shift, "shift");
-    check_ptr(center, "center");
-    check_ptr(grad_y, "grad_y");
-    check_ptr(sums, "sums");
-    check_ptr(workspace, "workspace");
-    require((residual == nullptr) == (grad_residual == nullptr),
-            "grad_residual must be given exactly when residual is");
-    require((v_init == nullptr) == (grad_v_init == nullptr), "grad_v_init must be given exactly when v_init is");
-    if (batch_stats) check_ptr(invstd, "invstd");
+    if (!check_bn_lif_backward_cuda(dtype, grad_spikes, y, residual, scale, shift, center, invstd, v_init, grad_y,
+                                    grad_residual, grad_v_init, sums, workspace, T, N, C, inner, surrogate,
+                                    batch_stats)) {
+      return;
+    }
     check_cuda(cuda::bn_lif_backward_cuda(cuda_dtype(dtype), grad_spikes, grad_v_last, y, residual, scale, shift,
                                           center, invstd, v_init, grad_y, grad_residual, grad_v_init, sums,
                                           workspace, cuda::BnLifShape{T, N, C, inner},
                                           make_params(tau, v_threshold, v_reset, flags), surrogate,
                                           static_cast<float>(alpha), batch_stats != 0, as_stream(stream)),
                "bn_lif_backward_cuda");
+  });
+}
+
+TKS_API int tks_bn_plif_forward_cuda(int dtype, const void* y, const void* residual, const void* scale,
+                                     const void* shift, const void* v_init, const void* k, void* spikes,
+                                     void* v_last, int64_t T, int64_t N, int64_t C, int64_t inner,
+                                     double v_threshold, double v_reset, int flags, void* stream) {
+  return guarded([&] {
+    if (!check_bn_lif_forward_cuda(dtype, y, scale, shift, spikes, v_last, T, N, C, inner)) return;
+    check_ptr(k, "k");
+    check_cuda(cuda::bn_plif_forward_cuda(cuda_dtype(dtype), y, residual, scale, shift, v_init, k, spikes, v_last,
+                                          cuda::BnLifShape{T, N, C, inner},
+                                          make_params(0.0, v_threshold, v_reset, flags), as_stream(stream)),
+               "bn_plif_forward_cuda");
+  });
+}
+
+TKS_API int tks_bn_plif_backward_cuda(int dtype, const void* grad_spikes, const void* grad_v_last, const void* y,
+                                      const void* residual, const void* scale, const void* shift,
+                                      const void* center, const void* invstd, const void* v_init, const void* k,
+                                      void* grad_y, void* grad_residual, void* grad_v_init, double* sums,
+                                      void* grad_k, void* workspace, int64_t T, int64_t N, int64_t C,
+                                      int64_t inner, double v_threshold, double v_reset, int flags, int surrogate,
+                                      double alpha, int batch_stats, void* stream) {
+  return guarded([&] {
+    // N == 0: nothing to do, the caller zero-fills sums and grad_k.
+    if (!check_bn_lif_backward_cuda(dtype, grad_spikes, y, residual, scale, shift, center, invstd, v_init, grad_y,
+                                    grad_residual, grad_v_init, sums, workspace, T, N, C, inner, surrogate,
+                                    batch_stats)) {
+      return;
+    }
+    check_ptr(k, "k");
+    check_ptr(grad_k, "grad_k");
+    check_cuda(cuda::bn_plif_backward_cuda(cuda_dtype(dtype), grad_spikes, grad_v_last, y, residual, scale, shift,
+                                           center, invstd, v_init, k, grad_y, grad_residual, grad_v_init, sums,
+                                           grad_k, workspace, cuda::BnLifShape{T, N, C, inner},
+                                           make_params(0.0, v_threshold, v_reset, flags), surrogate,
+                                           static_cast<float>(alpha), batch_stats != 0, as_stream(stream)),
+               "bn_plif_backward_cuda");
   });
 }
 

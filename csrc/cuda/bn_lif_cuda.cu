@@ -1,4 +1,11 @@
-// Fused BN + residual + LIF kernels (bn_lif_cuda.h).
+// Fused BN + residual + LIF / parametric LIF kernels (bn_lif_cuda.h).
+//
+// One kernel family for both neurons: template parameter Learn (PLIF) picks
+// lif_cuda_kernels.cuh's detail::Decay, as the LIF kernels do: LIF divides by tau (fp32:
+// lif::div_tau_rcp with the host's lif::TauDivisor, IEEE bits without a divide; fp64:
+// IEEE division), PLIF multiplies by k read from device memory; backward also sums dL/dk
+// (per element in the compute type, per block in fp64 by a fixed tree, the blocks'
+// partials in a fixed order by lif_cuda_kernels.cuh's plif_grad_k_kernel).
 //
 // Every kernel walks tiles of one step viewed as a row-major matrix [R, K] so that one
 // channel is one row or one column of a tile: inner > 1 (NCHW): [R, K] = [outer * C,
@@ -8,8 +15,8 @@
 // access (Vec: K a multiple of the vector width and 16-byte aligned pointers), else VT
 // elements kThreads apart.
 //
-// Backward keeps d = h - v_threshold of its elements' T steps in shared memory, private
-// to the thread (layout [t][k][thread], no bank conflicts, no barrier), or in a global
+// Backward keeps the charge h of its elements' T steps in shared memory, private to the
+// thread (layout [t][k][thread], no bank conflicts, no barrier), or in a global
 // scratch slot of its block when T is too large for shared memory; per-channel sums are
 // fp64 tree reductions of a tile in shared memory. The grid of the statistics and the
 // backward is persistent: with columns as channels a block walks row blocks of one
@@ -20,13 +27,14 @@
 #include <algorithm>
 #include <initializer_list>
 
-#include "lif_cuda.cuh"
+#include "lif_cuda_kernels.cuh"
 
 namespace tks {
 namespace cuda {
 namespace {
 
 using detail::acc_t;
+using detail::Decay;
 using detail::Pack;
 using detail::Storage;
 
@@ -140,6 +148,17 @@ struct Elems {
     } else {
 #pragma unroll
       for (int k = 0; k < VT; ++k) out[k] = in[k] ? Storage<S>::load(p[idx[k]]) : acc_t<S>(0);
+    }
+  }
+
+  // p's elements, or `fill` for a null p (v_init absent: the rest potential; grad_v_last: 0)
+  template <typename S>
+  __device__ __forceinline__ void load_or(const S* __restrict__ p, acc_t<S> fill, acc_t<S> (&out)[VT]) const {
+    if (p != nullptr) {
+      load(p, out);
+    } else {
+#pragma unroll
+      for (int k = 0; k < VT; ++k) out[k] = fill;
     }
   }
 
@@ -307,24 +326,21 @@ __global__ void __launch_bounds__(kThreads, 1) bn_stats_finalize_kernel(const S*
 
 // ---------------------------------------------------------------- forward
 
-template <typename S, int VT, bool Vec>
+template <typename S, int VT, bool Vec, bool Learn>
 __global__ void __launch_bounds__(kThreads, 1)
     bn_lif_forward_kernel(const S* __restrict__ y, const S* __restrict__ res, const acc_t<S>* __restrict__ scale,
-                          const acc_t<S>* __restrict__ shift, const S* __restrict__ v_init, S* __restrict__ spikes,
-                          S* __restrict__ v_last, const Geometry g, const lif::Params p) {
+                          const acc_t<S>* __restrict__ shift, const S* __restrict__ v_init,
+                          const acc_t<S>* __restrict__ k_ptr, S* __restrict__ spikes, S* __restrict__ v_last,
+                          const Geometry g, const lif::Params p, const lif::TauDivisor div) {
   using A = acc_t<S>;
   const Elems<VT, Vec> e(g, blockIdx.x);
-  const A tau = static_cast<A>(p.tau), vth = static_cast<A>(p.v_threshold), vr = static_cast<A>(p.v_reset);
+  const Decay<A, Learn> decay(p, div, k_ptr);
+  const A vth = static_cast<A>(p.v_threshold), vr = static_cast<A>(p.v_reset);
   const A vr_charge = p.soft_reset ? A(0) : vr;
   A a[VT], b[VT], v[VT];
   e.gather(scale, a);
   e.gather(shift, b);
-  if (v_init != nullptr) {
-    e.load(v_init, v);
-  } else {
-#pragma unroll
-    for (int k = 0; k < VT; ++k) v[k] = vr_charge;
-  }
+  e.load_or(v_init, vr_charge, v);
 #pragma unroll 1
   for (int64_t t = 0; t < g.T; ++t) {
     A yv[VT], rv[VT], s[VT];
@@ -335,7 +351,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       // the unfused layers' order: BN's y * scale + shift, then + residual
       A x = yv[k] * a[k] + b[k];
       if (res != nullptr) x = x + rv[k];
-      const A h = lif::charge<A>(v[k], x, tau, vr_charge, p.decay_input);
+      const A h = decay.charge(v[k], x, vr_charge, p.decay_input);
       s[k] = lif::fire<A>(h, vth, p.fire_at_threshold);
       v[k] = lif::reset<A>(h, s[k], vth, vr, p.soft_reset);
     }
@@ -346,37 +362,39 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // ---------------------------------------------------------------- backward
 
-template <typename S, int VT, bool Vec, int32_t Kind>
+// Learn (PLIF): kpart[blockIdx.x] receives the block's dL/dk partial (before the division
+// by grad_k_divisor): a thread's sum over its lanes and steps of a tile in the compute type
+// (one register, not one per lane: the bf16 vector path is at 140 registers), its tiles'
+// in fp64, the block's threads by a fixed tree.
+template <typename S, int VT, bool Vec, bool Learn, int32_t Kind>
 __global__ void __launch_bounds__(kThreads, 1)
     bn_lif_backward_kernel(const S* __restrict__ grad_spikes, const S* __restrict__ grad_v_last,
                            const S* __restrict__ y, const S* __restrict__ res, const acc_t<S>* __restrict__ scale,
                            const acc_t<S>* __restrict__ shift, const acc_t<S>* __restrict__ center,
-                           const S* __restrict__ v_init, S* __restrict__ gx_out, S* __restrict__ dy_out,
-                           S* __restrict__ grad_v_init, double* __restrict__ part, acc_t<S>* __restrict__ d_global,
-                           const Geometry g, const lif::Params p, const float alpha_f) {
+                           const S* __restrict__ v_init, const acc_t<S>* __restrict__ k_ptr, S* __restrict__ gx_out,
+                           S* __restrict__ dy_out, S* __restrict__ grad_v_init, double* __restrict__ part,
+                           double* __restrict__ kpart, acc_t<S>* __restrict__ h_global, const Geometry g,
+                           const lif::Params p, const lif::TauDivisor div, const float alpha_f) {
   using A = acc_t<S>;
   extern __shared__ double smem[];
-  double* red = smem;  // after the reverse loop; aliases the d buffer
+  double* red = smem;  // after the reverse loop; aliases the h buffer
   constexpr int kTile = kThreads * VT;
-  A* const dbuf = d_global != nullptr ? d_global + static_cast<int64_t>(blockIdx.x) * g.T * kTile
+  A* const hbuf = h_global != nullptr ? h_global + static_cast<int64_t>(blockIdx.x) * g.T * kTile
                                       : reinterpret_cast<A*>(smem);
-  const A tau = static_cast<A>(p.tau), vth = static_cast<A>(p.v_threshold), vr = static_cast<A>(p.v_reset);
+  const Decay<A, Learn> decay(p, div, k_ptr);
+  const A vth = static_cast<A>(p.v_threshold), vr = static_cast<A>(p.v_reset);
   const A vr_charge = p.soft_reset ? A(0) : vr;
-  const A input_div = lif::input_divisor<A>(tau, p.decay_input);
   const A alpha = static_cast<A>(alpha_f);
+  const bool di = p.decay_input, soft = p.soft_reset, at = p.fire_at_threshold;
+  double ktotal = 0.0;  // Learn: this thread's part of dL/dk * grad_k_divisor
   for (int64_t tile = blockIdx.x; tile < g.n_tiles; tile += gridDim.x) {
     const Elems<VT, Vec> e(g, tile);
     A a[VT], b[VT], m[VT], v[VT];
     e.gather(scale, a);
     e.gather(shift, b);
     e.gather(center, m);
-    if (v_init != nullptr) {
-      e.load(v_init, v);
-    } else {
-#pragma unroll
-      for (int k = 0; k < VT; ++k) v[k] = vr_charge;
-    }
-    // The forward again, keeping d of every step: the same expressions as the forward
+    e.load_or(v_init, vr_charge, v);
+    // The forward again, keeping h of every step: the same expressions as the forward
     // kernel, so the same spikes bit for bit.
     // not unrolled: an unrolled copy doubles the live registers around the division calls
 #pragma unroll 1
@@ -388,44 +406,53 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int k = 0; k < VT; ++k) {
         A x = yv[k] * a[k] + b[k];
         if (res != nullptr) x = x + rv[k];
-        const A h = lif::charge<A>(v[k], x, tau, vr_charge, p.decay_input);
-        const A s = lif::fire<A>(h, vth, p.fire_at_threshold);
-        dbuf[(t * VT + k) * kThreads + threadIdx.x] = h - vth;
-        v[k] = lif::reset<A>(h, s, vth, vr, p.soft_reset);
+        const A h = decay.charge(v[k], x, vr_charge, di);
+        hbuf[(t * VT + k) * kThreads + threadIdx.x] = h;
+        v[k] = lif::reset<A>(h, lif::fire<A>(h, vth, at), vth, vr, soft);
       }
     }
-    A gv[VT], p1[VT], p2[VT];
-    if (grad_v_last != nullptr) {
-      e.load(grad_v_last, gv);
-    } else {
-#pragma unroll
-      for (int k = 0; k < VT; ++k) gv[k] = A(0);
-    }
+    A gv[VT], p1[VT], p2[VT], ks = A(0);
+    e.load_or(grad_v_last, A(0), gv);
 #pragma unroll
     for (int k = 0; k < VT; ++k) p1[k] = p2[k] = A(0);
 #pragma unroll 1
     for (int64_t t = g.T - 1; t >= 0; --t) {
+      // PLIF: v_{t-1} by the forward's reset of h_{t-1} (v_init at t = 0)
+      A vp[VT];
+      if constexpr (Learn) {
+        if (t > 0) {
+#pragma unroll
+          for (int k = 0; k < VT; ++k) {
+            const A hp = hbuf[((t - 1) * VT + k) * kThreads + threadIdx.x];
+            vp[k] = lif::reset<A>(hp, lif::fire<A>(hp, vth, at), vth, vr, soft);
+          }
+        } else {
+          e.load_or(v_init, vr_charge, vp);
+        }
+      }
       A gs[VT], yv[VT], gx[VT], dy[VT];
       e.load(grad_spikes + t * g.N, gs);
       e.load(y + t * g.N, yv);
 #pragma unroll
       for (int k = 0; k < VT; ++k) {
-        const A d = dbuf[(t * VT + k) * kThreads + threadIdx.x];
+        const A h = hbuf[(t * VT + k) * kThreads + threadIdx.x];
+        const A d = h - vth;
         const A sg = lif::surrogate_grad_t<Kind, A>(d, alpha);
-        const A gh = lif::step_backward<A>(d, gs[k], gv[k], sg, vth, vr, p.soft_reset, p.detach_reset,
-                                           p.fire_at_threshold);
+        const A gh = lif::step_backward<A>(d, gs[k], gv[k], sg, vth, vr, soft, p.detach_reset, at);
         // gx as the unfused LIF layer stores it; the sums and BN's gradient read it back
-        gx[k] = e.in[k] ? Storage<S>::load(Storage<S>::store(lif::grad_x_from_h<A>(gh, input_div))) : A(0);
+        gx[k] = e.in[k] ? Storage<S>::load(Storage<S>::store(decay.grad_x(gh, di))) : A(0);
         dy[k] = gx[k] * a[k];
         p1[k] += gx[k];
         p2[k] += gx[k] * (yv[k] - m[k]);
-        gv[k] = lif::grad_v_prev_from_h<A>(gh, tau);
+        gv[k] = decay.grad_v_prev(gh);
+        if constexpr (Learn) ks += e.in[k] ? gh * lif::charge_k_term<A>(h, vp[k], vr, di) : A(0);
       }
       if (gx_out != nullptr) e.store(gx_out + t * g.N, gx);
       if (dy_out != nullptr) e.store(dy_out + t * g.N, dy);
     }
     if (grad_v_init != nullptr) e.store(grad_v_init, gv);
-    __syncthreads();  // every thread is done with the d buffer that red aliases
+    if constexpr (Learn) ktotal += static_cast<double>(ks);
+    __syncthreads();  // every thread is done with the h buffer that red aliases
 #pragma unroll
     for (int k = 0; k < VT; ++k) {
       red[tile_index<VT, Vec>(k)] = static_cast<double>(p1[k]);
@@ -439,6 +466,17 @@ __global__ void __launch_bounds__(kThreads, 1)
       add_column_partials(red, part, g, kTile, tile == blockIdx.x);
     }
     __syncthreads();
+  }
+  if constexpr (Learn) {
+    // the block's threads in a fixed tree, in red (free after the last tile's barrier)
+    red[threadIdx.x] = ktotal;
+    __syncthreads();
+#pragma unroll
+    for (int half = kThreads / 2; half > 0; half >>= 1) {
+      if (threadIdx.x < half) red[threadIdx.x] += red[threadIdx.x + half];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) kpart[blockIdx.x] = red[0];
   }
 }
 
@@ -513,13 +551,14 @@ cudaError_t device_info(DeviceInfo* info) {
 }
 
 // How one persistent call runs: geometry (with P), blocks, dynamic shared memory, and
-// the workspace's parts (partials [2, P, C] fp64, pc/qc [2, C], the d scratch).
+// the workspace's parts (partials [2, P, C] fp64, pc/qc [2, C], PLIF's dL/dk partials
+// [blocks] fp64, the h scratch).
 struct Plan {
   Geometry g;
   int blocks;
   size_t smem;
-  bool d_in_global;
-  int64_t off_pcqc, off_d, bytes;
+  bool h_in_global;
+  int64_t off_pcqc, off_k, off_h, bytes;
 };
 
 template <typename S>
@@ -529,9 +568,9 @@ Plan make_plan(const BnLifShape& s, int vt, bool backward, const DeviceInfo& dev
   pl.g = make_geometry(s, vt);
   const int64_t tile = int64_t{kThreads} * vt;
   const int64_t red_bytes = 2 * tile * static_cast<int64_t>(sizeof(double));
-  const int64_t d_bytes = backward ? s.T * tile * static_cast<int64_t>(sizeof(A)) : 0;
-  pl.d_in_global = std::max(red_bytes, d_bytes) > dev.smem_optin;
-  pl.smem = static_cast<size_t>(pl.d_in_global ? red_bytes : std::max(red_bytes, d_bytes));
+  const int64_t h_bytes = backward ? s.T * tile * static_cast<int64_t>(sizeof(A)) : 0;
+  pl.h_in_global = std::max(red_bytes, h_bytes) > dev.smem_optin;
+  pl.smem = static_cast<size_t>(pl.h_in_global ? red_bytes : std::max(red_bytes, h_bytes));
   const int64_t per_sm = std::max<int64_t>(
       1, std::min<int64_t>(2048 / kThreads, dev.smem_per_sm / static_cast<int64_t>(pl.smem + 1024)));
   const int64_t target = per_sm * dev.sms;
@@ -547,8 +586,10 @@ Plan make_plan(const BnLifShape& s, int vt, bool backward, const DeviceInfo& dev
   }
   const int64_t part_bytes = align_up(2 * g.P * g.C * static_cast<int64_t>(sizeof(double)));
   pl.off_pcqc = part_bytes;
-  pl.off_d = pl.off_pcqc + (backward ? align_up(2 * g.C * static_cast<int64_t>(sizeof(A))) : 0);
-  pl.bytes = pl.off_d + (pl.d_in_global ? align_up(static_cast<int64_t>(pl.blocks) * d_bytes) : 0);
+  pl.off_k = pl.off_pcqc + (backward ? align_up(2 * g.C * static_cast<int64_t>(sizeof(A))) : 0);
+  // the dL/dk partials are reserved for LIF too: a few KiB, one workspace size for both
+  pl.off_h = pl.off_k + (backward ? align_up(static_cast<int64_t>(pl.blocks) * static_cast<int64_t>(sizeof(double))) : 0);
+  pl.bytes = pl.off_h + (pl.h_in_global ? align_up(static_cast<int64_t>(pl.blocks) * h_bytes) : 0);
   return pl;
 }
 
@@ -614,91 +655,98 @@ cudaError_t stats_typed(const void* y, double* mean, double* var, void* workspac
   return stats_launch<S, scalar_vt<S>(), false>(yy, mean, var, workspace, s, dev, stream);
 }
 
-template <typename S, int VT, bool Vec>
+template <typename S, int VT, bool Vec, bool Learn>
 cudaError_t forward_launch(const void* y, const void* residual, const void* scale, const void* shift,
-                           const void* v_init, void* spikes, void* v_last, const BnLifShape& s,
+                           const void* v_init, const void* k, void* spikes, void* v_last, const BnLifShape& s,
                            const lif::Params& p, cudaStream_t stream) {
   using A = acc_t<S>;
   const Geometry g = make_geometry(s, VT);
   const unsigned int blocks = grid_of(g.n_tiles);
   if (blocks == 0) return cudaErrorInvalidConfiguration;
-  bn_lif_forward_kernel<S, VT, Vec><<<blocks, kThreads, 0, stream>>>(
+  bn_lif_forward_kernel<S, VT, Vec, Learn><<<blocks, kThreads, 0, stream>>>(
       static_cast<const S*>(y), static_cast<const S*>(residual), static_cast<const A*>(scale),
-      static_cast<const A*>(shift), static_cast<const S*>(v_init), static_cast<S*>(spikes), static_cast<S*>(v_last),
-      g, p);
+      static_cast<const A*>(shift), static_cast<const S*>(v_init), static_cast<const A*>(k), static_cast<S*>(spikes),
+      static_cast<S*>(v_last), g, p, detail::host_divisor(p, Learn));
   return cudaGetLastError();
 }
 
-template <typename S>
+template <typename S, bool Learn>
 cudaError_t forward_typed(const void* y, const void* residual, const void* scale, const void* shift,
-                          const void* v_init, void* spikes, void* v_last, const BnLifShape& s, const lif::Params& p,
-                          cudaStream_t stream) {
+                          const void* v_init, const void* k, void* spikes, void* v_last, const BnLifShape& s,
+                          const lif::Params& p, cudaStream_t stream) {
   if (use_vec<S>(s, {y, residual, v_init, spikes, v_last})) {
-    return forward_launch<S, vec_vt<S>(), true>(y, residual, scale, shift, v_init, spikes, v_last, s, p, stream);
+    return forward_launch<S, vec_vt<S>(), true, Learn>(y, residual, scale, shift, v_init, k, spikes, v_last, s, p,
+                                                       stream);
   }
-  return forward_launch<S, scalar_vt<S>(), false>(y, residual, scale, shift, v_init, spikes, v_last, s, p, stream);
+  return forward_launch<S, scalar_vt<S>(), false, Learn>(y, residual, scale, shift, v_init, k, spikes, v_last, s, p,
+                                                         stream);
 }
 
-template <typename S, int VT, bool Vec, int32_t Kind>
-cudaError_t backward_launch(const void* grad_spikes, const void* grad_v_last, const void* y, const void* residual,
-                            const void* scale, const void* shift, const void* center, const void* invstd,
-                            const void* v_init, void* grad_y, void* grad_residual, void* grad_v_init, double* sums,
-                            void* workspace, const BnLifShape& s, const lif::Params& p, float alpha,
+// The pointers of one backward call (unused ones null; k, grad_k: PLIF only).
+struct BnBackwardArgs {
+  const void *grad_spikes, *grad_v_last, *y, *residual, *scale, *shift, *center, *invstd, *v_init, *k;
+  void *grad_y, *grad_residual, *grad_v_init;
+  double* sums;
+  void *grad_k, *workspace;
+};
+
+template <typename S, int VT, bool Vec, bool Learn, int32_t Kind>
+cudaError_t backward_launch(const BnBackwardArgs& w, const BnLifShape& s, const lif::Params& p, float alpha,
                             bool batch_stats, const DeviceInfo& dev, cudaStream_t stream) {
   using A = acc_t<S>;
   const Plan pl = make_plan<S>(s, VT, true, dev);
-  char* ws = static_cast<char*>(workspace);
+  char* ws = static_cast<char*>(w.workspace);
   double* part = reinterpret_cast<double*>(ws);
   A* pc = reinterpret_cast<A*>(ws + pl.off_pcqc);
   A* qc = pc + s.C;
-  A* d_global = pl.d_in_global ? reinterpret_cast<A*>(ws + pl.off_d) : nullptr;
+  double* kpart = reinterpret_cast<double*>(ws + pl.off_k);
+  A* h_global = pl.h_in_global ? reinterpret_cast<A*>(ws + pl.off_h) : nullptr;
   // gx goes to grad_residual (it is the residual's gradient), else, with batch
   // statistics, to grad_y, which the input-gradient pass then overwrites in place.
-  S* gx = residual != nullptr ? static_cast<S*>(grad_residual) : (batch_stats ? static_cast<S*>(grad_y) : nullptr);
-  S* dy = batch_stats ? nullptr : static_cast<S*>(grad_y);
-  auto kernel = bn_lif_backward_kernel<S, VT, Vec, Kind>;
+  S* gx = w.residual != nullptr ? static_cast<S*>(w.grad_residual)
+                                : (batch_stats ? static_cast<S*>(w.grad_y) : nullptr);
+  S* dy = batch_stats ? nullptr : static_cast<S*>(w.grad_y);
+  auto kernel = bn_lif_backward_kernel<S, VT, Vec, Learn, Kind>;
   cudaError_t err = allow_smem(kernel, pl.smem);
   if (err != cudaSuccess) return err;
   kernel<<<pl.blocks, kThreads, pl.smem, stream>>>(
-      static_cast<const S*>(grad_spikes), static_cast<const S*>(grad_v_last), static_cast<const S*>(y),
-      static_cast<const S*>(residual), static_cast<const A*>(scale), static_cast<const A*>(shift),
-      static_cast<const A*>(center), static_cast<const S*>(v_init), gx, dy, static_cast<S*>(grad_v_init), part,
-      d_global, pl.g, p, alpha);
+      static_cast<const S*>(w.grad_spikes), static_cast<const S*>(w.grad_v_last), static_cast<const S*>(w.y),
+      static_cast<const S*>(w.residual), static_cast<const A*>(w.scale), static_cast<const A*>(w.shift),
+      static_cast<const A*>(w.center), static_cast<const S*>(w.v_init), static_cast<const A*>(w.k), gx, dy,
+      static_cast<S*>(w.grad_v_init), part, kpart, h_global, pl.g, p, detail::host_divisor(p, Learn), alpha);
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
-  bn_lif_sums_kernel<A><<<grid_of(s.C), kThreads, 0, stream>>>(part, sums, static_cast<const A*>(scale),
-                                                                static_cast<const A*>(invstd), pc, qc, pl.g,
+  if constexpr (Learn) {
+    // LIF's fixed-order sum of the blocks' partials, divided by grad_k_divisor
+    detail::plif_grad_k_kernel<A><<<1, kThreads, 0, stream>>>(kpart, pl.blocks, static_cast<const A*>(w.k),
+                                                              p.decay_input, static_cast<A*>(w.grad_k));
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  bn_lif_sums_kernel<A><<<grid_of(s.C), kThreads, 0, stream>>>(part, w.sums, static_cast<const A*>(w.scale),
+                                                                static_cast<const A*>(w.invstd), pc, qc, pl.g,
                                                                 batch_stats);
   err = cudaGetLastError();
   if (err != cudaSuccess || !batch_stats) return err;
   const Geometry g = make_geometry(s, VT);
   bn_input_grad_kernel<S, VT, Vec><<<grid_of(g.n_tiles), kThreads, 0, stream>>>(
-      gx, static_cast<const S*>(y), static_cast<const A*>(scale), static_cast<const A*>(center), pc, qc,
-      static_cast<S*>(grad_y), g);
+      gx, static_cast<const S*>(w.y), static_cast<const A*>(w.scale), static_cast<const A*>(w.center), pc, qc,
+      static_cast<S*>(w.grad_y), g);
   return cudaGetLastError();
 }
 
-template <typename S>
-cudaError_t backward_typed(const void* grad_spikes, const void* grad_v_last, const void* y, const void* residual,
-                           const void* scale, const void* shift, const void* center, const void* invstd,
-                           const void* v_init, void* grad_y, void* grad_residual, void* grad_v_init, double* sums,
-                           void* workspace, const BnLifShape& s, const lif::Params& p, int32_t surrogate,
+template <typename S, bool Learn>
+cudaError_t backward_typed(const BnBackwardArgs& w, const BnLifShape& s, const lif::Params& p, int32_t surrogate,
                            float alpha, bool batch_stats, cudaStream_t stream) {
   DeviceInfo dev;
   cudaError_t err = device_info(&dev);
   if (err != cudaSuccess) return err;
-  const bool vec = use_vec<S>(s, {grad_spikes, grad_v_last, y, residual, v_init, grad_y, grad_residual, grad_v_init});
-#define TKS_BN_BWD(K)                                                                                            \
-  case K:                                                                                                        \
-    if (vec) {                                                                                                   \
-      return backward_launch<S, vec_vt<S>(), true, K>(grad_spikes, grad_v_last, y, residual, scale, shift, center, \
-                                                      invstd, v_init, grad_y, grad_residual, grad_v_init, sums,  \
-                                                      workspace, s, p, alpha, batch_stats, dev, stream);         \
-    }                                                                                                            \
-    return backward_launch<S, scalar_vt<S>(), false, K>(grad_spikes, grad_v_last, y, residual, scale, shift,     \
-                                                        center, invstd, v_init, grad_y, grad_residual,           \
-                                                        grad_v_init, sums, workspace, s, p, alpha, batch_stats,  \
-                                                        dev, stream);
+  const bool vec = use_vec<S>(s, {w.grad_spikes, w.grad_v_last, w.y, w.residual, w.v_init, w.grad_y, w.grad_residual,
+                                  w.grad_v_init});
+#define TKS_BN_BWD(K)                                                                                          \
+  case K:                                                                                                      \
+    if (vec) return backward_launch<S, vec_vt<S>(), true, Learn, K>(w, s, p, alpha, batch_stats, dev, stream); \
+    return backward_launch<S, scalar_vt<S>(), false, Learn, K>(w, s, p, alpha, batch_stats, dev, stream);
   switch (surrogate) {
     TKS_BN_BWD(lif::kSigmoid)
     TKS_BN_BWD(lif::kAtan)
@@ -753,7 +801,17 @@ cudaError_t bn_lif_forward_cuda(DType dtype, const void* y, const void* residual
                                 const void* shift, const void* v_init, void* spikes, void* v_last,
                                 const BnLifShape& s, const lif::Params& p, cudaStream_t stream) {
   if (s.T <= 0 || s.N <= 0) return cudaSuccess;
-  TKS_BN_DISPATCH(return forward_typed<S>(y, residual, scale, shift, v_init, spikes, v_last, s, p, stream))
+  TKS_BN_DISPATCH(return (forward_typed<S, false>(y, residual, scale, shift, v_init, nullptr, spikes, v_last, s, p,
+                                                  stream)))
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t bn_plif_forward_cuda(DType dtype, const void* y, const void* residual, const void* scale,
+                                 const void* shift, const void* v_init, const void* k, void* spikes, void* v_last,
+                                 const BnLifShape& s, const lif::Params& p, cudaStream_t stream) {
+  if (s.T <= 0 || s.N <= 0) return cudaSuccess;
+  TKS_BN_DISPATCH(return (forward_typed<S, true>(y, residual, scale, shift, v_init, k, spikes, v_last, s, p,
+                                                 stream)))
   return cudaErrorInvalidValue;
 }
 
@@ -764,9 +822,22 @@ cudaError_t bn_lif_backward_cuda(DType dtype, const void* grad_spikes, const voi
                                  const lif::Params& p, int32_t surrogate, float alpha, bool batch_stats,
                                  cudaStream_t stream) {
   if (s.T <= 0 || s.N <= 0) return cudaSuccess;
-  TKS_BN_DISPATCH(return backward_typed<S>(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd,
-                                           v_init, grad_y, grad_residual, grad_v_init, sums, workspace, s, p,
-                                           surrogate, alpha, batch_stats, stream))
+  const BnBackwardArgs w{grad_spikes, grad_v_last, y,      residual, scale,       shift, center,  invstd,
+                         v_init,      nullptr,     grad_y, grad_residual, grad_v_init, sums,  nullptr, workspace};
+  TKS_BN_DISPATCH(return (backward_typed<S, false>(w, s, p, surrogate, alpha, batch_stats, stream)))
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t bn_plif_backward_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last, const void* y,
+                                  const void* residual, const void* scale, const void* shift, const void* center,
+                                  const void* invstd, const void* v_init, const void* k, void* grad_y,
+                                  void* grad_residual, void* grad_v_init, double* sums, void* grad_k,
+                                  void* workspace, const BnLifShape& s, const lif::Params& p, int32_t surrogate,
+                                  float alpha, bool batch_stats, cudaStream_t stream) {
+  if (s.T <= 0 || s.N <= 0) return cudaSuccess;
+  const BnBackwardArgs w{grad_spikes, grad_v_last, y,      residual, scale,       shift, center, invstd,
+                         v_init,      k,           grad_y, grad_residual, grad_v_init, sums,  grad_k, workspace};
+  TKS_BN_DISPATCH(return (backward_typed<S, true>(w, s, p, surrogate, alpha, batch_stats, stream)))
   return cudaErrorInvalidValue;
 }
 

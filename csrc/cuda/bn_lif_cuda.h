@@ -1,8 +1,10 @@
-// Fused batch norm (tdBN) + residual add + multi-step LIF for CUDA (issue 16): the
+// Fused batch norm (tdBN) + residual add + multi-step LIF or parametric LIF for CUDA (issue 16): the
 // one-read batch statistics, the forward (writes only spikes and v_last) and the
 // recomputing backward with BN's backward, on raw device pointers and a stream; no torch
 // headers. The CPU kernel (csrc/cpu/bn_lif_cpu.cpp) is the same op; the per-element math
-// is csrc/lif_math.h's, compiled with -fmad=false.
+// is csrc/lif_math.h's, compiled with -fmad=false; the decay is lif_cuda_kernels.cuh's
+// (LIF: the fp32 division by tau through lif::div_tau_rcp, IEEE bits; PLIF: the decay
+// k = 1/tau read from device memory and multiplied), one kernel family for both.
 //
 // Layout: y, residual, spikes, grad_spikes, grad_y, grad_residual are [T, N]; v_init,
 // v_last, grad_v_last, grad_v_init are [N]; each step is [outer, C, inner] in memory
@@ -57,6 +59,24 @@ cudaError_t bn_lif_backward_cuda(DType dtype, const void* grad_spikes, const voi
                                  void* grad_v_init, double* sums, void* workspace, const BnLifShape& s,
                                  const lif::Params& p, int32_t surrogate, float alpha, bool batch_stats,
                                  cudaStream_t stream);
+
+// The parametric LIF in place of LIF: k is one element of the compute type (float;
+// double for kFloat64) in device memory, the decay 1/tau in (0, 1]; p.tau is not read.
+// Otherwise as bn_lif_forward_cuda.
+cudaError_t bn_plif_forward_cuda(DType dtype, const void* y, const void* residual, const void* scale,
+                                 const void* shift, const void* v_init, const void* k, void* spikes, void* v_last,
+                                 const BnLifShape& s, const lif::Params& p, cudaStream_t stream);
+
+// As bn_lif_backward_cuda, and grad_k (one element of the compute type in device memory)
+// receives dL/dk: per element summed over the steps in the compute type, per block in
+// fp64 by a fixed tree into its slot of the workspace (bn_lif_workspace_cuda(..., true)
+// includes it), then the blocks' partials added in a fixed order: no atomics.
+cudaError_t bn_plif_backward_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last, const void* y,
+                                  const void* residual, const void* scale, const void* shift, const void* center,
+                                  const void* invstd, const void* v_init, const void* k, void* grad_y,
+                                  void* grad_residual, void* grad_v_init, double* sums, void* grad_k,
+                                  void* workspace, const BnLifShape& s, const lif::Params& p, int32_t surrogate,
+                                  float alpha, bool batch_stats, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace tks

@@ -23,6 +23,7 @@ import torch
 
 from ... import _native
 from .._layout import like_layout, time_major_dense
+from .. import _cpu_cache
 from .._native_op import NativeOp
 from ..lif import LIFConfig
 from . import BNArgs, batch_norm_coefficients
@@ -52,28 +53,9 @@ _LIB.define(
 )
 _LIB.define("bn_stats(Tensor y) -> (Tensor mean, Tensor var)")
 
-_P, _I64, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
-# Functions newer than the library's first bn_lif (csrc/tks_capi.h): bound when present, so
-# a stale build keeps the LIF op (with torch's statistics) instead of failing to load.
-_NEW_PROTOTYPES = {
-    "tks_bn_stats_cpu": [_INT, _P, _P, _P, _I64, _I64, _I64, _I64, _INT],
-    "tks_bn_plif_forward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _D, _D, _D, _INT, _INT],
-    "tks_bn_plif_backward_cpu": [_INT, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64,
-                                 _I64, _D, _D, _D, _INT, _INT, _D, _INT, _INT],
-}
-
-
-def _bind(lib, names) -> bool:
-    if lib is None or not all(hasattr(lib, n) for n in names):
-        return False
-    for n in names:
-        getattr(lib, n).argtypes = _NEW_PROTOTYPES[n]
-        getattr(lib, n).restype = _INT
-    return True
-
-
-HAS_STATS = _bind(_native.cpu_lib, ["tks_bn_stats_cpu"])
-HAS_PLIF = _bind(_native.cpu_lib, ["tks_bn_plif_forward_cpu", "tks_bn_plif_backward_cpu"])
+# The statistics and PLIF kernels are declared in _native.py's table like the others: a
+# library without them does not load (a stale build), so they are there whenever it is.
+HAS_STATS = HAS_PLIF = _native.cpu_lib is not None
 
 
 def _channels(y: torch.Tensor) -> Tuple[int, int]:
@@ -124,8 +106,8 @@ def _forward(y_in, residual, scale, shift, v_init, decay, decay_input, v_thresho
     d = _check_k(y, decay) if plif else decay
     res = None if residual is None else like_layout(residual, y)
     v0 = None if v_init is None else like_layout(v_init, y[0])
-    spikes = torch.empty_like(y)
-    v_last = torch.empty_like(y[0])
+    spikes = _cpu_cache.empty_like(y)
+    v_last = _cpu_cache.empty_like(y[0])
     if y.numel() > 0:
         C, inner = _channels(y)
         lib = _native.cpu_lib
@@ -149,9 +131,9 @@ def _backward(grad_spikes, grad_v_last, y_in, residual, scale, shift, center, in
     gvl = None if grad_v_last is None else like_layout(grad_v_last.to(y.dtype), y[0])
     res = None if residual is None else like_layout(residual, y)
     v0 = None if v_init is None else like_layout(v_init, y[0])
-    grad_y = torch.empty_like(y)
-    grad_res = torch.empty_like(y) if res is not None else y.new_empty((0,))
-    grad_v_init = torch.empty_like(y[0]) if v0 is not None else y.new_empty((0,))
+    grad_y = _cpu_cache.empty_like(y)
+    grad_res = _cpu_cache.empty_like(y) if res is not None else y.new_empty((0,))
+    grad_v_init = _cpu_cache.empty_like(y[0]) if v0 is not None else y.new_empty((0,))
     C, inner = _channels(y)
     sums = torch.zeros(2, y.shape[2], dtype=torch.float64)
     grad_k = ctypes.c_double(0.0)

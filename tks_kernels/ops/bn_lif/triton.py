@@ -1,7 +1,13 @@
-"""The fused BN + residual + LIF op in Triton (issue 16): the ``torch.library`` custom
-ops ``tks_kernels::bn_lif_forward_triton`` / ``bn_lif_backward_triton`` (the schema of
-``cpu.py``'s ``bn_lif_forward`` / ``bn_lif_backward``: same arguments, outputs and saved
-tensors) and ``bn_stats_triton``, the one-read batch statistics.
+"""The fused BN + residual + LIF (or parametric LIF) op in Triton (issue 16): the
+``torch.library`` custom ops ``tks_kernels::bn_lif_forward_triton`` /
+``bn_lif_backward_triton`` and ``bn_plif_forward_triton`` / ``bn_plif_backward_triton``
+(the schemas of ``cpu.py``'s ``bn_lif_*`` / ``bn_plif_*``: same arguments, outputs and
+saved tensors; PLIF takes the decay k = sigmoid(w), a 0-dim tensor in the compute dtype,
+where LIF takes tau, and its backward also returns dL/dk) and ``bn_stats_triton``, the
+one-read batch statistics. LIF and PLIF are one kernel family: the same two kernels with
+a ``LEARN_TAU`` flag, built on the jit functions of ``ops/lif/triton.py`` (``_charge``,
+``_fire``, ``_reset``, ``_grad_h``, ``_grad_in``), as ``ops/plif/triton.py`` shares the
+LIF kernels.
 
 Layout. y is time-major dense (``[T, N]``, N = B*C*prod(spatial) per step) and each step
 is ``[outer, C, inner]`` in memory (inner = H*W for NCHW, 1 for channels_last). Every
@@ -25,16 +31,29 @@ Statistics: the sums of y - y_c and (y - y_c)^2, shifted by one value y_c of eac
 (its first element): mean = y_c + S1/n, var = S2/n - (S1/n)^2 in fp64 without the
 cancellation of unshifted sums.
 
-Backward recomputes the forward from y per tile, keeping d = h - v_threshold of the T
-steps (compute dtype) in a scratch slot of its program (the grid is persistent: the
-slots are reused, so they stay in L2), then runs the reverse recurrence. gx is stored in
-the storage dtype and read back (as the unfused LIF layer stores it) for the sums and
-BN's input gradient, as the CPU kernel does.
+Backward recomputes the forward from y per tile, keeping h of the T steps (compute
+dtype) in a scratch slot of its program (the grid is persistent: the slots are reused,
+so they stay in L2), then runs the reverse recurrence (PLIF: v_{t-1} is the reset of
+step t-1's h from the scratch, the forward's own value). gx is stored in the storage
+dtype and read back (as the unfused LIF layer stores it) for the sums and BN's input
+gradient, as the CPU kernel does.
 
-Math as ``ops/lif/triton.py``: IEEE division (``div_rn``), no FMA contraction
+dL/dk (PLIF) is deterministic and does not depend on the grid: each lane adds its
+gh_t * dh_t/dk over the steps in the compute dtype, each tile its lanes in fp64
+(``tl.sum``, a fixed tree for a given tile shape and warp count) into its own slot of a
+``[tiles]`` fp64 buffer, and the slots are summed once in fp64 after the kernel (then
+divided by k under decay_input, as ``ops/lif/triton.py``'s ``_grad_k``). So it has the
+same bits run to run and for any number of programs (SM count); a different tile shape
+(dtype, alignment) may change its last bits. The per-channel sums with channels as
+columns (channels_last) are per program, so those do depend on the program count.
+
+Math as ``ops/lif/triton.py``: the division by tau correctly rounded (a power of two
+whose reciprocal is exact multiplies by 1/tau, ``tau_is_power_of_two`` through
+``_tau_args``; any other tau ``div_rn``), no FMA contraction
 (``enable_fp_fusion=False``), scalars as the bit patterns of their compute-type
-roundings; BN's apply is ``y * scale + shift`` then ``+ residual``, the unfused layers'
-order, so spikes equal the CPU kernel's bit for bit.
+roundings (the surrogate's loop-invariant constant from the host,
+``surrogate_const``); BN's apply is ``y * scale + shift`` then ``+ residual``, the
+unfused layers' order, so spikes equal the CPU kernel's bit for bit.
 """
 from __future__ import annotations
 
@@ -47,13 +66,28 @@ import triton.language as tl
 from .._layout import like_layout, time_major_dense
 from .._triton_launch import INTERPRETED, check_device, on_device, scalar, scalar_bits, trip_count
 from ..lif import LIFConfig
-from ..lif.triton import _div, _surrogate_grad
+from ..lif.triton import (
+    _charge,
+    _decay,
+    _fire,
+    _grad_h,
+    _grad_in,
+    _grad_k,
+    _reset,
+    _surrogate_grad_c,
+    _tau_args,
+    check_k,
+    surrogate_const,
+)
 from . import BNArgs, batch_norm_coefficients
 
 
 # Elements per tile under the interpreter (one large tile: each program costs Python
 # time); tests lower it to run many tiles and the persistent loops.
 INTERPRETER_TILE = 4096
+# Programs of the persistent kernels under the interpreter (few, so the tests run the
+# persistent loops; tests change it to show that no result depends on it).
+INTERPRETER_PROGRAMS = 3
 
 # --------------------------------------------------------------------------- kernels
 
@@ -151,17 +185,20 @@ def _combine_kernel(part_ptr, out_ptr, P, C, PB: tl.constexpr, CB: tl.constexpr)
 
 @triton.jit(do_not_specialize=["T", "n_kb", "C", "tau_bits", "vth_bits", "vr_bits", "fire_at"])
 def _bn_lif_forward_kernel(
-    y_ptr, res_ptr, scale_ptr, shift_ptr, v_init_ptr, spikes_ptr, v_last_ptr,
+    y_ptr, res_ptr, scale_ptr, shift_ptr, v_init_ptr, k_ptr, spikes_ptr, v_last_ptr,
     T, N, R, K, C, n_kb, tau_bits, vth_bits, vr_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, HAS_RES: tl.constexpr, HAS_V_INIT: tl.constexpr,
-    CH_ON_ROWS: tl.constexpr, IS_F64: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
+    LEARN_TAU: tl.constexpr, TAU_POW2: tl.constexpr, CH_ON_ROWS: tl.constexpr, IS_F64: tl.constexpr,
+    ROWS: tl.constexpr, COLS: tl.constexpr,
 ):
     """x = y * scale[c] + shift[c] (+ residual), then the LIF recurrence of
-    ``ops/lif/triton.py``; writes the spikes [T, N] and v_last [N]."""
-    tau = scalar(tau_bits, IS_F64)
+    ``ops/lif/triton.py`` (its jit functions: LEARN_TAU the parametric LIF with the decay
+    k loaded from k_ptr; TAU_POW2 the product by the exact 1/tau); writes the spikes
+    [T, N] and v_last [N]."""
+    tau, inv_tau, decay_v, k = _decay(tau_bits, k_ptr, IS_F64, LEARN_TAU)
     vth = scalar(vth_bits, IS_F64)
     vr = scalar(vr_bits, IS_F64)
-    dt = tau.dtype
+    dt = vth.dtype
     st = spikes_ptr.dtype.element_ty
     rows, cols, offs, mask, ch, ch_mask = _tile(tl.program_id(0), n_kb, R, K, C, ROWS, COLS, CH_ON_ROWS)
     a = tl.load(scale_ptr + ch, mask=ch_mask, other=0.0)
@@ -176,42 +213,41 @@ def _bn_lif_forward_kernel(
         x = tl.load(y_ptr + base + offs, mask=mask, other=0.0).to(dt) * a + b
         if HAS_RES:
             x = x + tl.load(res_ptr + base + offs, mask=mask, other=0.0).to(dt)
-        if DECAY_INPUT:
-            h = v + _div(x - (v - vr), tau, IS_F64)
-        else:
-            h = v - _div(v - vr, tau, IS_F64) + x
-        s = tl.where(h == vth, fire_at != 0, h > vth).to(dt)
-        if SOFT_RESET:
-            v = h - s * vth
-        else:
-            v = s * vr + (1.0 - s) * h
+        h = _charge(v, x, vr, tau, inv_tau, k, DECAY_INPUT, LEARN_TAU, TAU_POW2, IS_F64)
+        s = _fire(h, vth, fire_at)
+        v = _reset(h, s, vth, vr, SOFT_RESET)
         tl.store(spikes_ptr + base + offs, s.to(st), mask=mask)
     tl.store(v_last_ptr + offs, v.to(st), mask=mask)
 
 
 @triton.jit(do_not_specialize=["T", "n_kb", "n_tiles", "n_prog", "C", "P", "tau_bits", "vth_bits", "vr_bits",
-                               "alpha_bits", "nd_bits", "fire_at"])
+                               "alpha_bits", "sgc_bits", "nd_bits", "fire_at"])
 def _bn_lif_backward_kernel(
-    grad_spikes_ptr, grad_v_last_ptr, y_ptr, res_ptr, scale_ptr, shift_ptr, center_ptr, v_init_ptr,
-    gx_ptr, dy_ptr, grad_v_init_ptr, part_ptr, scratch_ptr,
-    T, N, R, K, C, n_kb, n_tiles, n_prog, P, tau_bits, vth_bits, vr_bits, alpha_bits, nd_bits, fire_at,
+    grad_spikes_ptr, grad_v_last_ptr, y_ptr, res_ptr, scale_ptr, shift_ptr, center_ptr, v_init_ptr, k_ptr,
+    gx_ptr, dy_ptr, grad_v_init_ptr, part_ptr, kpart_ptr, scratch_ptr,
+    T, N, R, K, C, n_kb, n_tiles, n_prog, P, tau_bits, vth_bits, vr_bits, alpha_bits, sgc_bits, nd_bits, fire_at,
     DECAY_INPUT: tl.constexpr, SOFT_RESET: tl.constexpr, SURROGATE: tl.constexpr, HAS_RES: tl.constexpr,
     HAS_V_INIT: tl.constexpr, HAS_GRAD_V_LAST: tl.constexpr, STORE_GX: tl.constexpr, STORE_DY: tl.constexpr,
-    CH_ON_ROWS: tl.constexpr, IS_F64: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
+    LEARN_TAU: tl.constexpr, TAU_POW2: tl.constexpr, CH_ON_ROWS: tl.constexpr, IS_F64: tl.constexpr,
+    ROWS: tl.constexpr, COLS: tl.constexpr,
 ):
-    """The program's tiles ``pid, pid + n_prog, ...``: the forward again (d of every step
+    """The program's tiles ``pid, pid + n_prog, ...``: the forward again (h of every step
     into the program's scratch slot [T, ROWS*COLS]), the reverse recurrence of
-    ``lif_math.h``'s ``step_backward``; gx [T, N] in the storage dtype (STORE_GX), dy =
-    gx * scale (STORE_DY: running statistics), grad_v_init [N], and the per-channel
-    partials of sum gx and sum gx * (y - center) into part [2, P, C] (fp64)."""
-    tau = scalar(tau_bits, IS_F64)
+    ``lif_math.h``'s ``step_backward`` (the jit functions of ``ops/lif/triton.py``); gx
+    [T, N] in the storage dtype (STORE_GX), dy = gx * scale (STORE_DY: running
+    statistics), grad_v_init [N], and the per-channel partials of sum gx and sum gx *
+    (y - center) into part [2, P, C] (fp64). LEARN_TAU (the parametric LIF, decay k
+    from k_ptr): v_{t-1} is the reset of step t-1's h from the scratch (v_init at t = 0),
+    and each tile's sum of gh_t * dh_t/dk (per lane over the steps in the compute type,
+    over the tile's lanes in fp64) goes to kpart[tile]."""
+    tau, inv_tau, decay_v, k = _decay(tau_bits, k_ptr, IS_F64, LEARN_TAU)
     vth = scalar(vth_bits, IS_F64)
     vr = scalar(vr_bits, IS_F64)
     alpha = scalar(alpha_bits, IS_F64)
+    sgc = scalar(sgc_bits, IS_F64)  # _surrogate_const(alpha, SURROGATE), from the host
     nd = scalar(nd_bits, IS_F64)
-    dt = tau.dtype
+    dt = vth.dtype
     st = y_ptr.dtype.element_ty
-    decay_v = 1.0 - _div(1.0, tau, IS_F64)
     pid = tl.program_id(0)
     step = N.to(tl.int64)
     slot = scratch_ptr + pid.to(tl.int64) * T * (ROWS * COLS)
@@ -228,42 +264,46 @@ def _bn_lif_backward_kernel(
             v = tl.load(v_init_ptr + offs, mask=mask, other=0.0).to(dt)
         else:
             v = tl.zeros([ROWS, COLS], dtype=dt) + vr
+        v_first = v
         for t in range(trip_count(T)):
             base = t * step
             x = tl.load(y_ptr + base + offs, mask=mask, other=0.0).to(dt) * a + b
             if HAS_RES:
                 x = x + tl.load(res_ptr + base + offs, mask=mask, other=0.0).to(dt)
-            if DECAY_INPUT:
-                h = v + _div(x - (v - vr), tau, IS_F64)
-            else:
-                h = v - _div(v - vr, tau, IS_F64) + x
-            s = tl.where(h == vth, fire_at != 0, h > vth).to(dt)
-            tl.store(slot + t * (ROWS * COLS) + local, h - vth)
-            if SOFT_RESET:
-                v = h - s * vth
-            else:
-                v = s * vr + (1.0 - s) * h
+            h = _charge(v, x, vr, tau, inv_tau, k, DECAY_INPUT, LEARN_TAU, TAU_POW2, IS_F64)
+            tl.store(slot + t * (ROWS * COLS) + local, h)
+            v = _reset(h, _fire(h, vth, fire_at), vth, vr, SOFT_RESET)
         if HAS_GRAD_V_LAST:
             gv = tl.load(grad_v_last_ptr + offs, mask=mask, other=0.0).to(dt)
         else:
             gv = tl.zeros([ROWS, COLS], dtype=dt)
         p1 = tl.zeros([ROWS, COLS], dtype=dt)
         p2 = tl.zeros([ROWS, COLS], dtype=dt)
+        kacc = tl.zeros([ROWS, COLS], dtype=dt)
+        if LEARN_TAU:
+            # step t - 1's h is loaded at step t (the previous membrane of dL/dk, then the
+            # next step's h: still one scratch load per step)
+            h_next = tl.load(slot + (T - 1) * (ROWS * COLS) + local)
         for i in range(trip_count(T)):
             t = T - 1 - i
             base = t * step
-            d = tl.load(slot + t * (ROWS * COLS) + local)
-            sg = _surrogate_grad(d, alpha, SURROGATE, IS_F64)
+            if LEARN_TAU:
+                h = h_next
+                h_next = tl.load(slot + tl.maximum(t - 1, 0) * (ROWS * COLS) + local)
+            else:
+                h = tl.load(slot + t * (ROWS * COLS) + local)
+            d = h - vth
+            sg = _surrogate_grad_c(d, alpha, sgc, SURROGATE, IS_F64)
             gs = tl.load(grad_spikes_ptr + base + offs, mask=mask, other=0.0).to(dt)
-            if SOFT_RESET:
-                gh = gs * sg + gv * (1.0 - vth * sg * nd)
+            gh = _grad_h(gs, gv, sg, d, _fire(h, vth, fire_at), vth, vr, nd, SOFT_RESET)
+            if LEARN_TAU:
+                v_prev = tl.where(t > 0, _reset(h_next, _fire(h_next, vth, fire_at), vth, vr, SOFT_RESET), v_first)
             else:
-                sp = tl.where(d == 0.0, fire_at != 0, d > 0.0).to(dt)
-                gh = gs * sg + gv * ((1.0 - sp) + ((vr - vth) - d) * sg * nd)
-            if DECAY_INPUT:
-                gx = _div(gh, tau, IS_F64)
-            else:
-                gx = gh
+                v_prev = h  # unused
+            gx, gv, term = _grad_in(gh, h, v_prev, vr, tau, inv_tau, decay_v, k, DECAY_INPUT, LEARN_TAU, TAU_POW2,
+                                    IS_F64)
+            if LEARN_TAU:
+                kacc += term
             # gx as the unfused LIF layer stores it; the sums and BN's gradient read it back
             gxs = gx.to(st)
             gx = tl.where(mask, gxs.to(dt), 0.0)
@@ -274,9 +314,10 @@ def _bn_lif_backward_kernel(
             yc = tl.load(y_ptr + base + offs, mask=mask, other=0.0).to(dt) - m
             p1 += gx
             p2 += gx * yc
-            gv = gh * decay_v
         if HAS_V_INIT:
             tl.store(grad_v_init_ptr + offs, gv.to(st), mask=mask)
+        if LEARN_TAU:  # one fp64 partial per tile: the sum does not depend on the grid
+            tl.store(kpart_ptr + tile, tl.sum(tl.sum(tl.where(mask, kacc, 0.0).to(tl.float64), axis=1), axis=0))
         if CH_ON_ROWS:
             _store_partial(part_ptr, tl.sum(p1.to(tl.float64), axis=1), tl.sum(p2.to(tl.float64), axis=1), rows,
                            cols, tile % n_kb, n_kb, R, K, C, P, CH_ON_ROWS)
@@ -348,7 +389,7 @@ class _Geometry:
         channels: a multiple of n_kb programs, so that each program's tiles are one
         column block."""
         if INTERPRETED:
-            target = 3  # few programs, so the tests run the persistent loop
+            target = INTERPRETER_PROGRAMS
         else:
             target = 8 * _sm_count(device)
         if self.ch_on_rows:
@@ -439,6 +480,33 @@ def _bn_stats_triton_fake(y):
     return y.new_empty((C,), dtype=torch.float64), y.new_empty((C,), dtype=torch.float64)
 
 
+def _run_forward(y_in, residual, scale, shift, v_init, tau: float, k: Optional[torch.Tensor], decay_input: bool,
+                 v_threshold: float, v_reset: float, soft_reset: bool, fire_at_threshold: bool):
+    """The forward kernel: LIF with tau (k None) or the parametric LIF with the decay k
+    (0-dim, compute dtype) -> (spikes, v_last)."""
+    y = _check(y_in)
+    _check_vectors(y, scale=scale, shift=shift)
+    cdt = check_k(k, y, "BN + PLIF") if k is not None else (torch.float64 if y.dtype == torch.float64
+                                                             else torch.float32)
+    res = _check_like(residual, y, "residual")
+    v0 = _check_like(v_init, y[0], "v_init")
+    spikes = torch.empty_like(y)
+    v_last = torch.empty_like(y[0])
+    g = _Geometry(y)
+    if g.N == 0:
+        return spikes, v_last
+    tau_bits, pow2 = _tau_args(tau, cdt, k)
+    with on_device(y):
+        _bn_lif_forward_kernel[(g.n_tiles,)](
+            y, res if res is not None else y, scale, shift, v0 if v0 is not None else y, k if k is not None else y,
+            spikes, v_last, *g.args(), tau_bits, scalar_bits(v_threshold, cdt),
+            scalar_bits(0.0 if soft_reset else v_reset, cdt), int(fire_at_threshold),
+            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_RES=res is not None, HAS_V_INIT=v0 is not None,
+            LEARN_TAU=k is not None, TAU_POW2=pow2, enable_fp_fusion=False, **g.meta(y.dtype),
+        )
+    return spikes, v_last
+
+
 @torch.library.custom_op("tks_kernels::bn_lif_forward_triton", mutates_args=())
 def bn_lif_forward_triton(
     y: torch.Tensor, residual: Optional[torch.Tensor], scale: torch.Tensor, shift: torch.Tensor,
@@ -447,25 +515,8 @@ def bn_lif_forward_triton(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``LIF(y * scale + shift + residual)``: y, residual [T, B, C, *], scale, shift [C]
     (compute dtype), v_init [B, C, *] -> (spikes [T, B, C, *], v_last [B, C, *])."""
-    y = _check(y)
-    _check_vectors(y, scale=scale, shift=shift)
-    res = _check_like(residual, y, "residual")
-    v0 = _check_like(v_init, y[0], "v_init")
-    spikes = torch.empty_like(y)
-    v_last = torch.empty_like(y[0])
-    g = _Geometry(y)
-    if g.N == 0:
-        return spikes, v_last
-    cdt = torch.float64 if y.dtype == torch.float64 else torch.float32
-    with on_device(y):
-        _bn_lif_forward_kernel[(g.n_tiles,)](
-            y, res if res is not None else y, scale, shift, v0 if v0 is not None else y, spikes, v_last,
-            *g.args(), scalar_bits(tau, cdt), scalar_bits(v_threshold, cdt),
-            scalar_bits(0.0 if soft_reset else v_reset, cdt), int(fire_at_threshold),
-            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, HAS_RES=res is not None, HAS_V_INIT=v0 is not None,
-            enable_fp_fusion=False, **g.meta(y.dtype),
-        )
-    return spikes, v_last
+    return _run_forward(y, residual, scale, shift, v_init, tau, None, decay_input, v_threshold, v_reset, soft_reset,
+                        fire_at_threshold)
 
 
 @bn_lif_forward_triton.register_fake
@@ -474,10 +525,80 @@ def _bn_lif_forward_triton_fake(y, residual, scale, shift, v_init, *scalars):
     return torch.empty_like(y), torch.empty_like(y[0])
 
 
+@torch.library.custom_op("tks_kernels::bn_plif_forward_triton", mutates_args=())
+def bn_plif_forward_triton(
+    y: torch.Tensor, residual: Optional[torch.Tensor], scale: torch.Tensor, shift: torch.Tensor,
+    v_init: Optional[torch.Tensor], k: torch.Tensor, decay_input: bool, v_threshold: float, v_reset: float,
+    soft_reset: bool, fire_at_threshold: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``PLIF(y * scale + shift + residual)`` with the decay k (0-dim, compute dtype,
+    read by the kernel: no host sync): shapes as :func:`bn_lif_forward_triton`."""
+    return _run_forward(y, residual, scale, shift, v_init, 1.0, k, decay_input, v_threshold, v_reset, soft_reset,
+                        fire_at_threshold)
+
+
+@bn_plif_forward_triton.register_fake
+def _bn_plif_forward_triton_fake(y, residual, scale, shift, v_init, k, *scalars):
+    y = time_major_dense(y)
+    return torch.empty_like(y), torch.empty_like(y[0])
+
+
 def _backward_outputs(y: torch.Tensor, residual, v_init):
     y = time_major_dense(y)
     return (torch.empty_like(y), torch.empty_like(y) if residual is not None else y.new_empty((0,)),
             torch.empty_like(y[0]) if v_init is not None else y.new_empty((0,)))
+
+
+def _run_backward(grad_spikes, grad_v_last, y_in, residual, scale, shift, center, invstd, v_init, tau: float,
+                  k: Optional[torch.Tensor], decay_input: bool, v_threshold: float, v_reset: float, soft_reset: bool,
+                  detach_reset: bool, fire_at_threshold: bool, surrogate: int, alpha: float, batch_stats: bool):
+    """The backward kernels -> (grad_y, grad_residual, grad_v_init, sums [2, C] fp64,
+    grad_k (k's dtype) or None for LIF). dL/dk: one fp64 partial per tile, summed in a
+    fixed order after the kernel (the same bits for any number of programs)."""
+    y = _check(y_in)
+    if not 0 <= surrogate < 7:
+        raise ValueError(f"tks_kernels Triton BN + LIF: surrogate id must be in [0, 7), got {surrogate}")
+    _check_vectors(y, scale=scale, shift=shift, center=center, invstd=invstd)
+    cdt = check_k(k, y, "BN + PLIF") if k is not None else (torch.float64 if y.dtype == torch.float64
+                                                             else torch.float32)
+    gs = _check_like(grad_spikes, y, "grad_spikes")
+    gl = _check_like(grad_v_last, y[0], "grad_v_last")
+    res = _check_like(residual, y, "residual")
+    v0 = _check_like(v_init, y[0], "v_init")
+    grad_y, grad_res, grad_v_init = _backward_outputs(y, residual, v_init)
+    g = _Geometry(y, backward=True)
+    if g.N == 0:
+        return (grad_y, grad_res, grad_v_init, torch.zeros(2, g.C, dtype=torch.float64, device=y.device),
+                torch.zeros_like(k) if k is not None else None)
+    n_prog, P = g.programs(y.device)
+    part = torch.empty(2, P, g.C, dtype=torch.float64, device=y.device)
+    kpart = torch.empty(g.n_tiles if k is not None else 0, dtype=torch.float64, device=y.device)
+    scratch = torch.empty(n_prog * g.T * g.rows * g.cols, dtype=cdt, device=y.device)
+    # gx goes to grad_residual (it is the residual's gradient), else, with batch
+    # statistics, to grad_y, which the input-gradient pass then overwrites in place.
+    gx = grad_res if res is not None else (grad_y if batch_stats else None)
+    tau_bits, pow2 = _tau_args(tau, cdt, k)
+    with on_device(y):
+        _bn_lif_backward_kernel[(n_prog,)](
+            gs, gl if gl is not None else y, y, res if res is not None else y, scale, shift, center,
+            v0 if v0 is not None else y, k if k is not None else y, gx if gx is not None else y, grad_y,
+            grad_v_init if v0 is not None else y, part, kpart if k is not None else part, scratch,
+            *g.args(), g.n_tiles, n_prog, P, tau_bits, scalar_bits(v_threshold, cdt),
+            scalar_bits(0.0 if soft_reset else v_reset, cdt), scalar_bits(alpha, cdt),
+            scalar_bits(surrogate_const(alpha, surrogate, cdt), cdt), scalar_bits(0.0 if detach_reset else 1.0, cdt),
+            int(fire_at_threshold),
+            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate, HAS_RES=res is not None,
+            HAS_V_INIT=v0 is not None, HAS_GRAD_V_LAST=gl is not None, STORE_GX=gx is not None,
+            STORE_DY=not batch_stats, LEARN_TAU=k is not None, TAU_POW2=pow2, enable_fp_fusion=False,
+            **g.meta(y.dtype),
+        )
+        sums = _combine(part, g.C)
+        if batch_stats:
+            pc, qc = _input_grad_coefficients(sums, scale, invstd, y.numel() // g.C)
+            _bn_input_grad_kernel[(g.n_tiles,)](gx, y, scale, center, pc, qc, grad_y, *g.args(),
+                                                enable_fp_fusion=False, **g.meta(y.dtype))
+        grad_k = _grad_k(kpart, k, decay_input) if k is not None else None
+    return grad_y, grad_res, grad_v_init, sums, grad_k
 
 
 @torch.library.custom_op("tks_kernels::bn_lif_backward_triton", mutates_args=())
@@ -490,43 +611,9 @@ def bn_lif_backward_triton(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (grad_y, grad_residual ([0] without a residual), grad_v_init ([0] without
     v_init), sums [2, C] fp64 = (sum gx, sum gx * (y - center))), as ``bn_lif_backward``."""
-    y = _check(y)
-    if not 0 <= surrogate < 7:
-        raise ValueError(f"tks_kernels Triton BN + LIF: surrogate id must be in [0, 7), got {surrogate}")
-    _check_vectors(y, scale=scale, shift=shift, center=center, invstd=invstd)
-    gs = _check_like(grad_spikes, y, "grad_spikes")
-    gl = _check_like(grad_v_last, y[0], "grad_v_last")
-    res = _check_like(residual, y, "residual")
-    v0 = _check_like(v_init, y[0], "v_init")
-    grad_y, grad_res, grad_v_init = _backward_outputs(y, residual, v_init)
-    g = _Geometry(y, backward=True)
-    if g.N == 0:
-        return grad_y, grad_res, grad_v_init, torch.zeros(2, g.C, dtype=torch.float64, device=y.device)
-    cdt = torch.float64 if y.dtype == torch.float64 else torch.float32
-    n_prog, P = g.programs(y.device)
-    part = torch.empty(2, P, g.C, dtype=torch.float64, device=y.device)
-    scratch = torch.empty(n_prog * g.T * g.rows * g.cols, dtype=cdt, device=y.device)
-    # gx goes to grad_residual (it is the residual's gradient), else, with batch
-    # statistics, to grad_y, which the input-gradient pass then overwrites in place.
-    gx = grad_res if res is not None else (grad_y if batch_stats else None)
-    with on_device(y):
-        _bn_lif_backward_kernel[(n_prog,)](
-            gs, gl if gl is not None else y, y, res if res is not None else y, scale, shift, center,
-            v0 if v0 is not None else y, gx if gx is not None else y, grad_y,
-            grad_v_init if v0 is not None else y, part, scratch,
-            *g.args(), g.n_tiles, n_prog, P, scalar_bits(tau, cdt), scalar_bits(v_threshold, cdt),
-            scalar_bits(0.0 if soft_reset else v_reset, cdt), scalar_bits(alpha, cdt),
-            scalar_bits(0.0 if detach_reset else 1.0, cdt), int(fire_at_threshold),
-            DECAY_INPUT=decay_input, SOFT_RESET=soft_reset, SURROGATE=surrogate, HAS_RES=res is not None,
-            HAS_V_INIT=v0 is not None, HAS_GRAD_V_LAST=gl is not None, STORE_GX=gx is not None,
-            STORE_DY=not batch_stats, enable_fp_fusion=False, **g.meta(y.dtype),
-        )
-        sums = _combine(part, g.C)
-        if batch_stats:
-            pc, qc = _input_grad_coefficients(sums, scale, invstd, y.numel() // g.C)
-            _bn_input_grad_kernel[(g.n_tiles,)](gx, y, scale, center, pc, qc, grad_y, *g.args(),
-                                                enable_fp_fusion=False, **g.meta(y.dtype))
-    return grad_y, grad_res, grad_v_init, sums
+    return _run_backward(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, tau, None,
+                         decay_input, v_threshold, v_reset, soft_reset, detach_reset, fire_at_threshold, surrogate,
+                         alpha, batch_stats)[:4]
 
 
 @bn_lif_backward_triton.register_fake
@@ -534,6 +621,29 @@ def _bn_lif_backward_triton_fake(grad_spikes, grad_v_last, y, residual, scale, s
                                  *scalars):
     grad_y, grad_res, grad_v_init = _backward_outputs(y, residual, v_init)
     return grad_y, grad_res, grad_v_init, y.new_empty((2, y.shape[2]), dtype=torch.float64)
+
+
+@torch.library.custom_op("tks_kernels::bn_plif_backward_triton", mutates_args=())
+def bn_plif_backward_triton(
+    grad_spikes: torch.Tensor, grad_v_last: Optional[torch.Tensor], y: torch.Tensor,
+    residual: Optional[torch.Tensor], scale: torch.Tensor, shift: torch.Tensor, center: torch.Tensor,
+    invstd: torch.Tensor, v_init: Optional[torch.Tensor], k: torch.Tensor, decay_input: bool, v_threshold: float,
+    v_reset: float, soft_reset: bool, detach_reset: bool, fire_at_threshold: bool, surrogate: int, alpha: float,
+    batch_stats: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (grad_y, grad_residual, grad_v_init, sums, grad_k []) as
+    :func:`bn_lif_backward_triton`, and dL/dk (k's dtype; fp64 partials per tile,
+    deterministic), as ``bn_plif_backward``."""
+    return _run_backward(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, 1.0, k,
+                         decay_input, v_threshold, v_reset, soft_reset, detach_reset, fire_at_threshold, surrogate,
+                         alpha, batch_stats)
+
+
+@bn_plif_backward_triton.register_fake
+def _bn_plif_backward_triton_fake(grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, k,
+                                  *scalars):
+    grad_y, grad_res, grad_v_init = _backward_outputs(y, residual, v_init)
+    return grad_y, grad_res, grad_v_init, y.new_empty((2, y.shape[2]), dtype=torch.float64), torch.empty_like(k)
 
 
 def _input_grad_coefficients(sums: torch.Tensor, scale: torch.Tensor, invstd: torch.Tensor,
@@ -547,30 +657,37 @@ def _input_grad_coefficients(sums: torch.Tensor, scale: torch.Tensor, invstd: to
     return pc.to(scale.dtype).contiguous(), qc.to(scale.dtype).contiguous()
 
 
+
+
 class _BNLIF(torch.autograd.Function):
-    """(y, weight, bias, residual, v_init) -> (spikes, v_last): ``cpu._BNLIF`` with the
-    Triton ops and statistics (the same saved tensors and formulas)."""
+    """(y, weight, bias, residual, v_init, k) -> (spikes, v_last): ``cpu._BNLIF`` with the
+    Triton ops and statistics (the same saved tensors and formulas). k None: LIF (cfg a
+    LIFConfig), else the PLIF decay (cfg a PLIFConfig)."""
 
     @staticmethod
-    def forward(ctx, y, weight, bias, residual, v_init, bn: BNArgs, cfg: LIFConfig):
+    def forward(ctx, y, weight, bias, residual, v_init, k, bn: BNArgs, cfg):
         scale, shift, center, invstd = batch_norm_coefficients(y, bn, bn_stats_triton)
-        spikes, v_last = bn_lif_forward_triton(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input,
-                                               cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
-        ctx.save_for_backward(y, residual, v_init, scale, shift, center, invstd)
+        spikes, v_last = _forward_op(y, residual, scale, shift, v_init, k, cfg)
+        ctx.save_for_backward(y, residual, v_init, k, scale, shift, center, invstd)
         ctx.bn, ctx.cfg = bn, cfg
         ctx.set_materialize_grads(False)
         return spikes, v_last
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v_last):
-        y, residual, v_init, scale, shift, center, invstd = ctx.saved_tensors
+        y, residual, v_init, k, scale, shift, center, invstd = ctx.saved_tensors
         bn, cfg = ctx.bn, ctx.cfg
         if grad_spikes is None:
             grad_spikes = torch.zeros_like(y)
-        grad_y, grad_res, grad_v_init, sums = bn_lif_backward_triton(
-            grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, cfg.tau, cfg.decay_input,
-            cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.detach_reset, cfg.fire_at_threshold, cfg.surrogate_id,
-            cfg.alpha, bn.batch_stats)
+        flags = (cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.detach_reset,
+                 cfg.fire_at_threshold, cfg.surrogate_id, cfg.alpha, bn.batch_stats)
+        grad_k = None
+        if k is None:
+            grad_y, grad_res, grad_v_init, sums = bn_lif_backward_triton(
+                grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, cfg.tau, *flags)
+        else:
+            grad_y, grad_res, grad_v_init, sums, grad_k = bn_plif_backward_triton(
+                grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, k, *flags)
         grad_w = grad_b = None
         if bn.weight is not None and ctx.needs_input_grad[1]:
             # dL/dweight = weight_scale * sum(gx * x_hat), x_hat = (y - center) * invstd
@@ -578,7 +695,25 @@ class _BNLIF(torch.autograd.Function):
         if bn.bias is not None and ctx.needs_input_grad[2]:
             grad_b = sums[0].to(bn.bias.dtype)
         return (grad_y, grad_w, grad_b, grad_res if residual is not None else None,
-                grad_v_init if v_init is not None else None, None, None)
+                grad_v_init if v_init is not None else None, grad_k if ctx.needs_input_grad[5] else None,
+                None, None)
+
+
+def _forward_op(y, residual, scale, shift, v_init, k, cfg):
+    if k is None:
+        return bn_lif_forward_triton(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold,
+                                     cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
+    return bn_plif_forward_triton(y, residual, scale, shift, v_init, k, cfg.decay_input, cfg.v_threshold,
+                                  cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
+
+
+def _fused(y, bn: BNArgs, cfg, residual, v_init, k):
+    """Saves for backward only when a gradient is needed."""
+    tensors = (y, bn.weight, bn.bias, residual, v_init, k)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _BNLIF.apply(y, bn.weight, bn.bias, residual, v_init, k, bn, cfg)
+    scale, shift, _, _ = batch_norm_coefficients(y, bn, bn_stats_triton)
+    return _forward_op(y, residual, scale, shift, v_init, k, cfg)
 
 
 def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch.Tensor] = None,
@@ -586,9 +721,16 @@ def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch
     """The fused op with the Triton kernels (checked by ``ops.bn_lif.bn_lif``): y,
     residual [T, B, C, *], v_init [B, C, *] -> (spikes, v_last); saves for backward only
     when a gradient is needed."""
-    tensors = (y, bn.weight, bn.bias, residual, v_init)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _BNLIF.apply(y, bn.weight, bn.bias, residual, v_init, bn, cfg)
-    scale, shift, _, _ = batch_norm_coefficients(y, bn, bn_stats_triton)
-    return bn_lif_forward_triton(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold,
-                                 cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
+    return _fused(y, bn, cfg, residual, v_init, None)
+
+
+# The parametric LIF is fused on this backend (ops/bn_lif/__init__.py's dispatch reads it).
+HAS_PLIF = True
+
+
+def bn_plif(y: torch.Tensor, bn: BNArgs, cfg, k: torch.Tensor, residual: Optional[torch.Tensor] = None,
+            v_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The fused parametric-LIF op (checked by ``ops.bn_lif.bn_plif``; cfg a PLIFConfig):
+    as :func:`bn_lif` with the decay k (0-dim, compute dtype, differentiable: dL/dk is the
+    sum over every neuron and step, deterministic)."""
+    return _fused(y, bn, cfg, residual, v_init, k)

@@ -26,6 +26,7 @@ import torch
 from ... import _native
 from .._layout import (check_float, check_step_tensor, check_steps, grad_like, like_layout, surrogate_grad_like,
                        time_major_dense)
+from .. import _cpu_cache
 from .._native_op import NativeOp
 from . import LIFConfig
 
@@ -86,10 +87,10 @@ def run_forward(x_in, v_init, tau, decay_input, v_threshold, v_reset, soft_reset
     x = time_major_dense(x_in)
     x0 = x[0]
     v0 = like_layout(v_init, x0) if v_init is not None else None
-    spikes = torch.empty_like(x)
-    v_last = torch.empty_like(x0)
-    v_seq = torch.empty_like(x) if return_v_seq else None
-    d_saved = torch.empty_like(x) if save else None
+    spikes = _cpu_cache.empty_like(x)
+    v_last = _cpu_cache.empty_like(x0)
+    v_seq = _cpu_cache.empty_like(x) if return_v_seq else None
+    d_saved = _cpu_cache.empty_like(x) if save else None
     if x.numel() > 0:
         launch(_native.dtype_code(x.dtype), x.data_ptr(), _native.ptr(v0), spikes.data_ptr(), v_last.data_ptr(),
                _native.ptr(v_seq), _native.ptr(d_saved), x.shape[0], x0.numel(), tau, v_threshold, v_reset,
@@ -113,8 +114,8 @@ def run_backward(grad_spikes, grad_v_last, grad_v_seq, d_saved, tau, decay_input
     gvl = grad_like(grad_v_last, d0, "grad_v_last")
     gvs = grad_like(grad_v_seq, d, "grad_v_seq")
     sg = surrogate_grad_like(surrogate_grad, d)
-    grad_x = torch.empty_like(d)
-    grad_v_init = torch.empty_like(d0)
+    grad_x = _cpu_cache.empty_like(d)
+    grad_v_init = _cpu_cache.empty_like(d0)
     if d.numel() > 0:
         launch(_native.dtype_code(d.dtype, "d_saved"), gs.data_ptr(), _native.ptr(gvl), _native.ptr(gvs),
                d.data_ptr(), _native.ptr(sg), grad_x.data_ptr(), grad_v_init.data_ptr(), d.shape[0], d0.numel(),
@@ -207,8 +208,8 @@ def run_backward_x(grad_spikes, grad_v_last, grad_v_seq, x_in, v_init, tau, deca
     gs = like_layout(grad_spikes.to(x.dtype), x)
     gvl = grad_like(grad_v_last, x0, "grad_v_last")
     gvs = grad_like(grad_v_seq, x, "grad_v_seq")
-    grad_x = torch.empty_like(x)
-    grad_v_init = torch.empty_like(x0)
+    grad_x = _cpu_cache.empty_like(x)
+    grad_v_init = _cpu_cache.empty_like(x0)
     if x.numel() > 0:
         lib = _native.cpu_lib
         _native.check(lib, lib.tks_lif_backward_x_cpu(

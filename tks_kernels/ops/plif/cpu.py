@@ -24,6 +24,7 @@ import torch
 from ... import _native
 from .._layout import (check_float, check_same_device, check_step_tensor, check_steps, compute_dtype, grad_like,
                        like_layout, surrogate_grad_like, time_major_dense)
+from .. import _cpu_cache
 from .._native_op import NativeOp
 from ..lif.cpu import recomputes
 from . import PLIFConfig
@@ -74,10 +75,10 @@ def run_forward(x_in, v_init, k, decay_input, v_threshold, v_reset, soft_reset, 
     x = time_major_dense(x_in)
     x0 = x[0]
     v0 = like_layout(v_init, x0) if v_init is not None else None
-    spikes = torch.empty_like(x)
-    v_last = torch.empty_like(x0)
-    v_seq = torch.empty_like(x) if return_v_seq else None
-    saved = torch.empty_like(x) if save else None
+    spikes = _cpu_cache.empty_like(x)
+    v_last = _cpu_cache.empty_like(x0)
+    v_seq = _cpu_cache.empty_like(x) if return_v_seq else None
+    saved = _cpu_cache.empty_like(x) if save else None
     if x.numel() > 0:
         launch(k, _native.dtype_code(x.dtype), x.data_ptr(), _native.ptr(v0), spikes.data_ptr(), v_last.data_ptr(),
                _native.ptr(v_seq), _native.ptr(saved), x.shape[0], x0.numel(), v_threshold, v_reset,
@@ -111,8 +112,8 @@ def run_backward(grad_spikes, grad_v_last, grad_v_seq, saved, v_init, k, decay_i
         check_same_device(v_init, d, "v_init")
         v0 = like_layout(v_init.to(d.dtype), d0)
     sg = surrogate_grad_like(surrogate_grad, d)
-    grad_x = torch.empty_like(d)
-    grad_v_init = torch.empty_like(d0)
+    grad_x = _cpu_cache.empty_like(d)
+    grad_v_init = _cpu_cache.empty_like(d0)
     if d.numel() == 0:
         return grad_x, grad_v_init, torch.zeros((), dtype=k.dtype, device=k.device)
     grad_k = launch(k, _native.dtype_code(d.dtype, "saved"), gs.data_ptr(), _native.ptr(gvl), _native.ptr(gvs),
@@ -213,8 +214,8 @@ def run_backward_x(grad_spikes, grad_v_last, grad_v_seq, x_in, v_init, k, decay_
     gs = like_layout(grad_spikes.to(x.dtype), x)
     gvl = grad_like(grad_v_last, x0, "grad_v_last")
     gvs = grad_like(grad_v_seq, x, "grad_v_seq")
-    grad_x = torch.empty_like(x)
-    grad_v_init = torch.empty_like(x0)
+    grad_x = _cpu_cache.empty_like(x)
+    grad_v_init = _cpu_cache.empty_like(x0)
     if x.numel() == 0:
         return grad_x, grad_v_init, torch.zeros((), dtype=k.dtype, device=k.device)
     lib = _native.cpu_lib
