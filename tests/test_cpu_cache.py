@@ -23,7 +23,6 @@ from tks_kernels.ops import _cpu_cache as C
 from tks_kernels.ops import bn_lif as B
 from tks_kernels.ops.lif import cpu as lif_cpu
 from tks_kernels.ops.lif import make_config
-from tks_kernels.ops.plif import decay_factor
 from tks_kernels.ops.plif import make_config as plif_make_config
 from tks_kernels.ops.plif import plif_multistep
 
@@ -134,6 +133,22 @@ def test_referenced_buffer_is_not_reused(cache, holder):
     del h
     s3 = lif(x)[0]  # (s2 alive)
     assert s3.data_ptr() == p  # free again once the holder is gone
+
+
+def test_shared_memory_buffer_is_not_reused(cache):
+    # torch.multiprocessing moves a tensor it sends to shared memory; the receiver may
+    # still map it after every reference here is gone.
+    x = torch.randn(4, 1024)
+    s = lif(x)[0]
+    p = s.data_ptr()
+    s.share_memory_()
+    shared = s.data_ptr()
+    del s
+    held = tks_kernels.cpu_cache_info()["held_bytes"]
+    s2 = lif(x)[0]
+    assert s2.data_ptr() not in (p, shared)
+    assert shared not in cached_ptrs()
+    assert tks_kernels.cpu_cache_info()["held_bytes"] == held  # the shared one out, a new one in
 
 
 def test_limit_bounds_what_is_held(cache):

@@ -3,10 +3,11 @@
 Why: a large CPU tensor (at least 32 MiB, glibc's largest mmap threshold; smaller ones
 whenever glibc has trimmed its heap) comes from PyTorch's CPU allocator as freshly mapped
 memory, and the kernel zeroes every page on its first touch. For the fused LIF kernels,
-which move a few bytes per neuron and step, that zeroing was most of the time: LIF
-forward+backward [8, 32, 32768] fp32 (32 MiB outputs) spent about half of its forward in
-``clear_page``. Reusing our own output buffers skips it, without touching the process-wide
-allocator (``mallopt`` would change every library's memory behaviour).
+which move a few bytes per neuron and step, the faults were most of the time: LIF forward
+[8, 32, 32768] fp32 (32 MiB outputs, 2 threads, idle machine) took 12.8 ms at default
+settings and 5.4 ms with glibc keeping freed memory (``mallopt``), ``clear_page`` 24% of
+its samples. Reusing our own output buffers skips the faults without touching the
+process-wide allocator (``mallopt`` would change every library's memory behaviour).
 
 What is cached: ``torch.UntypedStorage`` objects, never tensors. Each output is a NEW
 tensor set on a cached storage (``torch.empty(0).set_(storage, 0, size, stride)``), so the
@@ -18,9 +19,12 @@ has one reference (``torch._C._storage_Use_Count``: the cache's storage object; 
 tensor on it, view, ``.numpy()`` array, DLPack export or tensor saved by autograd holds
 one more) and the storage object has no Python reference but the cache's (a user's
 ``t.untyped_storage()`` returns that same object, which the first count does not see).
-Reuse needs the same byte size exactly. Every op that takes its outputs from here writes
-every element of them, so no stale value is visible (tests/test_cpu_cache.py checks each
-op on buffers filled with NaN).
+A storage moved to shared memory (``share_memory_()``, as ``torch.multiprocessing``
+does to send a tensor) is never reused: another process may still map it. Reuse needs the
+same byte size exactly; of several idle buffers, the most recently handed out goes first
+(the likeliest to be still in the CPU's caches). Every op that takes its outputs from here
+writes every element of them, so no stale value is visible (tests/test_cpu_cache.py
+checks each op on buffers filled with NaN).
 
 Bounds: only outputs of at least ``MIN_BYTES`` (1 MiB; smaller blocks come from glibc's
 heap, already warm) are cached, and the bytes held (buffers in use and idle) stay within
@@ -108,15 +112,22 @@ class _Cache:
         if not entries:
             return None
         for i in range(len(entries) - 1, -1, -1):  # entries are in hand-out order
-            # (a size that changed: a user resized it through a tensor on it; left alone)
-            if _is_idle(entries, i) and entries[i].nbytes() == nbytes:
+            if not _is_idle(entries, i):
+                continue
+            if entries[i].is_shared():
+                # moved to shared memory (torch.multiprocessing sends a tensor so): another
+                # process may still map it, which no reference count here shows. Not reused.
+                self._drop(entries[i], nbytes)
+                return self._take(nbytes)
+            if entries[i].nbytes() == nbytes:  # (else a user resized it through a tensor on it)
                 entries.append(entries.pop(i))
                 return entries[-1]
         return None
 
     def _drop(self, s: torch.UntypedStorage, nbytes: int) -> None:
-        self._by_size[nbytes].remove(s)
-        if not self._by_size[nbytes]:
+        entries = self._by_size[nbytes]
+        del entries[next(i for i, e in enumerate(entries) if e is s)]  # by identity
+        if not entries:
             del self._by_size[nbytes]
         del self._last_use[id(s)]
         self.held -= nbytes
