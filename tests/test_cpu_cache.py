@@ -140,13 +140,12 @@ def test_shared_memory_buffer_is_not_reused(cache):
     # still map it after every reference here is gone.
     x = torch.randn(4, 1024)
     s = lif(x)[0]
-    p = s.data_ptr()
-    s.share_memory_()
+    s.share_memory_()  # the data moves to a new shared block; glibc may hand the old one out again
     shared = s.data_ptr()
     del s
     held = tks_kernels.cpu_cache_info()["held_bytes"]
     s2 = lif(x)[0]
-    assert s2.data_ptr() not in (p, shared)
+    assert s2.data_ptr() != shared
     assert shared not in cached_ptrs()
     assert tks_kernels.cpu_cache_info()["held_bytes"] == held  # the shared one out, a new one in
 

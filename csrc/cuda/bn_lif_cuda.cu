@@ -366,8 +366,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 // by grad_k_divisor): a thread's sum over its lanes and steps of a tile in the compute type
 // (one register, not one per lane: the bf16 vector path is at 140 registers), its tiles'
 // in fp64, the block's threads by a fixed tree.
+// Two blocks per SM (__launch_bounds__(256, 2): at most 128 registers): with one, ptxas
+// gave PLIF's 16-bit vector path 136-140 registers for some surrogates (one block per SM);
+// with two, none spills (tests/test_codegen_cuda.py).
 template <typename S, int VT, bool Vec, bool Learn, int32_t Kind>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kThreads, 2)
     bn_lif_backward_kernel(const S* __restrict__ grad_spikes, const S* __restrict__ grad_v_last,
                            const S* __restrict__ y, const S* __restrict__ res, const acc_t<S>* __restrict__ scale,
                            const acc_t<S>* __restrict__ shift, const acc_t<S>* __restrict__ center,

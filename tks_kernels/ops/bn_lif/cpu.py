@@ -1,6 +1,6 @@
 """The native fused BN + LIF / PLIF kernels (``libtks_kernels``) as ``torch.library`` custom
-ops (with fake implementations), and the autograd Function that puts BN's statistics and
-parameters around them.
+ops (with fake implementations); ``_fused.py``'s autograd Function puts BN's statistics
+and parameters around them (``NATIVE_OPS``, the kernels of every device registered here).
 
 Ops (the schemas below; a device backend registers its kernels on the same NativeOps):
 
@@ -26,7 +26,8 @@ from .._layout import like_layout, time_major_dense
 from .. import _cpu_cache
 from .._native_op import NativeOp
 from ..lif import LIFConfig
-from . import BNArgs, batch_norm_coefficients
+from . import BNArgs
+from ._fused import FusedOps, fused
 
 _LIB = torch.library.Library("tks_kernels", "FRAGMENT")
 _LIB.define(
@@ -226,69 +227,15 @@ def native_batch_stats(y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 _STATS = native_batch_stats if HAS_STATS else None
 
 
-class _BNLIF(torch.autograd.Function):
-    """(y, weight, bias, residual, v_init, k) -> (spikes, v_last); BN's statistics inside.
-    k None: LIF (cfg a LIFConfig), else the PLIF decay (cfg a PLIFConfig)."""
-
-    @staticmethod
-    def forward(ctx, y, weight, bias, residual, v_init, k, bn: BNArgs, cfg, stats):
-        scale, shift, center, invstd = batch_norm_coefficients(y, bn, stats)
-        spikes, v_last = _forward_op(y, residual, scale, shift, v_init, k, cfg)
-        ctx.save_for_backward(y, residual, v_init, k, scale, shift, center, invstd)
-        ctx.bn, ctx.cfg = bn, cfg
-        ctx.set_materialize_grads(False)
-        return spikes, v_last
-
-    @staticmethod
-    def backward(ctx, grad_spikes, grad_v_last):
-        y, residual, v_init, k, scale, shift, center, invstd = ctx.saved_tensors
-        bn, cfg = ctx.bn, ctx.cfg
-        if grad_spikes is None:
-            grad_spikes = torch.zeros_like(y)
-        flags = (cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.detach_reset,
-                 cfg.fire_at_threshold, cfg.surrogate_id, cfg.alpha, bn.batch_stats)
-        grad_k = None
-        if k is None:
-            grad_y, grad_res, grad_v_init, sums = BN_LIF_BACKWARD(
-                grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, cfg.tau, *flags)
-        else:
-            grad_y, grad_res, grad_v_init, sums, grad_k = BN_PLIF_BACKWARD(
-                grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, k, *flags)
-        grad_w = grad_b = None
-        if bn.weight is not None and ctx.needs_input_grad[1]:
-            # dL/dweight = weight_scale * sum(gx * x_hat), x_hat = (y - center) * invstd
-            grad_w = (sums[1] * invstd.double() * bn.weight_scale).to(bn.weight.dtype)
-        if bn.bias is not None and ctx.needs_input_grad[2]:
-            grad_b = sums[0].to(bn.bias.dtype)
-        return (grad_y, grad_w, grad_b, grad_res if residual is not None else None,
-                grad_v_init if v_init is not None else None, grad_k if ctx.needs_input_grad[5] else None,
-                None, None, None)
-
-
-def _forward_op(y, residual, scale, shift, v_init, k, cfg):
-    if k is None:
-        return BN_LIF_FORWARD(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold,
-                              cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
-    return BN_PLIF_FORWARD(y, residual, scale, shift, v_init, k, cfg.decay_input, cfg.v_threshold, cfg.v_rest,
-                           cfg.soft_reset, cfg.fire_at_threshold)
-
-
-def fused(y: torch.Tensor, bn: BNArgs, cfg, residual: Optional[torch.Tensor], v_init: Optional[torch.Tensor],
-          k: Optional[torch.Tensor], stats=None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The fused op through these NativeOps (any device with registered kernels); saves for
-    backward only when a gradient is needed. ``stats``: the batch-statistics function
-    (``batch_norm_coefficients``'s)."""
-    tensors = (y, bn.weight, bn.bias, residual, v_init, k)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _BNLIF.apply(y, bn.weight, bn.bias, residual, v_init, k, bn, cfg, stats)
-    scale, shift, _, _ = batch_norm_coefficients(y, bn, stats)
-    return _forward_op(y, residual, scale, shift, v_init, k, cfg)
+# The kernels behind the fused op on every device with registered kernels (CPU here, CUDA
+# in cuda.py).
+NATIVE_OPS = FusedOps(BN_LIF_FORWARD, BN_LIF_BACKWARD, BN_PLIF_FORWARD, BN_PLIF_BACKWARD)
 
 
 def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch.Tensor] = None,
            v_init: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The fused LIF op (checked by ``ops.bn_lif.bn_lif``)."""
-    return fused(y, bn, cfg, residual, v_init, None, _STATS)
+    return fused(NATIVE_OPS, _STATS, y, bn, cfg, residual, v_init, None)
 
 
 def bn_plif(y: torch.Tensor, bn: BNArgs, cfg, k: torch.Tensor, residual: Optional[torch.Tensor] = None,
@@ -296,4 +243,4 @@ def bn_plif(y: torch.Tensor, bn: BNArgs, cfg, k: torch.Tensor, residual: Optiona
     """The fused PLIF op (checked by ``ops.bn_lif.bn_plif``); k: the 0-dim decay."""
     if not HAS_PLIF:
         raise NotImplementedError("the native library has no fused BN + PLIF kernel (a stale build); rebuild it")
-    return fused(y, bn, cfg, residual, v_init, k, _STATS)
+    return fused(NATIVE_OPS, _STATS, y, bn, cfg, residual, v_init, k)

@@ -2,7 +2,7 @@
 ``libtks_kernels_cuda``) as the CUDA kernels of the ``tks_kernels::bn_lif_forward`` /
 ``bn_lif_backward`` / ``bn_plif_forward`` / ``bn_plif_backward`` / ``bn_stats`` ops that
 ``cpu.py`` defines (``torch.library`` dispatches by the tensors' device; the fake
-implementations and the autograd Function there serve both): the statistics in one read
+implementations there and ``_fused.py``'s autograd Function serve both): the statistics in one read
 of y, deterministic. What forward saves is the same as on the CPU (y, the residual,
 v_init, four ``[C]`` vectors, and k). Kernels run on the tensors' device and its current
 stream; workspaces come from PyTorch's caching allocator. PLIF's decay k stays in device
@@ -20,7 +20,8 @@ from .._layout import like_layout, time_major_dense
 from ..lif import LIFConfig
 from . import BNArgs
 from .cpu import (BN_LIF_BACKWARD, BN_LIF_FORWARD, BN_PLIF_BACKWARD, BN_PLIF_FORWARD, BN_STATS, _channels,
-                  _check_vectors, fused, native_batch_stats)
+                  _check_vectors, NATIVE_OPS, native_batch_stats)
+from ._fused import fused
 
 # The library has the fused parametric LIF (its functions are in _native's prototype table,
 # so a library that loaded has them).
@@ -192,7 +193,7 @@ def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch
     """The fused op with the CUDA kernels (checked by ``ops.bn_lif.bn_lif``): y,
     residual [T, B, C, *] on a CUDA device, v_init [B, C, *] -> (spikes, v_last)."""
     _check_backend(y, "BN + LIF")
-    return fused(y, bn, cfg, residual, v_init, None, native_batch_stats)
+    return fused(NATIVE_OPS, native_batch_stats, y, bn, cfg, residual, v_init, None)
 
 
 def bn_plif(y: torch.Tensor, bn: BNArgs, cfg, k: torch.Tensor, residual: Optional[torch.Tensor] = None,
@@ -203,4 +204,4 @@ def bn_plif(y: torch.Tensor, bn: BNArgs, cfg, k: torch.Tensor, residual: Optiona
     _check_backend(y, "BN + PLIF")
     if not HAS_PLIF:
         raise NotImplementedError("libtks_kernels_cuda has no fused BN + PLIF kernel (a stale build); rebuild it")
-    return fused(y, bn, cfg, residual, v_init, k, native_batch_stats)
+    return fused(NATIVE_OPS, native_batch_stats, y, bn, cfg, residual, v_init, k)

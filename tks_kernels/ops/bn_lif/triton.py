@@ -79,7 +79,8 @@ from ..lif.triton import (
     check_k,
     surrogate_const,
 )
-from . import BNArgs, batch_norm_coefficients
+from . import BNArgs
+from ._fused import FusedOps, fused
 
 
 # Elements per tile under the interpreter (one large tile: each program costs Python
@@ -659,61 +660,8 @@ def _input_grad_coefficients(sums: torch.Tensor, scale: torch.Tensor, invstd: to
 
 
 
-class _BNLIF(torch.autograd.Function):
-    """(y, weight, bias, residual, v_init, k) -> (spikes, v_last): ``cpu._BNLIF`` with the
-    Triton ops and statistics (the same saved tensors and formulas). k None: LIF (cfg a
-    LIFConfig), else the PLIF decay (cfg a PLIFConfig)."""
-
-    @staticmethod
-    def forward(ctx, y, weight, bias, residual, v_init, k, bn: BNArgs, cfg):
-        scale, shift, center, invstd = batch_norm_coefficients(y, bn, bn_stats_triton)
-        spikes, v_last = _forward_op(y, residual, scale, shift, v_init, k, cfg)
-        ctx.save_for_backward(y, residual, v_init, k, scale, shift, center, invstd)
-        ctx.bn, ctx.cfg = bn, cfg
-        ctx.set_materialize_grads(False)
-        return spikes, v_last
-
-    @staticmethod
-    def backward(ctx, grad_spikes, grad_v_last):
-        y, residual, v_init, k, scale, shift, center, invstd = ctx.saved_tensors
-        bn, cfg = ctx.bn, ctx.cfg
-        if grad_spikes is None:
-            grad_spikes = torch.zeros_like(y)
-        flags = (cfg.decay_input, cfg.v_threshold, cfg.v_rest, cfg.soft_reset, cfg.detach_reset,
-                 cfg.fire_at_threshold, cfg.surrogate_id, cfg.alpha, bn.batch_stats)
-        grad_k = None
-        if k is None:
-            grad_y, grad_res, grad_v_init, sums = bn_lif_backward_triton(
-                grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, cfg.tau, *flags)
-        else:
-            grad_y, grad_res, grad_v_init, sums, grad_k = bn_plif_backward_triton(
-                grad_spikes, grad_v_last, y, residual, scale, shift, center, invstd, v_init, k, *flags)
-        grad_w = grad_b = None
-        if bn.weight is not None and ctx.needs_input_grad[1]:
-            # dL/dweight = weight_scale * sum(gx * x_hat), x_hat = (y - center) * invstd
-            grad_w = (sums[1] * invstd.double() * bn.weight_scale).to(bn.weight.dtype)
-        if bn.bias is not None and ctx.needs_input_grad[2]:
-            grad_b = sums[0].to(bn.bias.dtype)
-        return (grad_y, grad_w, grad_b, grad_res if residual is not None else None,
-                grad_v_init if v_init is not None else None, grad_k if ctx.needs_input_grad[5] else None,
-                None, None)
-
-
-def _forward_op(y, residual, scale, shift, v_init, k, cfg):
-    if k is None:
-        return bn_lif_forward_triton(y, residual, scale, shift, v_init, cfg.tau, cfg.decay_input, cfg.v_threshold,
-                                     cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
-    return bn_plif_forward_triton(y, residual, scale, shift, v_init, k, cfg.decay_input, cfg.v_threshold,
-                                  cfg.v_rest, cfg.soft_reset, cfg.fire_at_threshold)
-
-
-def _fused(y, bn: BNArgs, cfg, residual, v_init, k):
-    """Saves for backward only when a gradient is needed."""
-    tensors = (y, bn.weight, bn.bias, residual, v_init, k)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _BNLIF.apply(y, bn.weight, bn.bias, residual, v_init, k, bn, cfg)
-    scale, shift, _, _ = batch_norm_coefficients(y, bn, bn_stats_triton)
-    return _forward_op(y, residual, scale, shift, v_init, k, cfg)
+TRITON_OPS = FusedOps(bn_lif_forward_triton, bn_lif_backward_triton, bn_plif_forward_triton,
+                      bn_plif_backward_triton)
 
 
 def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch.Tensor] = None,
@@ -721,7 +669,7 @@ def bn_lif(y: torch.Tensor, bn: BNArgs, cfg: LIFConfig, residual: Optional[torch
     """The fused op with the Triton kernels (checked by ``ops.bn_lif.bn_lif``): y,
     residual [T, B, C, *], v_init [B, C, *] -> (spikes, v_last); saves for backward only
     when a gradient is needed."""
-    return _fused(y, bn, cfg, residual, v_init, None)
+    return fused(TRITON_OPS, bn_stats_triton, y, bn, cfg, residual, v_init, None)
 
 
 # The parametric LIF is fused on this backend (ops/bn_lif/__init__.py's dispatch reads it).
@@ -733,4 +681,4 @@ def bn_plif(y: torch.Tensor, bn: BNArgs, cfg, k: torch.Tensor, residual: Optiona
     """The fused parametric-LIF op (checked by ``ops.bn_lif.bn_plif``; cfg a PLIFConfig):
     as :func:`bn_lif` with the decay k (0-dim, compute dtype, differentiable: dL/dk is the
     sum over every neuron and step, deterministic)."""
-    return _fused(y, bn, cfg, residual, v_init, k)
+    return fused(TRITON_OPS, bn_stats_triton, y, bn, cfg, residual, v_init, k)
