@@ -22,11 +22,11 @@ constexpr int64_t kBlock = 512;
 // Neurons per parallel task: enough work per thread to amortise the fork.
 constexpr int64_t kGrain = 4096;
 
-// Lanes per block of the recomputing backward (kRecomputeBytes, lif_cpu.h): kBlock,
+// Lanes per block of the recomputing backward (kRecomputeBytes, lif_cpu.h): max_lanes,
 // halved until the block's charges for all T steps fit the buffer.
 template <typename acc_t>
-int64_t recompute_lanes(int64_t T) {
-  int64_t lanes = kBlock;
+int64_t recompute_lanes(int64_t T, int64_t max_lanes = kBlock) {
+  int64_t lanes = max_lanes;
   while (lanes > kRecomputeMinLanes && T * lanes * int64_t(sizeof(acc_t)) > kRecomputeBytes) lanes /= 2;
   return lanes;
 }
