@@ -381,3 +381,36 @@ def test_native_recompute_refusals_name_the_argument():
     rc = lib.tks_lif_backward_x_cpu(*args, 5000, 3, 2.0, 1.0, 0.0, 1, 0, 1.0, 1)
     assert rc == _native.ERR_VALUE and b"T <= 4096" in lib.tks_last_error()
     assert lib.tks_lif_recompute_max_steps_cpu(7) == -1
+
+
+@needs_recompute
+@pytest.mark.parametrize("T,N", [(3, 2047), (2, 2 * 2048 + 513), (40, 5000), (9, 3 * 512 + 7)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("path", ["recompute", "saved"])
+def test_chunk_and_sub_row_boundaries(T, N, dtype, path, monkeypatch):
+    """The kernels walk rows in chunks of 2048 neurons, their backward loops in sub-rows of
+    512, and the recomputing backward in blocks that halve as T grows (1024 lanes at
+    T = 40): neuron counts across each boundary, with ragged tails, on both backward paths,
+    LIF (every surrogate family: exp-based, rational, piecewise) and PLIF (whose dL/dk is
+    summed per chunk), against the reference."""
+    if path == "saved":
+        _saved_path(monkeypatch)
+    x = random_input((T, N), dtype)
+    assert lif_cpu.recomputes(x) == (path == "recompute")
+    v0 = random_input((N,), dtype, scale=0.5, offset=0.0)
+    for surrogate in ("sigmoid", "atan", "piecewise_quadratic"):
+        assert_matches_reference(x, v0, "cpu", tau=2.0, surrogate=surrogate)
+    assert_matches_reference(x, None, "cpu", tau=3.0, v_reset=None, fire_at_threshold=False)
+    # PLIF against its reference in fp64 (its dL/dw sums per chunk)
+    got = _plif_run(x, v0, dict(v_reset=0.0, surrogate="sigmoid"))
+    cfg = plif_ops.make_config(v_reset=0.0, surrogate="sigmoid")
+    xi, vi = x.double().requires_grad_(), v0.double().requires_grad_()
+    w = torch.tensor(-0.4, dtype=torch.float64, requires_grad=True)
+    s, v, vs = plif_ops.plif_multistep(xi, vi, w, cfg, backend="torch", return_v_seq=True)
+    g = torch.Generator().manual_seed(1)
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64)).sum() for o in (s, v, vs))
+    want = (s, v, vs) + tuple(torch.autograd.grad(loss, [xi, w, vi]))
+    assert torch.equal(got[0].double(), want[0]), "spikes"
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    for name, a, b in zip(("v_last", "v_seq", "grad_x", "grad_w", "grad_v_init"), got[1:], want[1:]):
+        assert rel_err(a.double(), b) < tol, name
