@@ -7,7 +7,7 @@ bit-exact: same expression order, -fmad=false). fp16/bf16 membranes are within o
 rounding step of the reference, which computes in fp32 and casts; their gradients are
 within a few rounding steps (the saved-distance backward, T above the recomputing limit,
 reads d in the storage type, lif_math.h's keep_sign, where the reference has the exact
-fp32 value). The recomputing backward (T <= 32 in every dtype, in chunks of 8 steps) must
+fp32 value). The recomputing backward (T <= 32, fp64 16, in chunks of 8 steps, 4 in fp64) must
 equal the saved-distance one bit for bit in fp32/fp64, LIF and PLIF, dL/dk included, for
 the fixed flag sets (SpikingJelly's defaults, the TKS paper's neuron) and the general
 instance alike, and its spikes must equal the forward's.
@@ -582,7 +582,8 @@ def test_plif_recompute_matches_reference(dtype):
 
 # --- the recomputing backward in chunks, and its flag sets (issue 15) ------------------------
 # Up to 32 steps the CUDA backward recomputes (chunks of 8: T = 9, 16, 17 run two or three
-# chunks with a short first one, 32 four), at 33 the saved-distance path runs. The
+# chunks with a short first one, 32 four), at 33 the saved-distance path runs (fp64:
+# chunks of 4, up to 16 steps; 17 and beyond take the saved path). The
 # backward kernels have instances with the flags as constants for SpikingJelly's defaults
 # and the TKS paper's neuron (vector path, no grad_v_seq); every other combination runs
 # the general instance: FLAG_CASES takes both of each.
@@ -654,7 +655,7 @@ def test_backward_spikes_equal_forward(T, dtype):
     # detach_reset, hard reset, dL/ds = 0, dL/dv_seq = dL/dv_last = 1: dL/dh_t =
     # (dL/dv_t + 1) * (1 - s_t) with dL/dv_t >= 0, so grad_x_t is 0 exactly where the
     # backward's s_t is 1. Its spikes, read off grad_x, must equal the forward's at every
-    # T (the recomputing path up to 32 steps, the saved distance beyond), ties included.
+    # T (the recomputing path up to its limit, the saved distance beyond), ties included.
     x0 = random_input((T, 1032), dtype, offset=0.5)
     x0[:, :9] = 0.6
     for at in (True, False):

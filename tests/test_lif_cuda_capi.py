@@ -1,5 +1,5 @@
 """The CUDA LIF library's recomputing-backward entry points, checked without a GPU: the
-limit it reports and the binding reads (32 steps in every dtype: chunks of 8), and the
+limit it reports and the binding reads (32 steps: four chunks of 8; fp64 16), and the
 C API's refusals before any CUDA call (T beyond the limit, the external surrogate, bad
 dtypes). Skipped when the CUDA library was not built; the kernels themselves are
 tests/test_lif_cuda.py's (GPU) and tests/test_codegen_cuda.py's (compiled here).
@@ -16,7 +16,8 @@ from tks_kernels import _native
 # dummy host addresses: the C API checks them for null only and fails before any CUDA call
 _BUF = ctypes.create_string_buffer(64)
 _P = ctypes.addressof(_BUF)
-MAX_STEPS = 32  # csrc/cuda/lif_cuda_kernels.cuh: kRecomputeSteps (8) x kRecomputeChunks (4)
+# csrc/cuda/lif_cuda_kernels.cuh: kRecomputeSteps (8; fp64 4) x kRecomputeChunks (4)
+MAX_STEPS = {torch.float32: 32, torch.float64: 16, torch.float16: 32, torch.bfloat16: 32}
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +34,13 @@ def _error(lib, rc) -> str:
     return lib.tks_last_error().decode()
 
 
-def test_recompute_limit_is_32_steps_in_every_dtype(lib):
+def test_recompute_limit_is_four_chunks(lib):
     from tks_kernels.ops.lif import cuda as lif_cuda
     from tks_kernels.ops.lif.cpu import RECOMPUTE_MAX_STEPS
     for dtype, code in _native.DTYPE_CODES.items():
-        assert lib.tks_lif_recompute_max_steps_cuda(code) == MAX_STEPS, dtype
-        assert lif_cuda.recompute_max_steps_cuda(dtype) == MAX_STEPS, dtype
-        assert RECOMPUTE_MAX_STEPS["cuda"](dtype) == MAX_STEPS, dtype
+        assert lib.tks_lif_recompute_max_steps_cuda(code) == MAX_STEPS[dtype], dtype
+        assert lif_cuda.recompute_max_steps_cuda(dtype) == MAX_STEPS[dtype], dtype
+        assert RECOMPUTE_MAX_STEPS["cuda"](dtype) == MAX_STEPS[dtype], dtype
     assert lib.tks_lif_recompute_max_steps_cuda(4) == -1
     assert lib.tks_lif_recompute_max_steps_cuda(-1) == -1
     assert lif_cuda.recompute_max_steps_cuda(torch.int32) == 0
@@ -61,13 +62,15 @@ def _plif_x_args(**bad):
     return list(a.values())
 
 
-@pytest.mark.parametrize("dtype", [0, 1, 2, 3])
-@pytest.mark.parametrize("T", [MAX_STEPS + 1, 100])
-def test_c_api_refuses_steps_beyond_the_limit(lib, dtype, T):
-    want = f"the recomputing backward takes T <= {MAX_STEPS} steps for this dtype"
-    msg = _error(lib, lib.tks_lif_backward_x_cuda(*_lif_x_args(dtype=dtype, T=T)))
+@pytest.mark.parametrize("dtype", list(_native.DTYPE_CODES), ids=str)
+@pytest.mark.parametrize("beyond", [1, 70])
+def test_c_api_refuses_steps_beyond_the_limit(lib, dtype, beyond):
+    T = MAX_STEPS[dtype] + beyond
+    want = f"the recomputing backward takes T <= {MAX_STEPS[dtype]} steps for this dtype"
+    code = _native.DTYPE_CODES[dtype]
+    msg = _error(lib, lib.tks_lif_backward_x_cuda(*_lif_x_args(dtype=code, T=T)))
     assert want in msg and f"got {T}" in msg, msg
-    msg = _error(lib, lib.tks_plif_backward_x_cuda(*_plif_x_args(dtype=dtype, T=T)))
+    msg = _error(lib, lib.tks_plif_backward_x_cuda(*_plif_x_args(dtype=code, T=T)))
     assert want in msg and f"got {T}" in msg, msg
 
 

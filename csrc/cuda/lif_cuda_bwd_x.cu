@@ -1,6 +1,6 @@
 // LIF backward that recomputes from the input (lif_cuda_kernels.cuh's
-// neuron_backward_x_kernel): per chunk of 8 steps the forward recurrence again from x with
-// the charges in registers, then the reverse recurrence; up to 4 chunks.
+// neuron_backward_x_kernel): per chunk of 8 steps (fp64: 4) the forward recurrence again
+// from x with the charges in registers, then the reverse recurrence; up to 4 chunks.
 #include "lif_cuda_kernels.cuh"
 
 namespace tks {

@@ -8,7 +8,8 @@
 //   neuron_backward_x_kernel  backward that recomputes from the input: the forward
 //                             recurrence again from x (the same expressions, so the same
 //                             spikes in every dtype) with a chunk of 8 steps' charges in
-//                             registers, then the reverse recurrence (up to 4 chunks)
+//                             registers (fp64: 4), then the reverse recurrence (up to 4
+//                             chunks)
 //
 // One thread owns V neurons (one 16-byte pack when aligned, lif_cuda.cuh's Tile; the
 // recomputing backward's 2-byte types: 8 bytes) and runs the whole time loop. Per-element
@@ -36,15 +37,16 @@ constexpr bool kSavedIsH = sizeof(S) >= 4;
 
 // The recomputing backward's tile: the vector path reads 16 bytes per row (fp32: four
 // lanes, fp64: two), or 8 for 2-byte types (four lanes, the half-width tile), so one
-// thread's charges of kRecomputeSteps = 8 steps take 32 registers in every dtype (at 64,
-// 16 fp32 steps, ptxas capped the kernels at 128 registers and spilled). The strided path
-// has as many lanes (strided_lanes).
+// thread's charges of kRecomputeSteps = 8 steps take 32 registers (at 64, 16 fp32 steps,
+// ptxas capped the kernels at 128 registers and spilled). fp64, the gradcheck dtype: 4
+// steps, 16 registers (at 8 its strided PLIF kernels spilled under the 128 cap). The
+// strided path has as many lanes (strided_lanes).
 template <typename S>
 constexpr int recompute_lanes() {
   return sizeof(S) == 2 ? 4 : vec_width<S>();
 }
 template <typename S>
-constexpr int kRecomputeSteps = 32 / (recompute_lanes<S>() * static_cast<int>(sizeof(acc_t<S>) / 4));
+constexpr int kRecomputeSteps = sizeof(acc_t<S>) == 8 ? 4 : 8;
 static_assert(recompute_lanes<float>() == strided_lanes<float>() && recompute_lanes<double>() ==
                   strided_lanes<double>() && recompute_lanes<__half>() == strided_lanes<__half>(),
               "both paths of the recomputing backward hold the same lanes");
@@ -62,14 +64,16 @@ constexpr int64_t kRecomputeMaxSteps = static_cast<int64_t>(kRecomputeSteps<S>) 
 
 // ---- the backward's flags -------------------------------------------------------------
 // decay_input, soft reset, detach_reset, the firing rule and whether grad_v_seq is given,
-// as one template argument FlagSet of the backward kernels: kFlagsRuntime, the general
-// instance, reads them from lif::Params (uniform selects, which the compiler also
-// unswitches into copies of the loop); a fixed set (kFlagsFixed | the flag bits) makes
-// them constants, so the selects fold away: its time loop is 0.26-0.66 of the general
-// one's SASS (tests/test_codegen_cuda.py). The math is written once against BackwardFlags' members. The host runs a call
-// whose flags are one of kFixedFlagSets through its fixed instance (vector path, built-in
-// surrogates, 4- and 2-byte storage: fixed_flags_compiled), every other one through the
-// general instance.
+// as one template argument FlagSet of the backward kernels, the math written once against
+// BackwardFlags' members. kFlagsRuntime, the general instance, reads them from
+// lif::Params: uniform selects, hidden from the optimiser at the top of each loop
+// iteration (BackwardFlags::hide) so that it keeps one copy of the loop (unswitched on
+// the flags it was two to three copies, 1.3-2.7x the SASS and most of the compile
+// time). A fixed set (kFlagsFixed | the flag bits) makes them constants and the selects
+// fold away: its time loop is 0.46-0.77 of the general one's SASS
+// (tests/test_codegen_cuda.py). The host runs a call whose flags are one of
+// kFixedFlagSets through its fixed instance (vector path, built-in surrogates, 4- and
+// 2-byte storage: fixed_flags_compiled), every other one through the general instance.
 constexpr int32_t kFlagsRuntime = 0;
 constexpr int32_t kFlagDecayInput = 1;
 constexpr int32_t kFlagSoftReset = 2;
@@ -93,6 +97,7 @@ struct BackwardFlags {
   static constexpr bool fire_at_threshold = (Set & kFlagFireAtThreshold) != 0;
   static constexpr bool has_gvs = (Set & kFlagGradVSeq) != 0;
   __device__ __forceinline__ BackwardFlags(const lif::Params&, bool) {}
+  __device__ __forceinline__ void hide() {}
 };
 
 template <>
@@ -104,6 +109,15 @@ struct BackwardFlags<kFlagsRuntime> {
         detach_reset(p.detach_reset),
         fire_at_threshold(p.fire_at_threshold),
         has_gvs(gvs) {}
+  // Called at the top of a loop's body: the flags become values the compiler cannot see
+  // through, so it keeps one copy of the loop with selects instead of unswitching it
+  // into a copy per combination (code size and compile time of the general instance).
+  __device__ __forceinline__ void hide() {
+    unsigned b = (decay_input ? 1u : 0u) | (soft_reset ? 2u : 0u) | (detach_reset ? 4u : 0u) |
+                 (fire_at_threshold ? 8u : 0u) | (has_gvs ? 16u : 0u);
+    asm volatile("" : "+r"(b));
+    decay_input = b & 1u, soft_reset = b & 2u, detach_reset = b & 4u, fire_at_threshold = b & 8u, has_gvs = b & 16u;
+  }
 };
 
 // Host: the fixed set that holds a call's flags.
@@ -269,7 +283,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const A vth = static_cast<A>(p.v_threshold);
     const A vr = static_cast<A>(p.v_reset);  // 0 for soft reset
     const A alpha = static_cast<A>(alpha_f);
-    const BackwardFlags<FlagSet> f(p, grad_v_seq != nullptr);
+    BackwardFlags<FlagSet> f(p, grad_v_seq != nullptr);
 
     A gv[V];
     load_v_init(tile, grad_v_last, A(0), gv);
@@ -285,6 +299,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 #pragma unroll 1
     for (int64_t t = T - 1; t >= 0; --t) {
+      f.hide();
       A q[V], v_prev[V], gs[V], gvs[V];
       if constexpr (Learn) {
         if (t > 0) {
@@ -363,7 +378,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   A sum = A(0);
   if (tile.active()) {
     const Decay<A, Learn> decay(p, div, k_ptr);
-    const BackwardFlags<FlagSet> f(p, grad_v_seq != nullptr);
+    BackwardFlags<FlagSet> f(p, grad_v_seq != nullptr);
     const A vth = static_cast<A>(p.v_threshold);
     const A vr = static_cast<A>(p.v_reset);  // 0 for soft reset
     const A alpha = static_cast<A>(alpha_f);
@@ -375,6 +390,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     load_v_init(tile, grad_v_last, A(0), gv);
 #pragma unroll 1
     for (int i = 0; i < 2 * chunks - 1; ++i) {
+      f.hide();
       const bool reverse = i >= chunks - 1;
       const int c = reverse ? 2 * chunks - 2 - i : i;
       const int len = c == 0 ? first : TR;
