@@ -17,7 +17,7 @@
 #     once as parallel processes sharing Triton's cache (build/triton-cache, kept for a
 #     rerun), every GPU backend against the reference;
 #  4. bandwidth: LIF (triton, cuda), PLIF, TKS and the fused BN+LIF pair against a device
-#     copy, LIF's recomputing backward against the saved-distance one, each
+#     copy, LIF's recomputing backward against the saved-distance one (Triton, CUDA), each
 #     row written to $GPU_CHECK_LOG_DIR/benchmarks.jsonl the moment it is measured;
 #  5. the rest: the Triton launch-configuration sweep; the CUDA kernels against the host
 #     math (ctest) when cmake is there and time is left;
@@ -389,9 +389,10 @@ main() {
   # --- 4. bandwidth against a device copy ------------------------------------------------
   rm -f "$RESULTS"
   step "bench lif/plif/tks" 100 bench benchmarks/test_bench_lif_triton.py::test_lif_triton \
-    benchmarks/test_bench_lif_cuda.py benchmarks/test_bench_plif.py benchmarks/test_bench_tks.py
+    benchmarks/test_bench_lif_cuda.py::test_lif_cuda benchmarks/test_bench_plif.py benchmarks/test_bench_tks.py
   step "bench bn+lif pair" 40 bench benchmarks/test_bench_bn_lif_gpu.py
-  step "bench recompute vs saved" 40 bench benchmarks/test_bench_lif_triton.py::test_lif_triton_recompute_vs_saved
+  step "bench recompute vs saved" 40 bench benchmarks/test_bench_lif_triton.py::test_lif_triton_recompute_vs_saved \
+    benchmarks/test_bench_lif_cuda.py::test_lif_cuda_recompute_vs_saved
 
   # --- 5. the rest -----------------------------------------------------------------------
   step "bench launch configs" 60 bench benchmarks/test_bench_lif_triton.py::test_lif_triton_launch_configs \

@@ -5,7 +5,10 @@ DEVICE is cuda and the extension was built with its CUDA kernels.
 
 Bytes a perfect kernel moves (n = bytes of one [T, *] tensor), as in the Triton file:
 training forward reads x and writes spikes and the saved d (3n); inference forward 2n;
-backward reads grad_spikes and d and writes grad_x (3n); forward+backward 6n.
+backward reads grad_spikes and d and writes grad_x (3n); forward+backward 6n. Where the
+backward recomputes (T <= ``recompute_max_steps_cuda``, 32): forward 2n, backward reads
+x (2 - 8/T times beyond one chunk of 8 steps) and grad_spikes and writes grad_x
+(ops/lif/cuda.py's rule). ``test_lif_cuda_recompute_vs_saved`` times both paths in one run.
 Target: ``copy_frac`` >= 0.85 forward and backward on tensors of 256 MiB and more.
 """
 from __future__ import annotations
@@ -29,8 +32,15 @@ MODES = ["fwd", "infer", "bwd", "fwd+bwd"]
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-def _nbytes(shape, dtype, mode):
+def _nbytes(shape, dtype, mode, recompute=None):
     n = torch.Size(shape).numel() * torch.tensor([], dtype=dtype).element_size()
+    T = shape[0]
+    if recompute is None:
+        from tks_kernels.ops.lif.cuda import recompute_max_steps_cuda
+        recompute = T <= recompute_max_steps_cuda(dtype)
+    if recompute:
+        reads = 1.0 if T <= 8 else 2.0 - 8.0 / T  # how often backward reads x (chunks of 8 steps)
+        return int({"fwd": 2 * n, "bwd": (2 + reads) * n, "fwd+bwd": (4 + reads) * n, "infer": 2 * n}[mode])
     return {"fwd": 3 * n, "bwd": 3 * n, "fwd+bwd": 6 * n, "infer": 2 * n}[mode]
 
 
@@ -81,4 +91,26 @@ def test_lif_cuda(benchmark, impl, mode, dtype, shape):
     if impl == "cuda" and mode in ("fwd", "bwd") and tensor_mib >= 256:
         update_row(benchmark, row, target="ok" if row["copy_frac"] >= 0.85 else "below 0.85 of copy")
     del x, g, fn
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize("shape", [(8, 32, 262144), (16, 16, 262144), (32, 8, 262144)], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("path", ["recompute", "saved"])
+def test_lif_cuda_recompute_vs_saved(benchmark, monkeypatch, path, dtype, shape):
+    """Forward + backward, the recomputing backward (one, two and four chunks of 8 steps)
+    against the saved-distance one in one run (the rule is moved to force a path)."""
+    from tks_kernels.ops.lif import cpu as lif_cpu
+    monkeypatch.setitem(lif_cpu.RECOMPUTE_MAX_STEPS, "cuda", (lambda dt: 1 << 30) if path == "recompute" else
+                        (lambda dt: 0))
+    x = torch.randn(shape, device=DEVICE, dtype=torch.float32).add_(0.5).to(dtype).requires_grad_()
+    g = torch.randn(shape, device=DEVICE, dtype=dtype)
+    forward = _forward("cuda")
+    saved = saved_bytes(lambda: forward(x))
+    dt = str(dtype)[6:]
+    run_case(benchmark, _case(forward, x, g, "fwd+bwd"), name=f"lif fwd+bwd cuda {dt} {path}",
+             bytes_moved=_nbytes(shape, dtype, "fwd+bwd", recompute=path == "recompute"), saved=saved,
+             group=f"lif-cuda-recompute fwd+bwd {dt} {shape}", impl=path, mode="fwd+bwd", dtype=dt,
+             shape=str(shape))
+    del x, g
     torch.cuda.empty_cache()

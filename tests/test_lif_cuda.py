@@ -7,8 +7,10 @@ bit-exact: same expression order, -fmad=false). fp16/bf16 membranes are within o
 rounding step of the reference, which computes in fp32 and casts; their gradients are
 within a few rounding steps (the saved-distance backward, T above the recomputing limit,
 reads d in the storage type, lif_math.h's keep_sign, where the reference has the exact
-fp32 value). The recomputing backward (T <= 8 in fp32/fp64, 4 in fp16/bf16) must equal the
-saved-distance one bit for bit in fp32/fp64, LIF and PLIF, dL/dk included.
+fp32 value). The recomputing backward (T <= 32, fp64 16, in chunks of 8 steps, 4 in fp64) must
+equal the saved-distance one bit for bit in fp32/fp64, LIF and PLIF, dL/dk included, for
+the fixed flag sets (SpikingJelly's defaults, the TKS paper's neuron) and the general
+instance alike, and its spikes must equal the forward's.
 
 GPU tests (``-m gpu``): skipped without a CUDA device. With a device, a missing
 CUDA build fails rather than skips.
@@ -576,3 +578,158 @@ def test_plif_recompute_matches_reference(dtype):
     tol = {torch.float32: 1e-4, torch.float64: 1e-9}.get(dtype, 8 * GRAD_TOL.get(dtype, 0.0))
     for name, a, b in zip(("grad_x", "grad_v_init", "grad_w"), got[1:], ref[1:]):
         assert rel_err(a, b) <= tol, f"{name}: {rel_err(a, b):.3g}"
+
+
+# --- the recomputing backward in chunks, and its flag sets (issue 15) ------------------------
+# Up to 32 steps the CUDA backward recomputes (chunks of 8: T = 9, 16, 17 run two or three
+# chunks with a short first one, 32 four), at 33 the saved-distance path runs (fp64:
+# chunks of 4, up to 16 steps; 17 and beyond take the saved path). The
+# backward kernels have instances with the flags as constants for SpikingJelly's defaults
+# and the TKS paper's neuron (vector path, no grad_v_seq); every other combination runs
+# the general instance: FLAG_CASES takes both of each.
+
+STEPS_ACROSS_LIMITS = [1, 4, 5, 8, 9, 16, 17, 32, 33]
+FLAG_CASES = [
+    # (soft, decay_input, detach, fire_at_threshold, grad_v_seq given)
+    (False, True, False, True, False),   # SpikingJelly's defaults: the fixed instance
+    (False, True, True, False, False),   # the TKS paper's neuron: the fixed instance
+    (False, True, False, True, True),    # with grad_v_seq: the general one
+    (True, True, False, True, False),    # soft reset: general
+    (False, False, True, True, False),   # general
+    (True, False, False, False, True),   # general
+]
+
+
+def _flag_args(case, surrogate):
+    soft, di, detach, at, _ = case
+    return (di, 0.6, 0.0 if soft else -0.2, soft, surrogate, 2.5, detach, at)
+
+
+def _chunk_inputs(T, N, dtype):
+    x = random_input((T, N), dtype, offset=0.5)
+    x[:, :7] = 0.6  # ties with the threshold: the firing rule matters
+    v0 = random_input((N,), dtype, seed=2)
+    gs, gvl, gvs = (random_input(t.shape, dtype, seed=i) for i, t in enumerate((x, v0, x), start=4))
+    return x, v0, gs, gvl, gvs
+
+
+def _cpu(t):
+    return None if t is None else t.cpu()
+
+
+@pytest.mark.parametrize("T", STEPS_ACROSS_LIMITS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_recompute_in_chunks_equals_saved_and_cpu(T, dtype):
+    # Within the limit: the recomputing backward equals the saved-distance one bit for bit
+    # in fp32/fp64 (to the gradient tolerance in 16-bit, where d is saved rounded) and the
+    # CPU kernels' recomputing backward to the tolerance; beyond it the C API refuses it.
+    # N = 1032: the vector path (4 | N); 517: the strided one.
+    limit = _max_steps(dtype)
+    tau = 3.0 if T % 2 else 2.0
+    for N in (1032, 517):
+        x, v0, gs, gvl, gvs_all = _chunk_inputs(T, N, dtype)
+        for i, case in enumerate(FLAG_CASES):
+            gvs = gvs_all if case[4] else None
+            a = _flag_args(case, (i + T) % len(SURROGATES))
+            s, _, _, d = torch.ops.tks_kernels.lif_forward(x, v0, tau, *a[:7], True, False, a[7])
+            if T > limit:
+                with pytest.raises(RuntimeError, match=f"got {T}"):
+                    torch.ops.tks_kernels.lif_backward_x(gs, gvl, gvs, x, v0, tau, *a)
+                continue
+            s_x, _, _ = torch.ops.tks_kernels.lif_forward_x(x, v0, tau, *a[:7], False, a[7])
+            assert torch.equal(s, s_x), case
+            saved = torch.ops.tks_kernels.lif_backward(gs, gvl, gvs, d, tau, *a)
+            got = torch.ops.tks_kernels.lif_backward_x(gs, gvl, gvs, x, v0, tau, *a)
+            cpu = torch.ops.tks_kernels.lif_backward_x(gs.cpu(), gvl.cpu(), _cpu(gvs), x.cpu(), v0.cpu(), tau, *a)
+            for name, p, q, c in zip(("grad_x", "grad_v_init"), got, saved, cpu):
+                if dtype in (torch.float32, torch.float64):
+                    assert torch.equal(p, q), f"{name} T={T} N={N} {case}"
+                else:
+                    assert rel_err(p, q) <= GRAD_TOL[dtype], f"{name} {rel_err(p, q):.3g} T={T} N={N} {case}"
+                assert rel_err(p.cpu(), c) <= GRAD_TOL[dtype], f"{name} vs CPU {rel_err(p.cpu(), c):.3g} T={T} {case}"
+
+
+@pytest.mark.parametrize("T", STEPS_ACROSS_LIMITS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_backward_spikes_equal_forward(T, dtype):
+    # detach_reset, hard reset, dL/ds = 0, dL/dv_seq = dL/dv_last = 1: dL/dh_t =
+    # (dL/dv_t + 1) * (1 - s_t) with dL/dv_t >= 0, so grad_x_t is 0 exactly where the
+    # backward's s_t is 1. Its spikes, read off grad_x, must equal the forward's at every
+    # T (the recomputing path up to its limit, the saved distance beyond), ties included.
+    x0 = random_input((T, 1032), dtype, offset=0.5)
+    x0[:, :9] = 0.6
+    for at in (True, False):
+        x = x0.clone().requires_grad_()
+        s, v, vs = lif_multistep(x, backend=BACKEND, return_v_seq=True, tau=2.0, v_threshold=0.6, v_reset=-0.2,
+                                 detach_reset=True, fire_at_threshold=at)
+        (v.float().sum() + vs.float().sum()).backward()
+        assert torch.equal((x.grad == 0).to(dtype), s), f"T={T} fire_at_threshold={at}"
+        s_ref, _ = lif_multistep(x0, backend="torch", tau=2.0, v_threshold=0.6, v_reset=-0.2, fire_at_threshold=at)
+        assert torch.equal(s, s_ref)
+
+
+def _grads_without_v_seq(x, v_init, backend, **opts):
+    """Spikes and the gradients of x and v_init of a loss on spikes and v_last only (no
+    grad_v_seq: the backward's fixed flag sets can run)."""
+    x = x.detach().clone().requires_grad_()
+    v0 = None if v_init is None else v_init.detach().clone().requires_grad_()
+    s, v = lif_multistep(x, v0, backend=backend, **opts)
+    g = torch.Generator().manual_seed(1)
+    ws, wv = (torch.randn(t.shape, generator=g).to(device=t.device, dtype=t.dtype) for t in (s, v))
+    grads = torch.autograd.grad((s * ws).sum() + (v * wv).sum(), (x,) if v0 is None else (x, v0))
+    return (s, *grads)
+
+
+@pytest.mark.parametrize("T", [1, 5, 8, 9, 17, 32])
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_recompute_in_chunks_matches_reference(T, dtype):
+    # Through autograd (lif_forward_x / lif_backward_x): SpikingJelly's defaults and the
+    # paper's neuron without v_seq (the fixed flag sets on the vector path, N = 1032), and
+    # with v_seq and a general combination (assert_matches_reference asks for v_seq).
+    x, v0 = random_input((T, 2, 516), dtype), random_input((2, 516), dtype, seed=3)
+    configs = [(v0, dict(tau=2.0, v_threshold=0.7)),
+               (None, dict(tau=2.0, v_threshold=0.5, v_reset=0.0, detach_reset=True, surrogate="piecewise_quadratic",
+                           alpha=2.0, fire_at_threshold=False))]
+    for v_init, opts in configs:
+        got, ref = _grads_without_v_seq(x, v_init, BACKEND, **opts), _grads_without_v_seq(x, v_init, "torch", **opts)
+        assert torch.equal(got[0], ref[0]), f"spikes T={T} {opts}"
+        for a, b in zip(got[1:], ref[1:]):
+            assert rel_err(a, b) <= GRAD_TOL[dtype], f"{rel_err(a, b):.3g} T={T} {opts}"
+        assert_matches_reference(x, v_init, **opts)
+    assert_matches_reference(x, v0, tau=3.0, v_reset=None, decay_input=False, surrogate="atan")
+
+
+@pytest.mark.parametrize("T", STEPS_ACROSS_LIMITS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=_id)
+def test_plif_recompute_in_chunks(T, dtype):
+    # PLIF: the recomputing backward equals the saved-value one bit for bit in fp32/fp64,
+    # dL/dk included (the same per-thread order of the sum, the same fixed tree over
+    # blocks), the CPU kernels to the tolerance, and dL/dk is the same on a second run.
+    importlib.import_module(f"tks_kernels.ops.plif.{BACKEND}")  # defines and registers the plif ops
+    limit = _max_steps(dtype)
+    cdt = torch.float64 if dtype == torch.float64 else torch.float32
+    for N in (2 * 1032, 517):
+        x, v0, gs, gvl, gvs_all = _chunk_inputs(T, N, dtype)
+        for i, case in enumerate(FLAG_CASES[::2] + FLAG_CASES[1:2]):
+            gvs = gvs_all if case[4] else None
+            a = _flag_args(case, (2 * i + T) % len(SURROGATES))
+            k = torch.tensor(1.0 / (2.0 + i), dtype=cdt, device=DEVICE)
+            s, _, _, saved = torch.ops.tks_kernels.plif_forward(x, v0, k, *a[:7], True, False, a[7])
+            if T > limit:
+                with pytest.raises(RuntimeError, match=f"got {T}"):
+                    torch.ops.tks_kernels.plif_backward_x(gs, gvl, gvs, x, v0, k, *a)
+                continue
+            s_x, _, _ = torch.ops.tks_kernels.plif_forward_x(x, v0, k, *a[:7], False, a[7])
+            assert torch.equal(s, s_x), case
+            want = torch.ops.tks_kernels.plif_backward(gs, gvl, gvs, saved, v0, k, *a)
+            got = torch.ops.tks_kernels.plif_backward_x(gs, gvl, gvs, x, v0, k, *a)
+            cpu = torch.ops.tks_kernels.plif_backward_x(gs.cpu(), gvl.cpu(), _cpu(gvs), x.cpu(), v0.cpu(), k.cpu(), *a)
+            for name, p, q, c in zip(("grad_x", "grad_v_init", "grad_k"), got, want, cpu):
+                if dtype in (torch.float32, torch.float64):
+                    assert torch.equal(p, q), f"{name} T={T} N={N} {case}"
+                else:
+                    assert rel_err(p, q) <= 4 * GRAD_TOL[dtype], f"{name} {rel_err(p, q):.3g} T={T} {case}"
+                tol = 1e-4 if name == "grad_k" and dtype == torch.float32 else 4 * GRAD_TOL[dtype]
+                assert rel_err(p.cpu(), c) <= tol, f"{name} vs CPU {rel_err(p.cpu(), c):.3g} T={T} {case}"
+            again = torch.ops.tks_kernels.plif_backward_x(gs, gvl, gvs, x, v0, k, *a)
+            assert torch.equal(again[2], got[2]), "dL/dk differs between two runs"

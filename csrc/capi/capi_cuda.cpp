@@ -40,6 +40,7 @@ bool check_backward_x(int dtype, int64_t T, int64_t N, int surrogate, const void
   require(surrogate != TKS_SURROGATE_EXTERNAL,
           "the recomputing backward computes g' itself: surrogate must be a built-in id, got " +
               std::to_string(surrogate));
+  check_ptr(x, "x");  // check_backward would name it "saved"
   if (!check_backward(dtype, T, N, surrogate, nullptr, grad_spikes, x, grad_x, grad_v_init)) return false;
   const int64_t max_steps = cuda::lif_recompute_max_steps_cuda(static_cast<cuda::DType>(dtype));
   require(T <= max_steps, "the recomputing backward takes T <= " + std::to_string(max_steps) +

@@ -143,6 +143,14 @@ struct Words<__half> {
     for (int k = 0; k < 4; ++k) w[k] = bits32(__floats2half2_rn(i[2 * k], i[2 * k + 1]));  // each RN, as store
     return make_uint4(w[0], w[1], w[2], w[3]);
   }
+  // The half-width tile (8 bytes: four lanes).
+  static __device__ __forceinline__ void unpack(const uint2& u, float (&o)[4]) {
+    const float2 a = __half22float2(from32<__half2>(u.x)), b = __half22float2(from32<__half2>(u.y));
+    o[0] = a.x, o[1] = a.y, o[2] = b.x, o[3] = b.y;
+  }
+  static __device__ __forceinline__ uint2 pack(const float (&i)[4]) {
+    return make_uint2(bits32(__floats2half2_rn(i[0], i[1])), bits32(__floats2half2_rn(i[2], i[3])));
+  }
 };
 
 template <>
@@ -160,6 +168,14 @@ struct Words<__nv_bfloat16> {
     for (int k = 0; k < 4; ++k) w[k] = bits32(__floats2bfloat162_rn(i[2 * k], i[2 * k + 1]));  // each RN
     return make_uint4(w[0], w[1], w[2], w[3]);
   }
+  // The half-width tile (8 bytes: four lanes).
+  static __device__ __forceinline__ void unpack(const uint2& u, float (&o)[4]) {
+    o[0] = __uint_as_float(u.x << 16), o[1] = __uint_as_float(u.x & 0xffff0000u);
+    o[2] = __uint_as_float(u.y << 16), o[3] = __uint_as_float(u.y & 0xffff0000u);
+  }
+  static __device__ __forceinline__ uint2 pack(const float (&i)[4]) {
+    return make_uint2(bits32(__floats2bfloat162_rn(i[0], i[1])), bits32(__floats2bfloat162_rn(i[2], i[3])));
+  }
 };
 
 // Through the read-only path (ld.global.nc): only for data the kernel does not write.
@@ -170,13 +186,24 @@ __device__ __forceinline__ void store128(void* p, const uint4& u) {
                : "memory");
 }
 
+// The half-width tile's 8-byte accesses (four 16-bit lanes), as load128 / store128.
+__device__ __forceinline__ uint2 load64(const void* p) { return __ldg(static_cast<const uint2*>(p)); }
+
+__device__ __forceinline__ void store64(void* p, const uint2& u) {
+  asm volatile("st.global.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(u.x), "r"(u.y) : "memory");
+}
+
 // The V neurons one thread owns, the same in every [T, N] row and in the [N]
-// tensors. Vec: n0 .. n0+V-1, read and written as one 16-byte access (the caller
-// guarantees 16-byte aligned pointers and N % V == 0, so a pack is all in or all
-// out). Strided: n0 + k * kThreads, so a warp's accesses are coalesced for any
+// tensors. Vec: n0 .. n0+V-1, read and written as one access of V elements: 16 bytes, or
+// 8 for the half-width tile of 2-byte types (four lanes; kVecBytes) that the recomputing
+// backward uses (the caller guarantees pointers aligned to kVecBytes and N % V == 0, so
+// a pack is all in or all out). Strided: n0 + k * kThreads, so a warp's accesses are coalesced for any
 // alignment and N; each lane is bounds-checked.
 template <typename S, int V, bool Vec>
 struct Tile {
+  static constexpr int kVecBytes = V * static_cast<int>(sizeof(S));
+  static_assert(!Vec || kVecBytes == 16 || (kVecBytes == 8 && sizeof(S) == 2),
+                "a vector tile is 16 bytes, or 8 of 2-byte lanes");
   int64_t n0;
   int64_t N;
 
@@ -194,8 +221,10 @@ struct Tile {
   // row: a [T, N] tensor already offset to its step, or an [N] tensor, that the kernel
   // does not write (the vector path reads through the read-only cache).
   __device__ __forceinline__ void load(const S* __restrict__ row, acc_t<S> (&out)[V]) const {
-    if constexpr (Vec) {
+    if constexpr (Vec && kVecBytes == 16) {
       Words<S>::unpack(load128(row + n0), out);
+    } else if constexpr (Vec) {
+      Words<S>::unpack(load64(row + n0), out);
     } else {
 #pragma unroll
       for (int k = 0; k < V; ++k) {
@@ -229,8 +258,10 @@ struct Tile {
   }
 
   __device__ __forceinline__ void store(S* __restrict__ row, const acc_t<S> (&in)[V]) const {
-    if constexpr (Vec) {
+    if constexpr (Vec && kVecBytes == 16) {
       store128(row + n0, Words<S>::pack(in));
+    } else if constexpr (Vec) {
+      store64(row + n0, Words<S>::pack(in));
     } else {
 #pragma unroll
       for (int k = 0; k < V; ++k) {
@@ -242,6 +273,7 @@ struct Tile {
 
   __device__ __forceinline__ void store_d(S* __restrict__ row, const acc_t<S> (&in)[V]) const {
     if constexpr (Vec) {
+      static_assert(kVecBytes == 16, "store_d: 16-byte tiles only");
       Pack<S, V> pk;
 #pragma unroll
       for (int k = 0; k < V; ++k) pk.e[k] = Storage<S>::store_d(in[k]);
@@ -260,6 +292,10 @@ struct Tile {
 
 inline bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;  // null counts as aligned
+}
+
+inline bool aligned_to(const void* p, int bytes) {
+  return (reinterpret_cast<uintptr_t>(p) & static_cast<uintptr_t>(bytes - 1)) == 0;  // null counts as aligned
 }
 
 // Blocks for N neurons, V per thread; 0 when N needs more than a grid holds.

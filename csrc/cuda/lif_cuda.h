@@ -48,9 +48,10 @@ cudaError_t lif_backward_cuda(DType dtype, const void* grad_spikes, const void* 
 // The backward that recomputes from the input: x ([T, N]) and v_init ([N] or null) as
 // given to forward, which then writes no d_saved. Each thread re-runs the forward
 // recurrence for its neurons with every step's charge in registers (the same arithmetic:
-// the same spikes in every dtype), then the reverse one. Built-in surrogates only; other
+// the same spikes in every dtype), then the reverse one; beyond 8 steps (fp64: 4) in
+// chunks (x rows but the last chunk's read twice). Built-in surrogates only; other
 // arguments as lif_backward_cuda. T must be at most lif_recompute_max_steps_cuda(dtype)
-// (cudaErrorInvalidValue otherwise): 8 for float32/float64, 4 for float16/bfloat16.
+// (cudaErrorInvalidValue otherwise): 32, 16 for float64.
 int64_t lif_recompute_max_steps_cuda(DType dtype);
 cudaError_t lif_backward_x_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last,
                                 const void* grad_v_seq, const void* x, const void* v_init, void* grad_x,

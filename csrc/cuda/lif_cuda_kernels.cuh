@@ -7,17 +7,22 @@
 //                             fp32/fp64, d in 16-bit)
 //   neuron_backward_x_kernel  backward that recomputes from the input: the forward
 //                             recurrence again from x (the same expressions, so the same
-//                             spikes in every dtype) with every step's charge in
-//                             registers, then the reverse recurrence
+//                             spikes in every dtype) with a chunk of 8 steps' charges in
+//                             registers (fp64: 4), then the reverse recurrence (up to 4
+//                             chunks)
 //
-// One thread owns V neurons (one 16-byte pack when aligned, lif_cuda.cuh's Tile) and runs
-// the whole time loop. Per-element math is csrc/lif_math.h's (the CPU kernels' too); the
-// fp32 division by tau is lif::div_tau_rcp (reciprocal and two FMAs, IEEE bits). Forward
-// takes decay_input, soft reset and Save as template parameters; the backward kernels take
-// the storage type, the path (Vec), Learn and the surrogate, and read the other flags as
-// uniform selects (one copy of the math; they cost a few selects per element and step).
-// The backward kernels declare at least one block per SM (__launch_bounds__(256, 1)):
-// with the default, ptxas held the recomputing kernels at 80 registers and spilled.
+// One thread owns V neurons (one 16-byte pack when aligned, lif_cuda.cuh's Tile; the
+// recomputing backward's 2-byte types: 8 bytes) and runs the whole time loop. Per-element
+// math is csrc/lif_math.h's (the CPU kernels' too); the fp32 division by tau is
+// lif::div_tau_rcp (reciprocal and two FMAs, IEEE bits). Forward takes decay_input, soft
+// reset and Save as template parameters; the backward kernels take the storage type, the
+// path (Vec), Learn, the surrogate and a flag set (BackwardFlags): the general instance
+// reads the flags at run time (uniform selects), SpikingJelly's defaults and the TKS
+// paper's neuron are also compiled with constants, from the same source.
+// The saved-distance backward declares at least one block per SM (__launch_bounds__(256,
+// 1)): with the default, ptxas held the recomputing kernels at 80 registers and spilled.
+// The recomputing backward declares two (at most 128 registers): chunked, its fp64
+// instances wanted up to 153; capped, nothing spills (tests/test_codegen_cuda.py).
 #pragma once
 
 #include "lif_cuda.cuh"
@@ -30,12 +35,107 @@ namespace detail {
 template <typename S>
 constexpr bool kSavedIsH = sizeof(S) >= 4;
 
-// Steps the recomputing backward keeps in registers: one thread's charges for all T steps
-// take at most 32 registers (fp32: 8 steps x 4 lanes; fp64: 8 x 2 lanes x 2; 16-bit: 4
-// steps x 8 lanes). At 64 (16 / 16 / 8 steps) ptxas capped the kernels at 128 registers
-// and spilled. Longer sequences take the saved-distance path.
+// The recomputing backward's tile: the vector path reads 16 bytes per row (fp32: four
+// lanes, fp64: two), or 8 for 2-byte types (four lanes, the half-width tile), so one
+// thread's charges of kRecomputeSteps = 8 steps take 32 registers (at 64, 16 fp32 steps,
+// ptxas capped the kernels at 128 registers and spilled). fp64, the gradcheck dtype: 4
+// steps, 16 registers (at 8 its strided PLIF kernels spilled under the 128 cap). The
+// strided path has as many lanes (strided_lanes).
 template <typename S>
-constexpr int kRecomputeSteps = 32 / (vec_width<S>() * static_cast<int>(sizeof(acc_t<S>) / 4));
+constexpr int recompute_lanes() {
+  return sizeof(S) == 2 ? 4 : vec_width<S>();
+}
+template <typename S>
+constexpr int kRecomputeSteps = sizeof(acc_t<S>) == 8 ? 4 : 8;
+static_assert(recompute_lanes<float>() == strided_lanes<float>() && recompute_lanes<double>() ==
+                  strided_lanes<double>() && recompute_lanes<__half>() == strided_lanes<__half>(),
+              "both paths of the recomputing backward hold the same lanes");
+
+// Longer sequences run in chunks of kRecomputeSteps (the first one shorter when T is not a
+// multiple): a first pass runs the forward recurrence through all chunks but the last and
+// keeps the membrane at the start of each (in shared memory, each thread's own slots),
+// then the chunks run in reverse, each one's charges recomputed from x in registers and
+// its reverse recurrence run. Each x row but the last chunk's is read twice:
+// ops/lif/cuda.py's docstring counts the bytes and gives the rule; beyond
+// kRecomputeChunks chunks the saved-distance path runs.
+constexpr int kRecomputeChunks = 4;
+template <typename S>
+constexpr int64_t kRecomputeMaxSteps = static_cast<int64_t>(kRecomputeSteps<S>) * kRecomputeChunks;
+
+// ---- the backward's flags -------------------------------------------------------------
+// decay_input, soft reset, detach_reset, the firing rule and whether grad_v_seq is given,
+// as one template argument FlagSet of the backward kernels, the math written once against
+// BackwardFlags' members. kFlagsRuntime, the general instance, reads them from
+// lif::Params: uniform selects, hidden from the optimiser at the top of each loop
+// iteration (BackwardFlags::hide) so that it keeps one copy of the loop (unswitched on
+// the flags it was two to three copies, 1.3-2.7x the SASS and most of the compile
+// time). A fixed set (kFlagsFixed | the flag bits) makes them constants and the selects
+// fold away: its time loop is 0.46-0.77 of the general one's SASS
+// (tests/test_codegen_cuda.py). The host runs a call whose flags are one of
+// kFixedFlagSets through its fixed instance (vector path, built-in surrogates, 4- and
+// 2-byte storage: fixed_flags_compiled), every other one through the general instance.
+constexpr int32_t kFlagsRuntime = 0;
+constexpr int32_t kFlagDecayInput = 1;
+constexpr int32_t kFlagSoftReset = 2;
+constexpr int32_t kFlagDetachReset = 4;
+constexpr int32_t kFlagFireAtThreshold = 8;
+constexpr int32_t kFlagGradVSeq = 16;
+constexpr int32_t kFlagsFixed = 32;
+// SpikingJelly's defaults (decay_input, hard reset, no detach, fire at the threshold, no
+// gradient of v_seq), and the TKS paper's neuron, this package's models' default
+// (models/layers.py's PAPER_NEURON: decay_input, hard reset, detach_reset, fire only above
+// the threshold).
+constexpr int32_t kFlagsSpikingJelly = kFlagsFixed | kFlagDecayInput | kFlagFireAtThreshold;
+constexpr int32_t kFlagsPaper = kFlagsFixed | kFlagDecayInput | kFlagDetachReset;
+
+template <int32_t Set>
+struct BackwardFlags {
+  static_assert((Set & kFlagsFixed) != 0, "a fixed flag set");
+  static constexpr bool decay_input = (Set & kFlagDecayInput) != 0;
+  static constexpr bool soft_reset = (Set & kFlagSoftReset) != 0;
+  static constexpr bool detach_reset = (Set & kFlagDetachReset) != 0;
+  static constexpr bool fire_at_threshold = (Set & kFlagFireAtThreshold) != 0;
+  static constexpr bool has_gvs = (Set & kFlagGradVSeq) != 0;
+  __device__ __forceinline__ BackwardFlags(const lif::Params&, bool) {}
+  __device__ __forceinline__ void hide() {}
+};
+
+template <>
+struct BackwardFlags<kFlagsRuntime> {
+  bool decay_input, soft_reset, detach_reset, fire_at_threshold, has_gvs;
+  __device__ __forceinline__ BackwardFlags(const lif::Params& p, bool gvs)
+      : decay_input(p.decay_input),
+        soft_reset(p.soft_reset),
+        detach_reset(p.detach_reset),
+        fire_at_threshold(p.fire_at_threshold),
+        has_gvs(gvs) {}
+  // Called at the top of a loop's body: the flags become values the compiler cannot see
+  // through, so it keeps one copy of the loop with selects instead of unswitching it
+  // into a copy per combination (code size and compile time of the general instance).
+  __device__ __forceinline__ void hide() {
+    unsigned b = (decay_input ? 1u : 0u) | (soft_reset ? 2u : 0u) | (detach_reset ? 4u : 0u) |
+                 (fire_at_threshold ? 8u : 0u) | (has_gvs ? 16u : 0u);
+    asm volatile("" : "+r"(b));
+    decay_input = b & 1u, soft_reset = b & 2u, detach_reset = b & 4u, fire_at_threshold = b & 8u, has_gvs = b & 16u;
+  }
+};
+
+// Host: the fixed set that holds a call's flags.
+inline int32_t flag_set_of(const lif::Params& p, bool has_gvs) {
+  return kFlagsFixed | (p.decay_input ? kFlagDecayInput : 0) | (p.soft_reset ? kFlagSoftReset : 0) |
+         (p.detach_reset ? kFlagDetachReset : 0) | (p.fire_at_threshold ? kFlagFireAtThreshold : 0) |
+         (has_gvs ? kFlagGradVSeq : 0);
+}
+
+template <int32_t... Sets>
+struct FlagSets {};
+using kFixedFlagSets = FlagSets<kFlagsSpikingJelly, kFlagsPaper>;
+
+// Which instances get the fixed sets besides the general one: the vector path with a
+// built-in surrogate in fp32, fp16 and bf16 (fp64, the gradcheck dtype, the strided path
+// and the external surrogate keep the general instance only: fewer kernels to compile).
+template <typename S, bool Vec, int32_t Kind>
+constexpr bool fixed_flags_compiled = Vec && sizeof(S) <= 4 && Kind != lif::kExternalSurrogate;
 
 // The decay of one call. LIF: divides by tau (fp32: lif::div_tau_rcp; fp64: IEEE).
 // PLIF: multiplies by k. charge, grad_x and grad_v_prev are the reference's expressions.
@@ -166,7 +266,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Backward from the saved values, reverse time, the carried dL/dv in registers; loads run
 // one step ahead (PLIF: the saved values of t and t - 1, for v_{t-1}).
-template <typename S, int V, bool Vec, bool Learn, int32_t Kind>
+template <typename S, int V, bool Vec, bool Learn, int32_t Kind, int32_t FlagSet>
 __global__ void __launch_bounds__(kThreads, 1)
     neuron_backward_kernel(const S* __restrict__ grad_spikes, const S* __restrict__ grad_v_last,
                            const S* __restrict__ grad_v_seq, const S* __restrict__ saved,
@@ -183,8 +283,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const A vth = static_cast<A>(p.v_threshold);
     const A vr = static_cast<A>(p.v_reset);  // 0 for soft reset
     const A alpha = static_cast<A>(alpha_f);
-    const bool di = p.decay_input, soft = p.soft_reset, detach = p.detach_reset, at = p.fire_at_threshold;
-    const bool has_gvs = grad_v_seq != nullptr;
+    BackwardFlags<FlagSet> f(p, grad_v_seq != nullptr);
 
     A gv[V];
     load_v_init(tile, grad_v_last, A(0), gv);
@@ -196,17 +295,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (T > 1) tile.load(saved + off - N, q_prev);
       }
       tile.load(grad_spikes + off, gs_next);
-      if (has_gvs) tile.load(grad_v_seq + off, gvs_next);
+      if (f.has_gvs) tile.load(grad_v_seq + off, gvs_next);
     }
 #pragma unroll 1
     for (int64_t t = T - 1; t >= 0; --t) {
+      f.hide();
       A q[V], v_prev[V], gs[V], gvs[V];
       if constexpr (Learn) {
         if (t > 0) {
 #pragma unroll
           for (int j = 0; j < V; ++j) {
             v_prev[j] = lif::v_from_saved<A>(lif::saved_to_charge<A>(q_prev[j], vth, kIsH),
-                                             lif::saved_to_distance<A>(q_prev[j], vth, kIsH), vth, vr, soft, at);
+                                             lif::saved_to_distance<A>(q_prev[j], vth, kIsH), vth, vr, f.soft_reset,
+                                             f.fire_at_threshold);
           }
         } else {
           load_v_init(tile, v_init, vr, v_prev);  // read at the last step: no registers held meanwhile
@@ -217,7 +318,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         q[j] = q_cur[j];
         if constexpr (Learn) q_cur[j] = q_prev[j];
         gs[j] = gs_next[j];
-        gvs[j] = has_gvs ? gvs_next[j] : A(0);
+        gvs[j] = f.has_gvs ? gvs_next[j] : A(0);
       }
       const int64_t off = t * N;
       if (t > 0) {
@@ -227,20 +328,22 @@ __global__ void __launch_bounds__(kThreads, 1)
           tile.load(saved + off - N, q_cur);
         }
         tile.load(grad_spikes + off - N, gs_next);
-        if (has_gvs) tile.load(grad_v_seq + off - N, gvs_next);
+        if (f.has_gvs) tile.load(grad_v_seq + off - N, gvs_next);
       }
       A gx[V], sg_row[V];
       if constexpr (Kind == lif::kExternalSurrogate) tile.load_acc(sg_ext + off, sg_row);
 #pragma unroll
       for (int j = 0; j < V; ++j) {
         const A d = lif::saved_to_distance<A>(q[j], vth, kIsH);
-        const A g = has_gvs ? gv[j] + gvs[j] : gv[j];
+        const A g = f.has_gvs ? gv[j] + gvs[j] : gv[j];
         const A sg = surrogate_at<Kind, A>(d, alpha, Kind == lif::kExternalSurrogate ? sg_row[j] : A(0));
-        const A gh = lif::step_backward<A>(d, gs[j], g, sg, vth, vr, soft, detach, at);
-        gx[j] = decay.grad_x(gh, di);
+        const A gh = lif::step_backward<A>(d, gs[j], g, sg, vth, vr, f.soft_reset, f.detach_reset,
+                                           f.fire_at_threshold);
+        gx[j] = decay.grad_x(gh, f.decay_input);
         gv[j] = decay.grad_v_prev(gh);
         if constexpr (Learn) {
-          sum += gh * lif::charge_k_term<A>(lif::saved_to_charge<A>(q[j], vth, kIsH), v_prev[j], vr, di);
+          sum += gh * lif::charge_k_term<A>(lif::saved_to_charge<A>(q[j], vth, kIsH), v_prev[j], vr,
+                                            f.decay_input);
         }
       }
       tile.store(grad_x + off, gx);
@@ -250,13 +353,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   if constexpr (Learn) block_partial<A>(sum, partials);
 }
 
-// Backward that recomputes from x (T <= kRecomputeSteps<S>): every x row is loaded at
-// once (T independent 16-byte loads in flight per thread), the forward recurrence turns
-// them into the charges in place, then the reverse recurrence runs with the grad_spikes
-// (and grad_v_seq) row of the step before loaded one step ahead. PLIF recovers v_{t-1}
-// from h_{t-1} by the forward's reset (v_init at t = 0).
-template <typename S, int V, bool Vec, bool Learn, int32_t Kind>
-__global__ void __launch_bounds__(kThreads, 1)
+// Backward that recomputes from x (T <= kRecomputeMaxSteps<S>), in chunks of TR =
+// kRecomputeSteps<S> steps, chunk 0 holding the first T - (chunks - 1) * TR. Passes
+// i = 0 .. chunks - 2 run the forward recurrence through chunk i; passes chunks - 1 ..
+// 2 chunks - 2 take the chunks in reverse: the chunk's x rows are loaded at once (TR
+// independent loads in flight per thread), the forward recurrence turns them into the
+// charges in place (the forward's expressions: the same spikes in every dtype), then the
+// reverse recurrence runs with the grad_spikes (and grad_v_seq) row of the step before
+// loaded one step ahead. Each chunk's start state goes to shared memory (each thread its
+// own slots: no synchronisation; registers stay for the charges). PLIF recovers v_{t-1}
+// from h_{t-1} by the forward's reset (the chunk's start state at its first step). The
+// loads, the forward recurrence and the reverse one are each written once.
+template <typename S, int V, bool Vec, bool Learn, int32_t Kind, int32_t FlagSet>
+__global__ void __launch_bounds__(kThreads, 2)
     neuron_backward_x_kernel(const S* __restrict__ grad_spikes, const S* __restrict__ grad_v_last,
                              const S* __restrict__ grad_v_seq, const S* __restrict__ x,
                              const S* __restrict__ v_init, const acc_t<S>* __restrict__ k_ptr,
@@ -264,67 +373,87 @@ __global__ void __launch_bounds__(kThreads, 1)
                              int64_t T, int64_t N, lif::Params p, lif::TauDivisor div, float alpha_f) {
   using A = acc_t<S>;
   constexpr int TR = kRecomputeSteps<S>;
+  __shared__ A starts[kRecomputeChunks][V][kThreads];  // 16 KiB: [chunk][lane][thread]
   const Tile<S, V, Vec> tile(N);
   A sum = A(0);
   if (tile.active()) {
     const Decay<A, Learn> decay(p, div, k_ptr);
+    BackwardFlags<FlagSet> f(p, grad_v_seq != nullptr);
     const A vth = static_cast<A>(p.v_threshold);
     const A vr = static_cast<A>(p.v_reset);  // 0 for soft reset
     const A alpha = static_cast<A>(alpha_f);
-    const bool di = p.decay_input, soft = p.soft_reset, detach = p.detach_reset, at = p.fire_at_threshold;
-    const bool has_gvs = grad_v_seq != nullptr;
+    const int chunks = static_cast<int>((T + TR - 1) / TR);
+    const int first = static_cast<int>(T - static_cast<int64_t>(chunks - 1) * TR);
 
-    A h[TR][V], v[V], v0[V];
-#pragma unroll
-    for (int t = 0; t < TR; ++t) {
-      if (t < T) tile.load(x + t * N, h[t]);
-    }
+    A h[TR][V], v[V], gv[V], gs_next[V], gvs_next[V];
     load_v_init(tile, v_init, vr, v);  // vr is 0 for soft reset: the forward's v_rest
+    load_v_init(tile, grad_v_last, A(0), gv);
+#pragma unroll 1
+    for (int i = 0; i < 2 * chunks - 1; ++i) {
+      f.hide();
+      const bool reverse = i >= chunks - 1;
+      const int c = reverse ? 2 * chunks - 2 - i : i;
+      const int len = c == 0 ? first : TR;
+      const int64_t t0 = c == 0 ? 0 : first + static_cast<int64_t>(c - 1) * TR;
+      if (reverse && c < chunks - 1) {  // the start state the first pass kept (the last chunk's is v)
 #pragma unroll
-    for (int j = 0; j < V; ++j) v0[j] = v[j];
+        for (int j = 0; j < V; ++j) v[j] = starts[c][j][threadIdx.x];
+      } else {
 #pragma unroll
-    for (int t = 0; t < TR; ++t) {
-      if (t < T) {
-#pragma unroll
-        for (int j = 0; j < V; ++j) {
-          h[t][j] = decay.charge(v[j], h[t][j], vr, di);
-          v[j] = lif::reset<A>(h[t][j], lif::fire<A>(h[t][j], vth, at), vth, vr, soft);
-        }
+        for (int j = 0; j < V; ++j) starts[c][j][threadIdx.x] = v[j];
       }
-    }
-    A(&gv)[V] = v;  // the membrane is done with: the carried gradient takes its registers
-    load_v_init(tile, grad_v_last, A(0), v);
-    A gs_next[V], gvs_next[V];
-    tile.load(grad_spikes + (T - 1) * N, gs_next);
-    if (has_gvs) tile.load(grad_v_seq + (T - 1) * N, gvs_next);
 #pragma unroll
-    for (int t = TR - 1; t >= 0; --t) {
-      if (t < T) {
-        A gs[V], gvs[V], gx[V];
+      for (int t = 0; t < TR; ++t) {
+        if (t < len) tile.load(x + (t0 + t) * N, h[t]);
+      }
+      if (reverse && c == chunks - 1) {
+        tile.load(grad_spikes + (T - 1) * N, gs_next);
+        if (f.has_gvs) tile.load(grad_v_seq + (T - 1) * N, gvs_next);
+      }
 #pragma unroll
-        for (int j = 0; j < V; ++j) {
-          gs[j] = gs_next[j];
-          gvs[j] = has_gvs ? gvs_next[j] : A(0);
-        }
-        if (t > 0) {
-          tile.load(grad_spikes + (t - 1) * N, gs_next);
-          if (has_gvs) tile.load(grad_v_seq + (t - 1) * N, gvs_next);
-        }
+      for (int t = 0; t < TR; ++t) {
+        if (t < len) {
 #pragma unroll
-        for (int j = 0; j < V; ++j) {
-          const A d = h[t][j] - vth;
-          const A g = has_gvs ? gv[j] + gvs[j] : gv[j];
-          const A sg = lif::surrogate_grad_t<Kind, A>(d, alpha);
-          const A gh = lif::step_backward<A>(d, gs[j], g, sg, vth, vr, soft, detach, at);
-          gx[j] = decay.grad_x(gh, di);
-          gv[j] = decay.grad_v_prev(gh);
-          if constexpr (Learn) {
-            const A v_prev = t > 0 ? lif::reset<A>(h[t - 1][j], lif::fire<A>(h[t - 1][j], vth, at), vth, vr, soft)
-                                   : v0[j];
-            sum += gh * lif::charge_k_term<A>(h[t][j], v_prev, vr, di);
+          for (int j = 0; j < V; ++j) {
+            h[t][j] = decay.charge(v[j], h[t][j], vr, f.decay_input);
+            v[j] = lif::reset<A>(h[t][j], lif::fire<A>(h[t][j], vth, f.fire_at_threshold), vth, vr, f.soft_reset);
           }
         }
-        tile.store(grad_x + t * N, gx);
+      }
+      if (!reverse) continue;  // v is chunk c + 1's start state
+#pragma unroll
+      for (int t = TR - 1; t >= 0; --t) {
+        if (t < len) {
+          const int64_t step = t0 + t;
+          A gs[V], gvs[V], gx[V];
+#pragma unroll
+          for (int j = 0; j < V; ++j) {
+            gs[j] = gs_next[j];
+            gvs[j] = f.has_gvs ? gvs_next[j] : A(0);
+          }
+          if (step > 0) {
+            tile.load(grad_spikes + (step - 1) * N, gs_next);
+            if (f.has_gvs) tile.load(grad_v_seq + (step - 1) * N, gvs_next);
+          }
+#pragma unroll
+          for (int j = 0; j < V; ++j) {
+            const A d = h[t][j] - vth;
+            const A g = f.has_gvs ? gv[j] + gvs[j] : gv[j];
+            const A sg = lif::surrogate_grad_t<Kind, A>(d, alpha);
+            const A gh = lif::step_backward<A>(d, gs[j], g, sg, vth, vr, f.soft_reset, f.detach_reset,
+                                               f.fire_at_threshold);
+            gx[j] = decay.grad_x(gh, f.decay_input);
+            gv[j] = decay.grad_v_prev(gh);
+            if constexpr (Learn) {
+              const A v_prev =
+                  t > 0 ? lif::reset<A>(h[t - 1][j], lif::fire<A>(h[t - 1][j], vth, f.fire_at_threshold), vth, vr,
+                                        f.soft_reset)
+                        : starts[c][j][threadIdx.x];
+              sum += gh * lif::charge_k_term<A>(h[t][j], v_prev, vr, f.decay_input);
+            }
+          }
+          tile.store(grad_x + step * N, gx);
+        }
       }
     }
     tile.store(grad_v_init, gv);
@@ -405,20 +534,20 @@ cudaError_t forward_typed(const void* x, const void* v_init, const void* k, void
 #undef TKS_FWD
 }
 
-template <typename S, int V, bool Vec, bool Learn, int32_t Kind, bool Recompute>
+template <typename S, int V, bool Vec, bool Learn, int32_t Kind, bool Recompute, int32_t FlagSet>
 cudaError_t launch_backward(const BackwardArgs& a, int64_t T, int64_t N, const lif::Params& p, float alpha,
                             cudaStream_t stream) {
   const unsigned int blocks = num_blocks(N, V);
   if (blocks == 0) return cudaErrorInvalidConfiguration;
   const lif::TauDivisor div = host_divisor(p, Learn);
   if constexpr (Recompute) {
-    neuron_backward_x_kernel<S, V, Vec, Learn, Kind><<<blocks, kThreads, 0, stream>>>(
+    neuron_backward_x_kernel<S, V, Vec, Learn, Kind, FlagSet><<<blocks, kThreads, 0, stream>>>(
         static_cast<const S*>(a.grad_spikes), static_cast<const S*>(a.grad_v_last),
         static_cast<const S*>(a.grad_v_seq), static_cast<const S*>(a.saved), static_cast<const S*>(a.v_init),
         static_cast<const acc_t<S>*>(a.k), static_cast<S*>(a.grad_x), static_cast<S*>(a.grad_v_init), a.partials,
         T, N, p, div, alpha);
   } else {
-    neuron_backward_kernel<S, V, Vec, Learn, Kind><<<blocks, kThreads, 0, stream>>>(
+    neuron_backward_kernel<S, V, Vec, Learn, Kind, FlagSet><<<blocks, kThreads, 0, stream>>>(
         static_cast<const S*>(a.grad_spikes), static_cast<const S*>(a.grad_v_last),
         static_cast<const S*>(a.grad_v_seq), static_cast<const S*>(a.saved), static_cast<const S*>(a.v_init),
         static_cast<const acc_t<S>*>(a.k), static_cast<const acc_t<S>*>(a.sg), static_cast<S*>(a.grad_x),
@@ -435,20 +564,39 @@ cudaError_t launch_backward(const BackwardArgs& a, int64_t T, int64_t N, const l
   return cudaSuccess;
 }
 
-// Recompute: the kernel that reads x (in a.saved) instead of saved values; built-in
-// surrogates only (the external one is the saved-distance path's).
+// The fixed-flag instance that holds the call's flags (set: flag_set_of), else the general one.
+template <typename S, int V, bool Vec, bool Learn, int32_t Kind, bool Recompute, int32_t... Sets>
+cudaError_t launch_by_flags(FlagSets<Sets...>, int32_t set, const BackwardArgs& a, int64_t T, int64_t N,
+                            const lif::Params& p, float alpha, cudaStream_t stream) {
+  if constexpr (fixed_flags_compiled<S, Vec, Kind>) {
+    cudaError_t err = cudaSuccess;
+    const bool fixed = ((set == Sets && (err = launch_backward<S, V, Vec, Learn, Kind, Recompute, Sets>(
+                                             a, T, N, p, alpha, stream),
+                                         true)) ||
+                        ...);
+    if (fixed) return err;
+  }
+  return launch_backward<S, V, Vec, Learn, Kind, Recompute, kFlagsRuntime>(a, T, N, p, alpha, stream);
+}
+
+// Recompute: the kernel that reads x (in a.saved) instead of saved values, on its own
+// tile (recompute_lanes: 8-byte accesses for 2-byte types); built-in surrogates only (the
+// external one is the saved-distance path's).
 template <typename S, bool Learn, bool Recompute>
 cudaError_t backward_typed(const BackwardArgs& a, int64_t T, int64_t N, const lif::Params& p, int32_t surrogate,
                            float alpha, cudaStream_t stream) {
-  constexpr int V = vec_width<S>();
+  constexpr int V = Recompute ? recompute_lanes<S>() : vec_width<S>();
   constexpr int VS = strided_lanes<S>();
-  const bool vec = N % V == 0 && aligned16(a.grad_spikes) && aligned16(a.grad_v_last) &&
-                   aligned16(a.grad_v_seq) && aligned16(a.saved) && aligned16(a.v_init) && aligned16(a.sg) &&
-                   aligned16(a.grad_x) && aligned16(a.grad_v_init);
-#define TKS_BWD(K)                                                                                  \
-  case K:                                                                                           \
-    return vec ? launch_backward<S, V, true, Learn, K, Recompute>(a, T, N, p, alpha, stream)       \
-               : launch_backward<S, VS, false, Learn, K, Recompute>(a, T, N, p, alpha, stream);
+  constexpr int bytes = V * static_cast<int>(sizeof(S));
+  const bool vec = N % V == 0 && aligned_to(a.grad_spikes, bytes) && aligned_to(a.grad_v_last, bytes) &&
+                   aligned_to(a.grad_v_seq, bytes) && aligned_to(a.saved, bytes) && aligned_to(a.v_init, bytes) &&
+                   aligned16(a.sg) && aligned_to(a.grad_x, bytes) && aligned_to(a.grad_v_init, bytes);
+  const int32_t set = flag_set_of(p, a.grad_v_seq != nullptr);
+#define TKS_BWD(K)                                                                                             \
+  case K:                                                                                                      \
+    return vec ? launch_by_flags<S, V, true, Learn, K, Recompute>(kFixedFlagSets{}, set, a, T, N, p, alpha,     \
+                                                                  stream)                                      \
+               : launch_backward<S, VS, false, Learn, K, Recompute, kFlagsRuntime>(a, T, N, p, alpha, stream);
   switch (surrogate) {
     TKS_BWD(lif::kSigmoid)
     TKS_BWD(lif::kAtan)
@@ -462,8 +610,10 @@ cudaError_t backward_typed(const BackwardArgs& a, int64_t T, int64_t N, const li
   }
   if constexpr (!Recompute) {
     if (surrogate == lif::kExternalSurrogate) {
-      return vec ? launch_backward<S, V, true, Learn, lif::kExternalSurrogate, false>(a, T, N, p, alpha, stream)
-                 : launch_backward<S, VS, false, Learn, lif::kExternalSurrogate, false>(a, T, N, p, alpha, stream);
+      return vec ? launch_backward<S, V, true, Learn, lif::kExternalSurrogate, false, kFlagsRuntime>(a, T, N, p,
+                                                                                                     alpha, stream)
+                 : launch_backward<S, VS, false, Learn, lif::kExternalSurrogate, false, kFlagsRuntime>(
+                       a, T, N, p, alpha, stream);
     }
   }
 #undef TKS_BWD

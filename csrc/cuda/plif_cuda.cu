@@ -1,4 +1,5 @@
-// Parametric LIF backward kernels: lif_cuda_kernels.cuh's LIF family with Learn = true
+// Parametric LIF backward kernels from the saved values (the recomputing ones are
+// plif_cuda_bwd_x.cu's): lif_cuda_kernels.cuh's LIF family with Learn = true
 // (the decay k = 1/tau read once per thread from device memory, and dL/dk summed). Each
 // thread adds gh_t * charge_k_term over its neurons and steps in the compute type, the
 // block adds its threads in fp64 (a fixed tree) into workspace[blockIdx.x], and a
@@ -37,21 +38,6 @@ cudaError_t plif_backward_cuda(DType dtype, const void* grad_spikes, const void*
   return detail::by_dtype(dtype, [&](auto* tag) {
     using S = std::remove_pointer_t<decltype(tag)>;
     return detail::backward_typed<S, true, false>(a, T, N, p, surrogate, alpha, stream);
-  });
-}
-
-cudaError_t plif_backward_x_cuda(DType dtype, const void* grad_spikes, const void* grad_v_last,
-                                 const void* grad_v_seq, const void* x, const void* v_init, const void* k,
-                                 void* grad_x, void* grad_v_init, void* grad_k, double* workspace, int64_t T,
-                                 int64_t N, const lif::Params& p, int32_t surrogate, float alpha,
-                                 cudaStream_t stream) {
-  if (T <= 0 || N <= 0) return cudaSuccess;
-  if (T > lif_recompute_max_steps_cuda(dtype)) return cudaErrorInvalidValue;
-  const detail::BackwardArgs a{grad_spikes, grad_v_last, grad_v_seq, x,        v_init, k, nullptr,
-                               grad_x,      grad_v_init, grad_k,     workspace};
-  return detail::by_dtype(dtype, [&](auto* tag) {
-    using S = std::remove_pointer_t<decltype(tag)>;
-    return detail::backward_typed<S, true, true>(a, T, N, p, surrogate, alpha, stream);
   });
 }
 

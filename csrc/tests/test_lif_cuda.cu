@@ -407,8 +407,10 @@ void run_tiny_distance(cudaStream_t stream) {
 
 template <typename S>
 void run_dtype(std::mt19937& rng, cudaStream_t stream) {
-  // T = 4 and 8: the recomputing backward's limits (16-bit, fp32/fp64); 9 and 5 beyond them.
-  const int64_t sizes[][2] = {{5, 4096}, {3, 1001}, {1, 8}, {4, 2 * 16 * 33}, {8, 1032}, {9, 264}};
+  // T = 8: one chunk of the recomputing backward; 9, 16, 17: two or three chunks (a short
+  // first one); 32: four, its limit; 33 beyond it (the saved distance).
+  const int64_t sizes[][2] = {{5, 4096}, {3, 1001}, {1, 8}, {4, 2 * 16 * 33}, {8, 1032}, {9, 264},
+                              {16, 520},  {17, 264},  {32, 136}, {33, 72}};
   const double taus[] = {2.0, 3.0, 1.7, 10.0};
   for (const auto& tn : sizes) {
     for (int offset : {0, 1}) {

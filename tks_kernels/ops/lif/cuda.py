@@ -5,11 +5,32 @@ dispatches by the tensors' device, and the fake implementations and autograd reg
 there serve both. Kernels run on the tensors' device and its current stream.
 
 As on the CPU, a forward that needs a gradient saves x itself and writes only the spikes
-when T <= ``recompute_max_steps_cuda(dtype)`` (8 in fp32/fp64, 4 in fp16/bf16: one
-thread's charges for all steps fit in 32 registers); backward then re-runs the forward
-recurrence from x in registers (every x row loaded at once) and the reverse one: 20 bytes
-per neuron and step in fp32 instead of 24, no [T, *] buffer of d. Longer sequences, and
-the contract-3 functions, save d (``lif_forward`` / ``lif_backward``).
+when T <= ``recompute_max_steps_cuda(dtype)`` (32; 16 in fp64); backward then re-runs
+the forward recurrence from x and the reverse one, no [T, *] buffer of d. One thread's
+charges of 8 steps fit in 32 registers (fp32: four lanes, one 16-byte access per row;
+fp16/bf16: four lanes, 8-byte accesses, the half-width tile; fp64, two lanes: 4 steps),
+so the recurrence runs in chunks of 8 steps (the first chunk shorter when 8 does not
+divide T): a first pass runs the forward recurrence through every chunk but the last
+and keeps each chunk's start state in shared memory, then the chunks run in reverse,
+each chunk's x rows loaded again and its charges recomputed.
+
+The rule, in storage elements e moved per neuron and step (e = 4 bytes in fp32, 2 in
+fp16/bf16), forward and backward together, without v_seq (its gradient adds e to both):
+
+- saved distance: forward reads x, writes spikes and d (3e); backward reads d and
+  grad_spikes, writes grad_x (3e): **6e** (24 B fp32);
+- recompute, T <= 8: forward 2e (no d); backward reads x, grad_spikes, writes grad_x:
+  **5e** (20 B);
+- recompute in C = ceil(T / 8) chunks: the first pass re-reads the T - 8 rows before
+  the last chunk: **(6 - 8/T) e**, e.g. 5.11e at T = 9, 5.5e at T = 16, 5.75e (23 B
+  fp32) at T = 32 (fp64, chunks of 4: (6 - 4/T) e up to T = 16).
+
+Chunks always move fewer bytes than the saved distance and allocate no d, but the gain
+falls as 8/T while the backward runs the forward recurrence over 2T - 8 steps and keeps
+one more start state in registers per chunk: so up to 4 chunks (T <= 32, 4% fewer bytes
+at T = 32) the backward recomputes, beyond it the saved-distance path runs
+(``lif_forward`` / ``lif_backward``, also the contract-3 functions). PLIF
+(``ops/plif/cuda.py``) follows the same rule.
 """
 from __future__ import annotations
 

@@ -4,8 +4,10 @@ as the CUDA kernels of the ``tks_kernels::plif_forward`` / ``plif_backward`` ops
 implementations and autograd registered there serve both. What forward saves is the
 same too; k is read from device memory (no host sync), and dL/dk is summed per block
 with the partials added in a fixed order by one more block, so it is deterministic.
-For T <= ``recompute_max_steps_cuda(dtype)`` forward saves x and backward recomputes
-from it (``plif_forward_x`` / ``plif_backward_x``), as LIF's (``ops/lif/cuda.py``).
+For T <= ``recompute_max_steps_cuda(dtype)`` (32; fp64 16) forward saves x and backward
+recomputes from it in chunks of 8 steps (``plif_forward_x`` / ``plif_backward_x``), by LIF's rule and
+byte counts (``ops/lif/cuda.py``); dL/dk sums the steps in the saved-value backward's
+order, so both give the same bits in fp32/fp64.
 """
 from __future__ import annotations
 
