@@ -320,7 +320,7 @@ def test_recompute_equals_saved_path_bit_for_bit(opts, dtype, monkeypatch):
 @needs_recompute
 @pytest.mark.parametrize("T", [1, 130, 700, 4096])
 def test_recompute_at_many_steps_matches_reference(T):
-    """Blocks shrink as T grows (512 lanes down to 16 at T = 4096): the reference still holds."""
+    """Blocks shrink as T grows (2048 lanes down to 16 at T = 4096): the reference still holds."""
     x = random_input((T, 2, 19))
     assert lif_cpu.recomputes(x)
     assert_matches_reference(x, random_input((2, 19), scale=0.5), "cpu", tau=3.0, surrogate="atan")

@@ -356,7 +356,7 @@ def test_gradcheck_fp64_including_w(backend, opts):
 
 @needs_cpu
 def test_cpu_grad_w_bitwise_equal_across_thread_counts():
-    x, v0 = make_input((4, 70_001))  # 137 chunks of 512 neurons
+    x, v0 = make_input((4, 70_001))  # 35 chunks of 2048 neurons
     before = torch.get_num_threads()
     results = []
     try:
