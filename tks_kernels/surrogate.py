@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from . import _numbers
+from ._autograd import fast_apply
 from .ops.lif import DEFAULT_ALPHA, SURROGATES
 from .ops.lif.reference import surrogate_grad
 
@@ -30,13 +31,21 @@ __all__ = ["SurrogateFunction", "Sigmoid", "ATan", "PiecewiseQuadratic", "Piecew
 
 
 class _HeavisideWithSurrogate(torch.autograd.Function):
-    """s = [x >= 0]; ds/dx = g'(x) of the named built-in surrogate."""
+    """s = [x >= 0]; ds/dx = g'(x) of the named built-in surrogate. Works under torch.func
+    transforms (grad, vmap, ...)."""
+
+    generate_vmap_rule = True
+    apply = classmethod(fast_apply)
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, name: str, alpha: float) -> torch.Tensor:
+    def forward(x: torch.Tensor, name: str, alpha: float) -> torch.Tensor:
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, name, alpha = inputs
         ctx.save_for_backward(x)
         ctx.args = (name, alpha)
-        return (x >= 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_s: torch.Tensor):

@@ -14,6 +14,8 @@ from typing import Callable, Dict
 
 import torch
 
+from .._autograd import fast_apply
+
 
 def _eager(t: torch.Tensor) -> bool:
     return (
@@ -22,16 +24,6 @@ def _eager(t: torch.Tensor) -> bool:
         and torch._C._len_torch_dispatch_stack() == 0
         and not torch._C._is_torch_function_mode_enabled()
     )
-
-
-def _apply(cls, *args):
-    """``torch.autograd.Function.apply`` without its per-call ``inspect.signature`` (about
-    25 us, which binds default arguments: ``forward(*args)`` has none and every call passes
-    all of them): autograd's own C++ apply, which calls forward and then setup_context as
-    the Python one does. Under functorch transforms (vmap, grad, ...), the Python apply."""
-    if torch._C._are_functorch_transforms_active():
-        return torch.autograd.Function.apply.__func__(cls, *args)
-    return super(torch.autograd.Function, cls).apply(*args)
 
 
 class NativeOp:
@@ -52,7 +44,7 @@ class NativeOp:
                 "forward": staticmethod(forward),
                 "setup_context": staticmethod(setup_context),
                 "backward": staticmethod(backward),
-                "apply": classmethod(_apply),
+                "apply": classmethod(fast_apply),
             })
             torch.library.register_autograd(f"tks_kernels::{name}", backward, setup_context=setup_context)
 

@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from ..._autograd import fast_apply
 from . import LIFConfig
 
 
@@ -40,13 +41,20 @@ def surrogate_grad(x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tenso
 
 class _Fire(torch.autograd.Function):
     """s = [h >= v_threshold] (``fire_at_threshold``) or [h > v_threshold];
-    ds/dh = g'(h - v_threshold)."""
+    ds/dh = g'(h - v_threshold). Works under torch.func transforms (grad, vmap, ...)."""
+
+    generate_vmap_rule = True
+    apply = classmethod(fast_apply)
 
     @staticmethod
-    def forward(ctx, h, v_threshold, surrogate, alpha, fire_at_threshold=True):
+    def forward(h, v_threshold, surrogate, alpha, fire_at_threshold):
+        return ((h >= v_threshold) if fire_at_threshold else (h > v_threshold)).to(h.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h, v_threshold, surrogate, alpha, _ = inputs
         ctx.save_for_backward(h)
         ctx.args = (v_threshold, surrogate, alpha)
-        return ((h >= v_threshold) if fire_at_threshold else (h > v_threshold)).to(h.dtype)
 
     @staticmethod
     def backward(ctx, grad_s):
