@@ -70,11 +70,11 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """The backend a call on ``device`` runs with; raises if ``backend`` cannot run there.
     Under torch.func transforms (vmap, grad, jacrev, ...) only the reference runs: the
     kernels take real tensors, not functorch's wrappers."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
     if torch._C._are_functorch_transforms_active():
         if backend in ("auto", "torch"):
             return "torch"
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be 'auto' or one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
         raise RuntimeError(f"backend={backend!r} does not run under torch.func transforms (vmap, grad, jacrev, ...): "
                            f"its kernels take real tensors; use backend='auto' or 'torch' (the plain-PyTorch "
                            f"reference) inside them")
@@ -89,8 +89,6 @@ def resolve_backend(backend: str, device: torch.device) -> str:
             if _status(name)[0]:
                 return name
         return "torch"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
     ok, reason = _status(backend)
     if not ok:
         raise RuntimeError(f"backend={backend!r} cannot run here: {reason}")
